@@ -1,0 +1,37 @@
+"""lbspeaker.io API: constants, address parsing and the pydantic models of every kind.
+
+Models live in `lbspeaker.api.models`; the CRD YAML is generated from them by
+`python -m lbspeaker.api.crdgen`.
+"""
+
+from lbspeaker.api.models import (
+    KINDS,
+    BGPAdvertisement,
+    BGPPeer,
+    Community,
+    Condition,
+    IPAddressPool,
+    L2Advertisement,
+    LabelSelector,
+    Resource,
+    ServiceBGPStatus,
+    ServiceL2Status,
+    parse_duration,
+    parse_object,
+)
+
+__all__ = [
+    "KINDS",
+    "BGPAdvertisement",
+    "BGPPeer",
+    "Community",
+    "Condition",
+    "IPAddressPool",
+    "L2Advertisement",
+    "LabelSelector",
+    "Resource",
+    "ServiceBGPStatus",
+    "ServiceL2Status",
+    "parse_duration",
+    "parse_object",
+]

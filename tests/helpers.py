@@ -1,0 +1,55 @@
+"""Test helpers shared by unit, component and e2e tests.
+
+`wait_for` replaces sleeps: it polls a condition against a deadline, so a test is as
+fast as the system under test and fails with a message instead of hanging.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def wait_for(
+    predicate: Callable[[], T],
+    timeout: float = 10.0,
+    interval: float = 0.01,
+    message: str | Callable[[], str] = "",
+) -> T:
+    """Poll `predicate` until it returns something truthy; return that, or fail after `timeout` s.
+
+    Exceptions from the predicate count as "not yet" until the deadline, then propagate
+    as the cause, so a predicate may read state that is still being built.
+    """
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    delay = interval
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+            last_exc = None
+        except Exception as exc:
+            last_exc = exc
+        if time.monotonic() >= deadline:
+            text = message() if callable(message) else message
+            raise AssertionError(f"condition not met within {timeout}s: {text}") from last_exc
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.2)
+
+
+class Recorder:
+    """Collects (type, obj) callbacks from a WatchCache-style `on_event` for later assertions."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def __call__(self, type_: str, obj: dict[str, Any]) -> None:
+        self.events.append((type_, obj))
+
+    def names(self, type_: str | None = None) -> list[str]:
+        return [o["metadata"]["name"] for t, o in list(self.events) if type_ is None or t == type_]
