@@ -1,0 +1,139 @@
+"""ARP responder for one interface: answers who-has for the owned IPv4 addresses only.
+
+The receive loop is the hot path (tens of thousands of requests per second on a busy
+or hostile LAN), so it works on raw frame bytes: one fixed-prefix compare, a set
+lookup of the 4-byte target, and a reply assembled by slicing the request. Anything
+that fails the fast check goes through the full parser only to be classified
+(ignored vs malformed) for the counters.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable
+from typing import Final
+
+from lbspeaker.l2.bpf import arp_request_filter, attach_filter
+from lbspeaker.l2.frames import (
+    BROADCAST_MAC,
+    ETH_P_ARP,
+    MalformedFrame,
+    arp_reply_from_frame,
+    build_gratuitous_arp,
+    parse_arp_request,
+)
+from lbspeaker.l2.packet import ResponderStats, open_packet_socket, socket_mac
+
+# ethertype ARP + htype 1 + ptype IPv4 + hlen 6 + plen 4 + op request
+_REQUEST_PREFIX: Final = bytes.fromhex("08060001080006040001")
+DEFAULT_BATCH: Final = 512
+
+
+class ArpResponder:
+    """One AF_PACKET socket on `ifname`; `owned` is the set of 4-byte IPs we answer for.
+
+    Not thread-safe by itself except for `set_owned`, which swaps an immutable set
+    (atomic under the GIL) so that a lost IP stops being answered from the next frame.
+    """
+
+    family: Final = 4
+
+    def __init__(self, ifname: str, owned: Iterable[bytes] = (), stats: ResponderStats | None = None) -> None:
+        self.ifname = ifname
+        self._owned: frozenset[bytes] = frozenset(owned)
+        self.sock = open_packet_socket(ifname, ETH_P_ARP, arp_request_filter(sorted(self._owned)))
+        try:
+            self.mac = socket_mac(self.sock)
+        except BaseException:
+            self.sock.close()
+            raise
+        self.stats = stats if stats is not None else ResponderStats()
+
+    def fileno(self) -> int:
+        """For selectors."""
+        return self.sock.fileno()
+
+    @property
+    def owned(self) -> frozenset[bytes]:
+        """The IPv4 addresses (4 raw bytes each) currently answered for."""
+        return self._owned
+
+    def set_owned(self, owned: Iterable[bytes]) -> None:
+        """Replace the owned set: Python check first (authoritative), then kernel filter."""
+        new = frozenset(owned)
+        if new == self._owned:
+            return
+        self._owned = new
+        attach_filter(self.sock, arp_request_filter(sorted(new)))
+
+    def handle_readable(self, max_batch: int = DEFAULT_BATCH) -> int:
+        """Drain up to `max_batch` frames; return how many were read.
+
+        OSError other than EAGAIN (e.g. ENETDOWN when the link goes away) propagates:
+        the announcer re-opens the socket.
+        """
+        recv = self.sock.recv
+        send = self.sock.send
+        mac = self.mac
+        stats = self.stats
+        n = 0
+        while n < max_batch:
+            try:
+                frame = recv(256)
+            except BlockingIOError:
+                break
+            except InterruptedError:
+                continue
+            n += 1
+            if len(frame) < 42 or frame[12:22] != _REQUEST_PREFIX:
+                self._classify(frame)
+                continue
+            tpa = frame[38:42]
+            if tpa not in self._owned:
+                stats.ignored += 1
+                continue
+            dst = frame[0:6]
+            if (dst != BROADCAST_MAC and dst != mac) or frame[28:32] == tpa or frame[22] & 1:
+                # Not for us at Ethernet level, someone else's gratuitous ARP for the
+                # address (a conflict we must not feed), or a multicast sender MAC.
+                stats.ignored += 1
+                continue
+            stats.requests_received[tpa] += 1
+            try:
+                send(arp_reply_from_frame(frame, mac))
+            except OSError:
+                stats.send_errors += 1
+            else:
+                stats.responses_sent[tpa] += 1
+        return n
+
+    def _classify(self, frame: bytes) -> None:
+        try:
+            parse_arp_request(frame)
+        except MalformedFrame:
+            self.stats.malformed_dropped += 1
+        else:
+            self.stats.ignored += 1
+
+    def send_gratuitous(self, ip: bytes) -> int:
+        """Send the request and the reply form of gratuitous ARP for `ip`; frames sent."""
+        sent = 0
+        for reply in (False, True):
+            try:
+                self.sock.send(build_gratuitous_arp(self.mac, ip, reply))
+            except OSError:
+                self.stats.send_errors += 1
+            else:
+                sent += 1
+                self.stats.gratuitous_sent[ip] += 1
+        return sent
+
+    def close(self) -> None:
+        """Close the socket; no more answers from this responder."""
+        self._owned = frozenset()
+        self.sock.close()
+
+
+def ipv4_bytes(ip: str) -> bytes:
+    """Text IPv4 -> 4 bytes (socket.inet_aton accepts shorthand forms; this does not)."""
+    return socket.inet_pton(socket.AF_INET, ip)
