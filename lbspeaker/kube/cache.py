@@ -347,6 +347,11 @@ class WatchCache:
                 if self._stop.is_set():
                     return got
                 raise _StreamBroken(str(exc)) from exc
+            except AttributeError:
+                # stop() closed the response under the reader (urllib3 drops its file object).
+                if self._stop.is_set():
+                    return got
+                raise
             if splitter.pending and not self._stop.is_set():
                 raise _StreamBroken(f"stream ended inside an event ({splitter.pending} bytes)")
         finally:
