@@ -1,0 +1,400 @@
+"""The lab's BGP router (FRR or BIRD from Debian) in the `router` namespace.
+
+The router is AS 64512 and peers eBGP with every node (the nodes' speakers use AS
+64513 by default; the router accepts any external AS so tests can give nodes their
+own ASNs). Each node IP is a configured neighbour, and a listen range over the
+node subnet lets new speakers connect without a config change. Paths from
+different nodes are installed as one ECMP route (FRR `maximum-paths 8` with
+`as-path multipath-relax`; BIRD `merge paths`), which is what the BGP tests and
+the announce-to-FIB benchmark look at.
+
+Rendering is pure (`render_frr`, `render_bird`, `parse_*`); `start_router` and
+`bgp_neighbors` are the thin shell. Daemons run in the foreground (no `-d`) so the
+PID the lab records is the daemon itself and `down` ends it by PID.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab import netns as nsops
+from lab.topology import (
+    NODE_SUBNET_V4,
+    NODE_SUBNET_V6,
+    ROUTER,
+    ROUTER_ASN,
+    ROUTER_IP_V4,
+    ROUTER_IP_V6,
+    LabPlan,
+)
+
+FRR_DIR = "/usr/lib/frr"
+ROUTER_KINDS = ("frr", "bird", "none")
+MAX_PATHS = 8
+
+
+@dataclass(frozen=True)
+class RouterPaths:
+    """Files of one router instance under `<state>/router`."""
+
+    root: Path
+
+    @property
+    def frr_conf(self) -> Path:
+        return self.root / "frr.conf"
+
+    @property
+    def zserv(self) -> Path:
+        return self.root / "zserv.api"
+
+    @property
+    def bird_conf(self) -> Path:
+        return self.root / "bird.conf"
+
+    @property
+    def bird_ctl(self) -> Path:
+        return self.root / "bird.ctl"
+
+    def pidfile(self, daemon: str) -> Path:
+        return self.root / f"{daemon}.pid"
+
+
+RUNTIME_ROOT = "/run/lbspeaker-lab-router"
+
+
+def runtime_dir(state_dir: Path) -> Path:
+    """Where the router's config and sockets live: outside the state dir, because FRR drops to
+    the `frr` user, which cannot traverse a 0700 parent such as pytest's tmp dir."""
+    digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:12]
+    return Path(RUNTIME_ROOT) / digest
+
+
+# -- FRR ------------------------------------------------------------------------------------------
+
+
+def render_frr(lab: LabPlan, log_file: str | None = None, password: str | None = None) -> str:
+    """frr.conf for zebra + bgpd: AS 64512, every node a neighbour, listen range, ECMP.
+
+    `password` turns on TCP MD5 (RFC 2385) for every node session, as BGPPeer.password expects.
+    """
+    lines = [
+        "frr defaults traditional",
+        "hostname router",
+        f"log file {log_file} informational" if log_file else "log stdout informational",
+        "!",
+        f"router bgp {ROUTER_ASN}",
+        f" bgp router-id {ROUTER_IP_V4}",
+        " no bgp ebgp-requires-policy",
+        " no bgp default ipv4-unicast",
+        " bgp bestpath as-path multipath-relax",
+        " bgp log-neighbor-changes",
+        " neighbor NODES peer-group",
+        " neighbor NODES remote-as external",
+        " neighbor NODES timers 3 9",
+        " neighbor NODES timers connect 2",
+    ]
+    if password:
+        lines.append(f" neighbor NODES password {password}")
+    if lab.ipv6:
+        lines += [
+            " neighbor NODES6 peer-group",
+            " neighbor NODES6 remote-as external",
+            " neighbor NODES6 timers 3 9",
+            " neighbor NODES6 timers connect 2",
+        ]
+        if password:
+            lines.append(f" neighbor NODES6 password {password}")
+    for n in lab.nodes:
+        lines.append(f" neighbor {n.ipv4} peer-group NODES")
+        lines.append(f" neighbor {n.ipv4} description {n.name}")
+        if n.ipv6:
+            lines.append(f" neighbor {n.ipv6} peer-group NODES6")
+            lines.append(f" neighbor {n.ipv6} description {n.name}")
+    lines.append(f" bgp listen range {NODE_SUBNET_V4} peer-group NODES")
+    if lab.ipv6:
+        lines.append(f" bgp listen range {NODE_SUBNET_V6} peer-group NODES6")
+    lines += [
+        " !",
+        " address-family ipv4 unicast",
+        f"  maximum-paths {MAX_PATHS}",
+        "  neighbor NODES activate",
+        "  neighbor NODES soft-reconfiguration inbound",
+        " exit-address-family",
+    ]
+    if lab.ipv6:
+        lines += [
+            " !",
+            " address-family ipv6 unicast",
+            f"  maximum-paths {MAX_PATHS}",
+            "  neighbor NODES6 activate",
+            "  neighbor NODES6 soft-reconfiguration inbound",
+            " exit-address-family",
+        ]
+    lines += ["exit", "!", "line vty", "!", ""]
+    return "\n".join(lines)
+
+
+def frr_argv(daemon: str, paths: RouterPaths) -> list[str]:
+    """Foreground FRR daemon in its own path space: private config, pid file, sockets, no TCP vty."""
+    return [
+        os.path.join(FRR_DIR, daemon),
+        "-f",
+        str(paths.frr_conf),
+        "-i",
+        str(paths.pidfile(daemon)),
+        "-z",
+        str(paths.zserv),
+        "--vty_socket",
+        str(paths.root),
+        "-P",
+        "0",
+    ]
+
+
+def parse_frr_summary(text: str) -> dict[str, str]:
+    """`show bgp summary json` -> {neighbor address: state}, over all address families."""
+    out: dict[str, str] = {}
+    try:
+        data = json.loads(text or "{}")
+    except json.JSONDecodeError:
+        return out
+    for af in data.values():
+        if not isinstance(af, dict):
+            continue
+        for addr, peer in (af.get("peers") or {}).items():
+            out[addr] = str(peer.get("state", "unknown"))
+    return out
+
+
+def parse_frr_neighbors(text: str) -> dict[str, str]:
+    """`show bgp neighbors json` -> {neighbor address: state} (includes neighbours in no AFI)."""
+    out: dict[str, str] = {}
+    try:
+        data = json.loads(text or "{}")
+    except json.JSONDecodeError:
+        return out
+    for addr, peer in data.items():
+        if isinstance(peer, dict) and "bgpState" in peer:
+            out[addr] = str(peer["bgpState"])
+    return out
+
+
+# -- BIRD -----------------------------------------------------------------------------------------
+
+
+def bird_protocol_name(node: str, family: int) -> str:
+    """BIRD protocol names must be identifiers: kind-worker2 -> n_kind_worker2 (v6: n6_...)."""
+    return ("n_" if family == 4 else "n6_") + re.sub(r"[^A-Za-z0-9_]", "_", node)
+
+
+def render_bird(lab: LabPlan, log_file: str | None = None, password: str | None = None) -> str:
+    """bird.conf (BIRD 2): same policy as FRR; the kernel protocol installs merged ECMP paths."""
+    auth = f' password "{password}";' if password else ""
+    log = f'log "{log_file}" all;' if log_file else "log stderr all;"
+    lines = [
+        log,
+        f"router id {ROUTER_IP_V4};",
+        "protocol device { scan time 10; }",
+        "protocol direct { ipv4; ipv6; }",
+        "protocol kernel kernel4 {",
+        "  ipv4 { import none; export where source = RTS_BGP; };",
+        f"  merge paths on limit {MAX_PATHS};",
+        "}",
+        "protocol kernel kernel6 {",
+        "  ipv6 { import none; export where source = RTS_BGP; };",
+        f"  merge paths on limit {MAX_PATHS};",
+        "}",
+        "template bgp nodes {",
+        f"  local {ROUTER_IP_V4} as {ROUTER_ASN};",
+        f"  hold time 9; keepalive time 3; connect retry time 2;{auth}",
+        "  ipv4 { import all; export none; };",
+        "}",
+    ]
+    if lab.ipv6:
+        lines += [
+            "template bgp nodes6 {",
+            f"  local {ROUTER_IP_V6} as {ROUTER_ASN};",
+            f"  hold time 9; keepalive time 3; connect retry time 2;{auth}",
+            "  ipv6 { import all; export none; };",
+            "}",
+        ]
+    for n in lab.nodes:
+        lines.append(
+            f"protocol bgp {bird_protocol_name(n.name, 4)} from nodes "
+            f'{{ description "{n.name}"; neighbor {n.ipv4} external; }}'
+        )
+        if n.ipv6:
+            lines.append(
+                f"protocol bgp {bird_protocol_name(n.name, 6)} from nodes6 "
+                f'{{ description "{n.name}"; neighbor {n.ipv6} external; }}'
+            )
+    # Dynamic peers: speakers on addresses that are not configured nodes (BIRD >= 2.0.6).
+    lines.append(
+        f'protocol bgp dyn4 from nodes {{ neighbor range {NODE_SUBNET_V4} external; dynamic name "dyn4_"; }}'
+    )
+    if lab.ipv6:
+        lines.append(
+            f"protocol bgp dyn6 from nodes6 {{ neighbor range {NODE_SUBNET_V6} external;"
+            ' dynamic name "dyn6_"; }'
+        )
+    return "\n".join(lines) + "\n"
+
+
+_BIRD_PROTO = re.compile(r"^(\S+)\s+BGP\s+\S+\s+(\S+)\s+\S+(?:\s+\S+)?\s*(\S*)")
+
+
+def parse_bird_protocols(show_protocols_all: str) -> dict[str, str]:
+    """`birdc show protocols all` -> {neighbor address: BGP state} for configured BGP peers."""
+    out: dict[str, str] = {}
+    current_state: str | None = None
+    for line in show_protocols_all.splitlines():
+        m = re.match(r"^(\S+)\s+BGP\s+", line)
+        if m:
+            current_state = None
+            continue
+        st = re.match(r"^\s+BGP state:\s+(\S+)", line)
+        if st:
+            current_state = st.group(1)
+            continue
+        addr = re.match(r"^\s+Neighbor address:\s+(\S+)", line)
+        if addr and current_state is not None:
+            if addr.group(1) in (NODE_SUBNET_V4, NODE_SUBNET_V6):
+                continue  # the dynamic template itself is not a neighbour
+            out[addr.group(1)] = current_state
+    return out
+
+
+# -- process shell --------------------------------------------------------------------------------
+
+
+def available(kind: str) -> bool:
+    """Whether the Debian package for this router kind is installed."""
+    if kind == "frr":
+        return os.access(os.path.join(FRR_DIR, "bgpd"), os.X_OK) and shutil.which("vtysh") is not None
+    if kind == "bird":
+        return shutil.which("bird") is not None and shutil.which("birdc") is not None
+    return kind == "none"
+
+
+def prepare_dir(paths: RouterPaths, owner: str | None) -> None:
+    """Create the router dir, owned by the daemon user (FRR drops to `frr` and writes sockets)."""
+    paths.root.mkdir(parents=True, exist_ok=True)
+    if owner:
+        try:
+            pw = pwd.getpwnam(owner)
+        except KeyError:
+            return
+        os.chown(paths.root, pw.pw_uid, pw.pw_gid)
+        for p in paths.root.iterdir():
+            os.chown(p, pw.pw_uid, pw.pw_gid)
+
+
+def router_processes(kind: str, paths: RouterPaths) -> list[tuple[str, list[str]]]:
+    """(record name, argv) of the daemons to start for a router kind, in start order."""
+    if kind == "frr":
+        return [("router-zebra", frr_argv("zebra", paths)), ("router-bgpd", frr_argv("bgpd", paths))]
+    if kind == "bird":
+        argv = [
+            shutil.which("bird") or "bird",
+            "-c",
+            str(paths.bird_conf),
+            "-s",
+            str(paths.bird_ctl),
+            "-P",
+            str(paths.pidfile("bird")),
+            "-f",
+        ]
+        return [("router-bird", argv)]
+    return []
+
+
+def render(kind: str, lab: LabPlan, password: str | None = None) -> str:
+    """The config text of a router kind ("" for none)."""
+    if kind == "frr":
+        return render_frr(lab, password=password)
+    if kind == "bird":
+        return render_bird(lab, password=password)
+    return ""
+
+
+def write_config(kind: str, lab: LabPlan, paths: RouterPaths, password: str | None = None) -> None:
+    """Render and write the router config; FRR's dir is handed to the frr user."""
+    paths.root.mkdir(parents=True, exist_ok=True)
+    if kind == "frr":
+        paths.frr_conf.write_text(render_frr(lab, password=password))
+        os.chmod(paths.frr_conf, 0o640)
+        prepare_dir(paths, "frr")
+    elif kind == "bird":
+        paths.bird_conf.write_text(render_bird(lab, password=password))
+        os.chmod(paths.bird_conf, 0o600)
+
+
+def wait_ready(kind: str, paths: RouterPaths, timeout: float = 10.0) -> bool:
+    """Wait until the router answers its control socket (so `status` and tests can query it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if kind == "frr" and (paths.root / "bgpd.vty").exists():
+            return True
+        if kind == "bird" and paths.bird_ctl.exists():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def wait_zebra(paths: RouterPaths, timeout: float = 10.0) -> bool:
+    """bgpd must find zebra's socket at start, or it runs without installing routes for a while."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if paths.zserv.exists():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def vtysh(paths: RouterPaths, command: str, timeout: float = 10.0) -> str:
+    """Run one vtysh command against this lab's FRR (via its private vty sockets)."""
+    proc = subprocess.run(
+        ["vtysh", "--vty_socket", str(paths.root), "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"vtysh -c {command!r}: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout
+
+
+def birdc(paths: RouterPaths, command: str, timeout: float = 10.0) -> str:
+    """Run one birdc command against this lab's BIRD control socket."""
+    proc = subprocess.run(
+        ["birdc", "-s", str(paths.bird_ctl), *command.split()],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"birdc {command!r}: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout
+
+
+def bgp_neighbors(kind: str, paths: RouterPaths) -> dict[str, str]:
+    """{neighbor address: BGP state} as the running router sees it (configured + dynamic)."""
+    if kind == "frr":
+        return parse_frr_neighbors(vtysh(paths, "show bgp neighbors json"))
+    if kind == "bird":
+        return parse_bird_protocols(birdc(paths, "show protocols all"))
+    return {}
+
+
+def router_routes(family: int = 4) -> str:
+    """The router namespace's kernel routes (where BGP routes land as ECMP multipath)."""
+    return nsops.run_in(ROUTER, ["ip", f"-{family}", "route", "show"]).stdout
