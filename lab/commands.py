@@ -39,7 +39,15 @@ import yaml
 from lab import netns as nsops
 from lab import router as rtr
 from lab import topology as topo
-from lab.state import LabState, ProcessRecord, default_state_dir, end_processes
+from lab.state import (
+    LabState,
+    ProcessRecord,
+    claim_lab,
+    default_state_dir,
+    end_processes,
+    other_lab_owner,
+    release_lab,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CRD_DIR = REPO_ROOT / "manifests" / "crds"
@@ -507,8 +515,24 @@ def _up_arguments(parser: argparse.ArgumentParser) -> None:
     _add_state_dir(parser)
 
 
+def _refuse_other_lab(state_dir: Path, verb: str) -> bool:
+    """Print why and return True when another state dir's lab owns the (fixed) lab namespaces."""
+    other = claim_lab(state_dir) if verb == "up" else other_lab_owner(state_dir)
+    if other is None:
+        return False
+    print(
+        f"lab: a lab started with --state-dir {other} is running; this command uses {state_dir}.\n"
+        f"  Use `lbspeaker-lab {verb} --state-dir {other}`"
+        + (f", or `lbspeaker-lab down --state-dir {other}` first." if verb == "up" else "."),
+        file=sys.stderr,
+    )
+    return True
+
+
 def _run_up(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
+    if _refuse_other_lab(_state_dir(args), "up"):
+        return 1
     state = LabState(_state_dir(args))
     state.dir.mkdir(parents=True, exist_ok=True)
     lab = topo.plan(args.workers, args.ipv6, args.kube_proxy_mode, args.strict_arp)
@@ -627,6 +651,8 @@ def _down_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_down(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
+    if _refuse_other_lab(_state_dir(args), "down"):
+        return 1
     state = LabState(_state_dir(args))
     records = list(reversed(state.processes))
     killed = end_processes(records, grace=5.0)
@@ -643,6 +669,7 @@ def _run_down(args: argparse.Namespace) -> int:
         except (nsops.NetnsError, subprocess.SubprocessError) as e:
             errors.append(str(e))
     _remove_state(state, keep_logs=args.keep_logs)
+    release_lab(state.dir)
     elapsed = time.monotonic() - t0
     print(
         f"lab down in {elapsed:.1f}s: {len(records)} recorded processes ({len(killed)} needed SIGKILL), "

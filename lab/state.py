@@ -41,6 +41,42 @@ def default_state_dir() -> Path:
     return Path.cwd() / ".lab"
 
 
+# The lab's namespace names are fixed (kind's), so only one lab runs per machine. This file
+# names the state dir of the lab that owns them, so a second `up`/`down` with another state
+# dir refuses instead of adopting (or destroying) a lab it did not start.
+OWNER_FILE = Path("/run/lbspeaker-lab.owner")
+
+
+def lab_owner() -> Path | None:
+    """The state dir of the running lab, if it is recorded and its state file still exists."""
+    try:
+        owner = Path(OWNER_FILE.read_text().strip())
+    except OSError:
+        return None
+    return owner if (owner / STATE_FILE).exists() else None
+
+
+def other_lab_owner(state_dir: Path) -> Path | None:
+    """The state dir of a running lab that is not `state_dir`'s, if any."""
+    owner = lab_owner()
+    return owner if owner is not None and owner.resolve() != Path(state_dir).resolve() else None
+
+
+def claim_lab(state_dir: Path) -> Path | None:
+    """Record `state_dir` as the lab's owner; return the other owner instead if there is one."""
+    other = other_lab_owner(state_dir)
+    if other is None:
+        OWNER_FILE.write_text(f"{Path(state_dir).resolve()}\n")
+    return other
+
+
+def release_lab(state_dir: Path) -> None:
+    """Forget the owner record unless it names another running lab."""
+    if other_lab_owner(state_dir) is None:
+        with contextlib.suppress(OSError):
+            OWNER_FILE.unlink()
+
+
 def proc_start_time(pid: int) -> int | None:
     """Kernel start time (clock ticks since boot) of a PID, or None if it does not exist."""
     try:
