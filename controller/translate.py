@@ -406,7 +406,8 @@ def pool_conditions(problem: PoolProblem | None, stale: bool, orphans: Sequence[
     else:
         tail = (" The last valid configuration of this pool keeps running." if stale
                 else " The pool is not used until this is fixed.")
-        ready = _condition(prev, CONDITION_READY, False, problem.reason, problem.message + tail,
+        message = problem.message if problem.message.endswith(".") else problem.message + "."
+        ready = _condition(prev, CONDITION_READY, False, problem.reason, message + tail,
                            generation, now)
     overlap = problem is not None and problem.reason == "Overlap"
     covers = problem is not None and problem.reason == "CoversNodeIP"
