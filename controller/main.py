@@ -22,12 +22,16 @@ from lbspeaker.api.constants import NAMESPACE
 log = logging.getLogger("lbspeaker.controller")
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; defaults that come from the environment are resolved in parse_args, so
+    `--help` and docs/reference.md read the same on every machine."""
     p = argparse.ArgumentParser(prog="lbspeaker-controller", description=__doc__.split("\n")[0])
-    p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG") or None,
-                   help="kubeconfig file (default: in-cluster service account, else ~/.kube/config)")
-    p.add_argument("--namespace", default=os.environ.get("LBSPEAKER_NAMESPACE", NAMESPACE),
-                   help="namespace of the pools and of the controller Lease")
+    p.add_argument("--kubeconfig", default=None,
+                   help="kubeconfig file (default: $KUBECONFIG, else the in-cluster service account, "
+                        "else ~/.kube/config)")
+    p.add_argument("--namespace", default=None,
+                   help=f"namespace of the pools and of the controller Lease "
+                        f"(default: $LBSPEAKER_NAMESPACE, else {NAMESPACE})")
     p.add_argument("--lb-class", default=None,
                    help="only handle Services with this spec.loadBalancerClass (default: class-less only)")
     p.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True,
@@ -40,10 +44,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--metrics-addr", default="0.0.0.0:7472",
                    help="host:port of /metrics, /healthz and /readyz ('' disables)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--identity",
-                   default=os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
-                   help="holder identity written in the Lease")
+    p.add_argument("--identity", default=None,
+                   help="holder identity written in the Lease (default: $POD_NAME, else hostname-pid)")
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = build_parser()
     args = p.parse_args(argv)
+    args.kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG") or None
+    args.namespace = args.namespace or os.environ.get("LBSPEAKER_NAMESPACE", NAMESPACE)
+    args.identity = args.identity or os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
     if args.leader_elect and not args.retry_period < args.renew_deadline < args.lease_duration:
         p.error("need --retry-period < --renew-deadline < --lease-duration (a leader must give up "
                 "before a standby may take over)")

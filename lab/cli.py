@@ -24,17 +24,21 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line; each subparser's `run` is stored as its default `_run`."""
     parser = argparse.ArgumentParser(prog="lbspeaker-lab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    modules = {}
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         module = importlib.import_module(module_name)
         sp = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(sp)
-        modules[name] = module
-    args = parser.parse_args(argv)
-    return int(modules[args.command].run(args) or 0)
+        sp.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args._run(args) or 0)
 
 
 if __name__ == "__main__":
