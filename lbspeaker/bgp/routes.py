@@ -1,0 +1,269 @@
+"""Desired BGP routes per peer and the ExaBGP API commands between two states (pure).
+
+The speaker decides *which* Service IPs this node announces and with which
+BGPAdvertisements (pool/node selection, ETP Local); this module turns that into
+routes per BGPPeer, MetalLB's way:
+
+* a route is the IP aggregated to the advertisement's `aggregationLength`
+  (`aggregationLengthV6` for IPv6): /32 and /128 by default;
+* an advertisement with `peers` announces only to those BGPPeers (all otherwise);
+  a route goes only to sessions that carry its address family;
+* several advertisements (or several IPs aggregated into one prefix) give one route
+  whose communities are the union; `localPref` must agree, otherwise the value of the
+  advertisement first by name wins (deterministic, so it never flaps) and a problem
+  is reported;
+* `localPref` is sent to iBGP peers only (LOCAL_PREF is not carried over eBGP,
+  RFC 4271 5.1.5);
+* communities are values (`65535:65282`, `large:1:2:3`) or names of Community
+  aliases, resolved here; an unknown alias is reported and left out (the rest of
+  the advertisement still applies).
+
+Routes are announced with `next-hop self`: the router forwards to the node that
+announced, which is what makes ECMP across nodes work.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lbspeaker.api.models import parse_community
+from lbspeaker.bgp.config import PeerSpec
+
+
+@dataclass(frozen=True)
+class AdvertisementSpec:
+    """The parts of a BGPAdvertisement that shape a route (selection is done upstream)."""
+
+    name: str
+    aggregation_length: int = 32
+    aggregation_length_v6: int = 128
+    local_pref: int | None = None
+    communities: tuple[str, ...] = ()
+    peers: tuple[str, ...] = ()  # BGPPeer names; empty: every peer
+
+
+def advertisement_from_model(name: str, spec: Any) -> AdvertisementSpec:
+    """AdvertisementSpec from an `api.models.BGPAdvertisementSpec`."""
+    return AdvertisementSpec(
+        name=name,
+        aggregation_length=spec.aggregationLength,
+        aggregation_length_v6=spec.aggregationLengthV6,
+        local_pref=spec.localPref,
+        communities=tuple(spec.communities),
+        peers=tuple(spec.peers),
+    )
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """One Service this node announces: its IPs and the advertisements that apply here."""
+
+    service: str  # "namespace/name"
+    ips: tuple[str, ...]
+    advertisements: tuple[AdvertisementSpec, ...]
+
+
+@dataclass(frozen=True)
+class RouteAttrs:
+    """Path attributes of one announced prefix (sorted, so equal routes compare equal)."""
+
+    local_pref: int | None = None
+    communities: tuple[str, ...] = ()  # "AA:NN"
+    large_communities: tuple[str, ...] = ()  # "GA:LD1:LD2"
+
+
+RouteTable = dict[str, dict[str, RouteAttrs]]  # BGPPeer name -> prefix -> attributes
+
+
+@dataclass
+class DesiredRoutes:
+    """Routes per peer, the peers each Service goes to (for ServiceBGPStatus), problems."""
+
+    routes: RouteTable = field(default_factory=dict)
+    service_peers: dict[str, list[str]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+def resolve_communities(
+    refs: Iterable[str], aliases: Mapping[str, str]
+) -> tuple[set[str], set[str], list[str]]:
+    """(standard, large, problems) for community values or Community alias names.
+
+    Values are normalised (`065:01` -> `65:1`) so the same community
+    written two ways is one community.
+    """
+    standard: set[str] = set()
+    large: set[str] = set()
+    problems: list[str] = []
+    for ref in refs:
+        value = ref if ":" in ref else aliases.get(ref)
+        if value is None:
+            problems.append(f"community alias {ref!r} is not defined in any Community object")
+            continue
+        try:
+            parts = parse_community(value)
+        except ValueError as exc:
+            problems.append(str(exc))
+            continue
+        text = ":".join(str(p) for p in parts)
+        (large if len(parts) == 3 else standard).add(text)
+    return standard, large, problems
+
+
+def _sort_communities(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted(values, key=lambda v: tuple(int(p) for p in v.split(":"))))
+
+
+def route_prefix(ip: str, adv: AdvertisementSpec) -> str:
+    """The prefix `ip` is announced as under `adv` (aggregated, host bits cleared)."""
+    addr = ipaddress.ip_address(ip)
+    length = adv.aggregation_length if addr.version == 4 else adv.aggregation_length_v6
+    return str(ipaddress.ip_network(f"{addr}/{length}", strict=False))
+
+
+def desired_routes(
+    announcements: Iterable[Announcement],
+    peers: Sequence[PeerSpec],
+    aliases: Mapping[str, str] | None = None,
+) -> DesiredRoutes:
+    """Routes per peer for what this node announces (see the module docstring)."""
+    aliases = aliases or {}
+    out = DesiredRoutes()
+    peer_names = {p.name for p in peers}
+    # (peer, prefix) -> accumulated attributes
+    standard: dict[tuple[str, str], set[str]] = {}
+    large: dict[tuple[str, str], set[str]] = {}
+    prefs: dict[tuple[str, str], dict[str, int]] = {}  # advertisement name -> localPref
+    reported: set[str] = set()
+
+    def problem(text: str) -> None:
+        if text not in reported:
+            reported.add(text)
+            out.problems.append(text)
+
+    for ann in sorted(announcements, key=lambda a: a.service):
+        service_peers: set[str] = set()
+        for adv in sorted(ann.advertisements, key=lambda a: a.name):
+            std, lrg, probs = resolve_communities(adv.communities, aliases)
+            for p in probs:
+                problem(f"BGPAdvertisement {adv.name}: {p}")
+            for name in adv.peers:
+                if name not in peer_names:
+                    problem(f"BGPAdvertisement {adv.name}: peer {name!r} is not a BGPPeer of this node")
+            targets = [p for p in peers if not adv.peers or p.name in adv.peers]
+            for ip in ann.ips:
+                try:
+                    prefix = route_prefix(ip, adv)
+                except ValueError as exc:
+                    problem(f"Service {ann.service}: cannot announce {ip!r}: {exc}")
+                    continue
+                version = ipaddress.ip_network(prefix).version
+                for peer in targets:
+                    if version not in peer.families():
+                        continue
+                    key = (peer.name, prefix)
+                    standard.setdefault(key, set()).update(std)
+                    large.setdefault(key, set()).update(lrg)
+                    slot = prefs.setdefault(key, {})
+                    if adv.local_pref is not None:
+                        if peer.is_ebgp:
+                            problem(
+                                f"BGPAdvertisement {adv.name}: localPref is not sent to eBGP peer "
+                                f"{peer.name} (LOCAL_PREF is an iBGP attribute)"
+                            )
+                        else:
+                            slot[adv.name] = adv.local_pref
+                    service_peers.add(peer.name)
+        if service_peers:
+            out.service_peers[ann.service] = sorted(service_peers)
+
+    for key in sorted(standard):
+        peer_name, prefix = key
+        values = prefs.get(key, {})
+        local_pref = None
+        if values:
+            first = min(values)
+            local_pref = values[first]
+            if len(set(values.values())) > 1:
+                problem(
+                    f"conflicting localPref for {prefix} to peer {peer_name}: "
+                    + ", ".join(f"{n}={v}" for n, v in sorted(values.items()))
+                    + f"; using {local_pref} from {first}"
+                )
+        out.routes.setdefault(peer_name, {})[prefix] = RouteAttrs(
+            local_pref=local_pref,
+            communities=_sort_communities(standard[key]),
+            large_communities=_sort_communities(large[key]),
+        )
+    return out
+
+
+# --- ExaBGP API commands -----------------------------------------------------------------------------
+
+
+def announce_command(peer: PeerSpec, prefix: str, attrs: RouteAttrs) -> str:
+    """`neighbor ... announce route ...` for one prefix to one peer."""
+    parts = [f"{peer.selector} announce route {prefix} next-hop self"]
+    if attrs.local_pref is not None:
+        parts.append(f"local-preference {attrs.local_pref}")
+    if attrs.communities:
+        parts.append(f"community [ {' '.join(attrs.communities)} ]")
+    if attrs.large_communities:
+        parts.append(f"large-community [ {' '.join(attrs.large_communities)} ]")
+    return " ".join(parts)
+
+
+def withdraw_command(peer: PeerSpec, prefix: str) -> str:
+    """`neighbor ... withdraw route ...` for one prefix to one peer."""
+    return f"{peer.selector} withdraw route {prefix} next-hop self"
+
+
+@dataclass(frozen=True)
+class RouteChange:
+    """One step from the old to the new state: announce (with attributes) or withdraw."""
+
+    peer: str
+    prefix: str
+    attrs: RouteAttrs | None  # None: withdraw
+
+    @property
+    def is_withdraw(self) -> bool:
+        return self.attrs is None
+
+
+def diff_routes(
+    old: Mapping[str, Mapping[str, RouteAttrs]], new: Mapping[str, Mapping[str, RouteAttrs]]
+) -> list[RouteChange]:
+    """Changes turning `old` into `new`: withdrawals first, then (re-)announcements.
+
+    A prefix whose attributes changed is announced again, not withdrawn: BGP replaces
+    a path by a new UPDATE for the same prefix, and a withdraw-then-announce would
+    make the router drop the next hop for a moment.
+    """
+    changes: list[RouteChange] = []
+    for peer in sorted(old):
+        kept = new.get(peer, {})
+        for prefix in sorted(old[peer]):
+            if prefix not in kept:
+                changes.append(RouteChange(peer, prefix, None))
+    for peer in sorted(new):
+        before = old.get(peer, {})
+        for prefix, attrs in sorted(new[peer].items()):
+            if before.get(prefix) != attrs:
+                changes.append(RouteChange(peer, prefix, attrs))
+    return changes
+
+
+def change_command(peer: PeerSpec, change: RouteChange) -> str:
+    """The ExaBGP API command for one change."""
+    if change.attrs is None:
+        return withdraw_command(peer, change.prefix)
+    return announce_command(peer, change.prefix, change.attrs)
+
+
+def count_routes(table: Mapping[str, Mapping[str, RouteAttrs]]) -> int:
+    """Number of (peer, prefix) routes in a table (for metrics)."""
+    return sum(len(v) for v in table.values())
