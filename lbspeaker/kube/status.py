@@ -74,45 +74,6 @@ def update_status(
     raise last
 
 
-def update_object(
-    rest: Rest,
-    resource: Resource,
-    namespace: str | None,
-    name: str,
-    mutate: Mutator,
-    attempts: int = DEFAULT_ATTEMPTS,
-    backoff: Backoff | None = None,
-) -> dict[str, Any]:
-    """Read-modify-replace of the main resource, retried on 409 like `update_status`.
-
-    `mutate(obj)` gets a deep copy of the whole object and returns the full new object
-    (with the resourceVersion it read, which makes the PUT conditional), or None for no change.
-    """
-    backoff = backoff or Backoff(initial=0.02, cap=1.0)
-    last: ApiError | None = None
-    for attempt in range(attempts):
-        try:
-            obj = rest.get(resource, name, namespace)
-        except ApiError as exc:
-            if not exc.retriable:
-                raise
-            last = exc
-            _retry_sleep(backoff, attempt, attempts)
-            continue
-        new_obj = mutate(copy.deepcopy(obj))
-        if new_obj is None or new_obj == obj:
-            return obj
-        try:
-            return rest.replace(resource, new_obj)
-        except ApiError as exc:
-            if not (exc.conflict or exc.retriable):
-                raise
-            last = exc
-            _retry_sleep(backoff, attempt, attempts)
-    assert last is not None
-    raise last
-
-
 def patch_annotations(
     rest: Rest,
     resource: Resource,
