@@ -1,0 +1,316 @@
+"""Layer-2 plan: cluster state + this node -> what this node announces, and who announces what.
+
+Pure: plain data in, plain data out, no I/O (the link list comes in as `LinkInfo`
+records; `netinfo.select_interfaces` is its pure part). Every speaker computes the
+same owner for every IP from the same facts, whatever order they arrive in, so the
+speakers never need to talk to each other to agree (see `election.py`).
+
+Steps, MetalLB's semantics:
+
+1. Each Service with ingress IPs is tied to a pool: the `ip-allocated-from-pool`
+   annotation when it names a known pool, else the pool whose addresses contain the
+   IP. No pool, or no L2Advertisement for the pool: not announced in layer 2 (it may
+   be a BGP-only pool; not a problem).
+2. Candidates per Service: `election.l2_candidates` (live speaker, Ready node, no
+   NetworkUnavailable, no exclude label unless ignored, selected by an
+   L2Advertisement of the pool; ETP Local: a serving local endpoint; no serving
+   endpoint anywhere: nobody).
+3. One owner per IP. Several Services may share an IP: the IP's candidates are the
+   union of theirs (sharing rules make ETP Local sharers select the same pods), and
+   the election key is the IP itself (dual stack: MetalLB hashes a Service's *first*
+   IP so both families land on one node; we do the same when the IP is held by a
+   single Service).
+4. This node announces the IPs it owns on the interfaces the matching
+   L2Advertisements allow (any advertisement without `interfaces` = the default
+   choice; `default_interfaces` overrides that default, e.g. `--interfaces`).
+
+Problems (for status/Events, never fatal): an L2Advertisement that selects this
+node but names interfaces this node does not have, a nodeSelector that matches no
+node, pools/pool selectors that match no pool, an owned IP with no usable interface.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lbspeaker.api.addresses import AddressRange, AddressSyntaxError, parse_address_range
+from lbspeaker.api.constants import IP_ALLOCATED_FROM_POOL, annotation
+from lbspeaker.election import (
+    L2AdvertisementFacts,
+    NodeFacts,
+    advertisement_matches_pool,
+    advertisement_selects_node,
+    elect_l2,
+    l2_candidates,
+    serving_endpoint_nodes,
+)
+from lbspeaker.netinfo import LinkInfo, missing_interfaces, select_interfaces
+from lbspeaker.selectors import label_selector_matches
+
+ServiceKey = str  # "namespace/name"
+
+
+@dataclass(frozen=True)
+class ServiceFacts:
+    """What the plan needs from one LoadBalancer Service (+ its EndpointSlices)."""
+
+    namespace: str
+    name: str
+    ips: tuple[str, ...]  # canonical text, in status order
+    pool: str | None = None
+    etp_local: bool = False
+    serving_endpoints: tuple[str | None, ...] = ()  # see election.serving_endpoint_nodes
+
+    @property
+    def key(self) -> ServiceKey:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class PoolFacts:
+    """An IPAddressPool: name, labels (for ipAddressPoolSelectors) and address ranges."""
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    ranges: tuple[AddressRange, ...] = ()
+
+    def contains(self, ip: str) -> bool:
+        addr = ipaddress.ip_address(ip)
+        return any(r.contains(addr) for r in self.ranges)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something the operator should hear about: `kind` is the object kind ("L2Advertisement",
+    "Service"), `name` its namespace/name, `reason` a CamelCase Event reason."""
+
+    kind: str
+    name: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """One IP this node announces: the Services behind it and the interfaces to answer on."""
+
+    ip: str
+    services: tuple[ServiceKey, ...]
+    interfaces: tuple[str, ...]
+
+
+@dataclass
+class Plan:
+    """The outcome: this node's announcements, the owner of every IP, and problems found."""
+
+    node: str
+    announce: dict[str, Announcement] = field(default_factory=dict)
+    owners: dict[str, str | None] = field(default_factory=dict)  # ip -> elected node (None: nobody)
+    service_owners: dict[ServiceKey, dict[str, str | None]] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    def by_interface(self) -> dict[str, list[str]]:
+        """{interface: [ip, ...]}: the shape `Announcer.set_owned` takes."""
+        out: dict[str, list[str]] = {}
+        for ann in self.announce.values():
+            for ifname in ann.interfaces:
+                out.setdefault(ifname, []).append(ann.ip)
+        return {k: sorted(v) for k, v in sorted(out.items())}
+
+    def services_announced(self) -> dict[ServiceKey, list[str]]:
+        """{service: [interfaces]} for the Services this node announces (for ServiceL2Status)."""
+        out: dict[ServiceKey, set[str]] = {}
+        for ann in self.announce.values():
+            for svc in ann.services:
+                out.setdefault(svc, set()).update(ann.interfaces)
+        return {k: sorted(v) for k, v in sorted(out.items())}
+
+
+# --- extraction from API objects (plain dicts) ----------------------------------------------------
+
+
+def canonical_ip(text: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        return None
+
+
+def service_facts(svc: Mapping[str, Any], slices: Iterable[Mapping[str, Any]] = ()) -> ServiceFacts | None:
+    """A LoadBalancer Service dict (+ its EndpointSlices) -> ServiceFacts; None if not ours to plan.
+
+    `loadBalancerClass` filtering is the caller's job (it knows the flag).
+    """
+    meta = svc.get("metadata") or {}
+    spec = svc.get("spec") or {}
+    if spec.get("type") != "LoadBalancer":
+        return None
+    ips: list[str] = []
+    for ing in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or ():
+        ip = canonical_ip(str(ing.get("ip") or ""))
+        if ip and ip not in ips:
+            ips.append(ip)
+    if not ips:
+        return None
+    return ServiceFacts(
+        namespace=str(meta.get("namespace") or ""),
+        name=str(meta.get("name") or ""),
+        ips=tuple(ips),
+        pool=annotation(meta.get("annotations"), IP_ALLOCATED_FROM_POOL),
+        etp_local=spec.get("externalTrafficPolicy") == "Local",
+        serving_endpoints=tuple(serving_endpoint_nodes(slices)),
+    )
+
+
+def pool_facts(obj: Mapping[str, Any]) -> PoolFacts:
+    """An IPAddressPool dict -> PoolFacts (unparsable entries are skipped: the schema rejects them)."""
+    meta = obj.get("metadata") or {}
+    ranges = []
+    for entry in (obj.get("spec") or {}).get("addresses") or ():
+        try:
+            ranges.append(parse_address_range(str(entry)))
+        except AddressSyntaxError:
+            continue
+    return PoolFacts(str(meta.get("name") or ""), dict(meta.get("labels") or {}), tuple(ranges))
+
+
+# --- the plan ---------------------------------------------------------------------------------------
+
+
+def _pool_of(svc: ServiceFacts, ip: str, pools: Mapping[str, PoolFacts]) -> PoolFacts | None:
+    if svc.pool and svc.pool in pools:
+        return pools[svc.pool]
+    for name in sorted(pools):
+        if pools[name].contains(ip):
+            return pools[name]
+    return None
+
+
+def advertisement_problems(
+    node: str,
+    nodes: Mapping[str, NodeFacts],
+    pools: Mapping[str, PoolFacts],
+    advertisements: Sequence[L2AdvertisementFacts],
+    links: Sequence[LinkInfo] | None,
+) -> list[Problem]:
+    """Bad L2Advertisement input worth a status/Event: names nothing real, or selects nothing."""
+    out: list[Problem] = []
+    me = nodes.get(node)
+    for adv in sorted(advertisements, key=lambda a: a.name):
+        if adv.node_selectors and nodes and not any(
+            advertisement_selects_node(adv, n, label_selector_matches) for n in nodes.values()
+        ):
+            out.append(Problem("L2Advertisement", adv.name, "NodeSelectorMatchesNothing",
+                               "nodeSelectors match no node: nobody announces its pools"))
+        for pool in adv.ip_address_pools:
+            if pools and pool not in pools:
+                out.append(Problem("L2Advertisement", adv.name, "UnknownPool",
+                                   f"ipAddressPools names {pool!r}, which does not exist"))
+        if adv.ip_address_pool_selectors and not adv.ip_address_pools and not any(
+            advertisement_matches_pool(adv, p.name, p.labels, label_selector_matches) for p in pools.values()
+        ):
+            out.append(Problem("L2Advertisement", adv.name, "PoolSelectorMatchesNothing",
+                               "ipAddressPoolSelectors match no IPAddressPool"))
+        if (
+            links is not None
+            and adv.interfaces
+            and me is not None
+            and advertisement_selects_node(adv, me, label_selector_matches)
+        ):
+            missing = missing_interfaces(links, list(adv.interfaces))
+            if missing:
+                out.append(Problem("L2Advertisement", adv.name, "InterfaceNotFound",
+                                   f"node {node} has no interface {', '.join(missing)}"))
+    return out
+
+
+def compute_plan(
+    node: str,
+    services: Iterable[ServiceFacts],
+    pools: Iterable[PoolFacts],
+    advertisements: Iterable[L2AdvertisementFacts],
+    nodes: Iterable[NodeFacts],
+    live_speakers: Iterable[str],
+    links: Sequence[LinkInfo] | None = None,
+    ignore_exclude_label: bool = False,
+    default_interfaces: Sequence[str] | None = None,
+) -> Plan:
+    """The layer-2 plan for `node` (see the module docstring).
+
+    `links` are this node's links (None: unknown, e.g. in a planner run for another
+    node; no interface selection then). `default_interfaces` replaces the default
+    choice for advertisements without `interfaces`.
+    """
+    pool_map = {p.name: p for p in pools}
+    node_map = {n.name: n for n in nodes}
+    advs = sorted(advertisements, key=lambda a: a.name)
+    live = frozenset(live_speakers)
+    plan = Plan(node=node)
+
+    # IP -> (union of candidates, services, advertisements that apply on this node, anchor IP)
+    ip_candidates: dict[str, set[str]] = {}
+    ip_services: dict[str, set[ServiceKey]] = {}
+    ip_advs: dict[str, dict[str, L2AdvertisementFacts]] = {}
+    ip_anchor: dict[str, str] = {}
+    svc_list = sorted(services, key=lambda s: s.key)
+    for svc in svc_list:
+        for ip in svc.ips:
+            pool = _pool_of(svc, ip, pool_map)
+            if pool is None:
+                continue
+            matching = [a for a in advs if advertisement_matches_pool(a, pool.name, pool.labels,
+                                                                      label_selector_matches)]
+            if not matching:
+                continue
+            cands = l2_candidates(
+                live, node_map, matching, svc.serving_endpoints, svc.etp_local,
+                ignore_exclude_label, label_selector_matches,
+            )
+            ip_candidates.setdefault(ip, set()).update(cands)
+            ip_services.setdefault(ip, set()).add(svc.key)
+            mine = ip_advs.setdefault(ip, {})
+            me = node_map.get(node)
+            for a in matching:
+                if me is not None and advertisement_selects_node(a, me, label_selector_matches):
+                    mine[a.name] = a
+            # Anchor: the first IP of the first Service (by key) holding this IP, MetalLB's
+            # dual-stack rule; services are visited in key order so this is order-free.
+            ip_anchor.setdefault(ip, svc.ips[0])
+
+    for ip in sorted(ip_candidates):
+        owner = elect_l2(ip_anchor[ip], ip_candidates[ip])
+        plan.owners[ip] = owner
+        for key in ip_services[ip]:
+            plan.service_owners.setdefault(key, {})[ip] = owner
+        if owner != node:
+            continue
+        ifaces = _interfaces_for(list(ip_advs[ip].values()), links, default_interfaces)
+        if links is not None and not ifaces:
+            for key in sorted(ip_services[ip]):
+                plan.problems.append(Problem("Service", key, "NoInterface",
+                                             f"node {node} owns {ip} but has no usable interface for it"))
+        plan.announce[ip] = Announcement(ip, tuple(sorted(ip_services[ip])), tuple(ifaces))
+
+    plan.problems[:0] = advertisement_problems(node, node_map, pool_map, advs, links)
+    return plan
+
+
+def _interfaces_for(
+    advs: Sequence[L2AdvertisementFacts],
+    links: Sequence[LinkInfo] | None,
+    default_interfaces: Sequence[str] | None,
+) -> list[str]:
+    if links is None:
+        return sorted({i for a in advs for i in a.interfaces})
+    out: set[str] = set()
+    for adv in advs:
+        if adv.interfaces:
+            out.update(select_interfaces(links, list(adv.interfaces)))
+        elif default_interfaces:
+            out.update(select_interfaces(links, list(default_interfaces)))
+        else:
+            out.update(select_interfaces(links, None))
+    return sorted(out)

@@ -1,0 +1,100 @@
+"""Prometheus metrics of the speaker: MetalLB's names under the `lbspeaker_` prefix.
+
+The layer-2 counters live in the announcer (`Announcer.totals()`, per IP) and are
+read at scrape time by a custom collector, so the reply path never touches a
+Prometheus object. Each speaker gets its own registry (tests run several in one
+process).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+L2_COUNTERS = (
+    ("requests_received", "lbspeaker_layer2_requests_received", "ARP/NDP requests received for owned IPs"),
+    ("responses_sent", "lbspeaker_layer2_responses_sent", "ARP/NDP responses sent"),
+    ("gratuitous_sent", "lbspeaker_layer2_gratuitous_sent", "Gratuitous ARP / unsolicited NA sent"),
+)
+
+
+class _L2Collector(Collector):
+    def __init__(self, totals: Callable[[], Mapping[str, Any]]) -> None:
+        self._totals = totals
+
+    def collect(self) -> Iterator[Any]:
+        try:
+            t = self._totals()
+        except Exception:
+            return
+        for key, name, doc in L2_COUNTERS:
+            fam = CounterMetricFamily(name, doc, labels=["ip"])
+            for ip, n in sorted((t.get(key) or {}).items()):
+                fam.add_metric([str(ip)], float(n))
+            yield fam
+        fam = CounterMetricFamily("lbspeaker_layer2_malformed_dropped", "Malformed frames dropped")
+        fam.add_metric([], float(t.get("malformed_dropped") or 0))
+        yield fam
+        fam2 = CounterMetricFamily("lbspeaker_layer2_send_errors", "Frames the kernel refused to send")
+        fam2.add_metric([], float(t.get("send_errors") or 0))
+        yield fam2
+
+
+class _HeartbeatCollector(Collector):
+    def __init__(self, stats: Callable[[], Mapping[str, float]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Any]:
+        try:
+            s = self._stats()
+        except Exception:
+            return
+        for key, value in sorted(s.items()):
+            doc = f"Heartbeat {key.replace('_', ' ')}"
+            fam = GaugeMetricFamily(f"lbspeaker_speaker_heartbeat_{key}", doc)
+            fam.add_metric([], float(value))
+            yield fam
+
+
+class SpeakerMetrics:
+    """All metrics of one speaker, registered in `self.registry`."""
+
+    def __init__(self, node: str, registry: CollectorRegistry | None = None) -> None:
+        self.node = node
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.announced = Gauge(
+            "lbspeaker_speaker_announced",
+            "1 for each Service IP this node announces", ["service", "ip", "node", "protocol"], registry=r)
+        self.strictarp_ok = Gauge(
+            "lbspeaker_speaker_strictarp_ok",
+            "0 when kube-proxy runs IPVS without strictARP (every node answers ARP), else 1", registry=r)
+        self.strictarp_ok.set(1)
+        self.members = Gauge(
+            "lbspeaker_speaker_members", "Live speakers in this speaker's view", registry=r)
+        self.plans = Counter(
+            "lbspeaker_speaker_plans", "Plan computations", registry=r)
+        self.plan_errors = Counter(
+            "lbspeaker_speaker_plan_errors", "Plan computations that failed", registry=r)
+        self.api_ok = Gauge(
+            "lbspeaker_speaker_api_ok", "1 while this speaker's API view is current (fail-static when 0)",
+            registry=r)
+        self._announced: set[tuple[str, str]] = set()
+
+    def attach_announcer(self, totals: Callable[[], Mapping[str, Any]]) -> None:
+        self.registry.register(_L2Collector(totals))
+
+    def attach_heartbeat(self, stats: Callable[[], Mapping[str, float]]) -> None:
+        self.registry.register(_HeartbeatCollector(stats))
+
+    def set_announced(self, pairs: set[tuple[str, str]]) -> None:
+        """{(service key, ip)} announced now; stale label sets are removed."""
+        for svc, ip in self._announced - pairs:
+            self.announced.remove(svc, ip, self.node, "layer2")
+        for svc, ip in pairs:
+            self.announced.labels(svc, ip, self.node, "layer2").set(1)
+        self._announced = set(pairs)
