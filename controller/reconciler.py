@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from controller import translate as T
+from controller.advertisements import advertisement_conditions
 from controller.allocator import Allocator
 from controller.health import HealthServer
 from controller.metrics import ControllerMetrics
@@ -34,13 +35,22 @@ from lbspeaker.api import constants as C
 from lbspeaker.kube.cache import WatchCache, wait_all_synced
 from lbspeaker.kube.events import EventRecorder
 from lbspeaker.kube.lease import LeaderElector, LeaseLock
-from lbspeaker.kube.resources import IPADDRESSPOOLS, NAMESPACES, NODES, SERVICES, Resource
+from lbspeaker.kube.resources import (
+    BGPADVERTISEMENTS,
+    IPADDRESSPOOLS,
+    L2ADVERTISEMENTS,
+    NAMESPACES,
+    NODES,
+    SERVICES,
+    Resource,
+)
 from lbspeaker.kube.rest import ApiError, Rest
 from lbspeaker.kube.status import patch_annotations, update_status
 
 log = logging.getLogger("lbspeaker.controller")
 
 POOLS_KEY = "pools"
+ADVERTISEMENTS_KEY = "advertisements"
 SVC = "svc:"
 POOL = "pool:"
 
@@ -204,7 +214,12 @@ class Controller:
         self.pools = WatchCache(rest, IPADDRESSPOOLS, namespace=self.cfg.namespace, on_event=self._on_pool,
                                 name="ctl-pools")
         self.nodes = WatchCache(rest, NODES, on_event=self._on_node, name="ctl-nodes")
-        self._caches = (self.services, self.namespaces, self.pools, self.nodes)
+        self.l2advertisements = WatchCache(rest, L2ADVERTISEMENTS, namespace=self.cfg.namespace,
+                                           on_event=self._on_advertisement, name="ctl-l2advertisements")
+        self.bgpadvertisements = WatchCache(rest, BGPADVERTISEMENTS, namespace=self.cfg.namespace,
+                                            on_event=self._on_advertisement, name="ctl-bgpadvertisements")
+        self._caches = (self.services, self.namespaces, self.pools, self.nodes, self.l2advertisements,
+                        self.bgpadvertisements)
 
         # Worker-owned state (only the worker thread touches these).
         self._last_valid: dict[str, T.PoolSpec] = {}
@@ -215,6 +230,8 @@ class Controller:
         self._pools_loaded = False
 
         self._node_ips: dict[str, str] = {}
+        self._node_labels: dict[str, dict[str, str]] = {}
+        self._advertisement_specs: dict[tuple[str, str], Any] = {}
         self._pool_specs: dict[str, Any] = {}
         self._node_lock = threading.Lock()
         self._pool_status_pending: set[str] = set()
@@ -363,12 +380,29 @@ class Controller:
         self.queue.add(POOLS_KEY)
 
     def _on_node(self, _type: str, obj: dict[str, Any]) -> None:
-        ips = T.node_internal_ips(self.nodes.items())
+        nodes = self.nodes.items()
+        ips = T.node_internal_ips(nodes)
+        labels = {str(n["metadata"]["name"]): dict(n["metadata"].get("labels") or {}) for n in nodes}
         with self._node_lock:
             changed = ips != self._node_ips
             self._node_ips = ips
+            relabelled = labels != self._node_labels
+            self._node_labels = labels
         if changed:
             self.queue.add(POOLS_KEY)
+        if relabelled:
+            self.queue.add(ADVERTISEMENTS_KEY)  # nodeSelectors may now match more or fewer nodes
+
+    def _on_advertisement(self, type_: str, obj: dict[str, Any]) -> None:
+        # Like pools: our own status writes come back as MODIFIED and change nothing.
+        key = (str(obj.get("kind")), str((obj.get("metadata") or {}).get("name")))
+        spec = None if type_ == "DELETED" else obj.get("spec")
+        with self._node_lock:
+            if self._advertisement_specs.get(key) == spec and type_ != "ADDED":
+                return
+            self._advertisement_specs[key] = spec
+        if spec is not None:
+            self.queue.add(ADVERTISEMENTS_KEY)
 
     # ------------------------------------------------------------------ the worker
 
@@ -396,6 +430,9 @@ class Controller:
                     pass  # standby: the next term enqueues everything again
                 elif key == POOLS_KEY:
                     self._sync_pools()
+                    self.queue.add(ADVERTISEMENTS_KEY)  # pool names and labels decide what they select
+                elif key == ADVERTISEMENTS_KEY:
+                    self._sync_advertisements()
                 elif key.startswith(POOL):
                     self._sync_pool_status(key[len(POOL):])
                 elif key.startswith(SVC):
@@ -624,6 +661,27 @@ class Controller:
                  desired["assignedIPv6"], desired["availableIPv4"], desired["availableIPv6"],
                  f" outside={len(outside)}" if outside else "")
 
+    def _sync_advertisements(self) -> None:
+        """Write each advertisement's Ready condition when it changed (unknown pool, selectors that
+        match nothing, or what it announces from where)."""
+        self._sync_advertisement_status(L2ADVERTISEMENTS, self.l2advertisements)
+        self._sync_advertisement_status(BGPADVERTISEMENTS, self.bgpadvertisements)
+
+    def _sync_advertisement_status(self, resource: Resource, cache: WatchCache) -> None:
+        pools, nodes = self.pools.items(), self.nodes.items()
+        for adv in cache.items():
+            old = adv.get("status") or {}
+            conditions = advertisement_conditions(adv, pools, nodes, old.get("conditions"), _now())
+            if old.get("conditions") == conditions:
+                continue
+            ready = conditions[0]
+            was = {c.get("type"): c for c in old.get("conditions") or []}.get("Ready") or {}
+            if ready["status"] == "False" and was.get("message") != ready["message"]:
+                self._event(adv, "Warning", ready["reason"], ready["message"])
+            log.info("%s=%s ready=%s reason=%s: %s", resource.kind, adv["metadata"]["name"], ready["status"],
+                     ready["reason"], ready["message"])
+            self._write_status(resource, adv, _with_conditions(conditions))
+
     # ------------------------------------------------------------------ services
 
     def _svc_by_key(self, key: str) -> dict[str, Any] | None:
@@ -793,3 +851,10 @@ def start_controller(rest: Rest, config: ControllerConfig | None = None, **kwarg
 
 
 __all__ = ["Controller", "ControllerConfig", "WorkQueue", "start_controller"]
+
+
+def _with_conditions(conditions: list[dict[str, Any]]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A status mutator that sets `conditions` and keeps whatever else the status holds."""
+    def mutate(obj: dict[str, Any]) -> dict[str, Any]:
+        return {**(obj.get("status") or {}), "conditions": conditions}
+    return mutate

@@ -381,7 +381,7 @@ def validate_pools(pool_objs: Iterable[Obj], node_ips: Mapping[str, str],
 # Pool status
 
 
-def _condition(prev: Mapping[str, Mapping[str, Any]], ctype: str, status: bool, reason: str, message: str,
+def condition(prev: Mapping[str, Mapping[str, Any]], ctype: str, status: bool, reason: str, message: str,
                generation: int | None, now: str) -> dict[str, Any]:
     """A metav1.Condition whose lastTransitionTime only moves when `status` flips (no write storms)."""
     old = prev.get(ctype)
@@ -401,35 +401,35 @@ def pool_conditions(problem: PoolProblem | None, stale: bool, orphans: Sequence[
     ServicesOutsidePool. Recomputing an unchanged state yields equal dicts."""
     prev = {str(c.get("type")): c for c in previous or [] if isinstance(c, Mapping)}
     if problem is None:
-        ready = _condition(prev, CONDITION_READY, True, "Accepted", "the pool's addresses are in use",
+        ready = condition(prev, CONDITION_READY, True, "Accepted", "the pool's addresses are in use",
                            generation, now)
     else:
         tail = (" The last valid configuration of this pool keeps running." if stale
                 else " The pool is not used until this is fixed.")
         message = problem.message if problem.message.endswith(".") else problem.message + "."
-        ready = _condition(prev, CONDITION_READY, False, problem.reason, message + tail,
+        ready = condition(prev, CONDITION_READY, False, problem.reason, message + tail,
                            generation, now)
     overlap = problem is not None and problem.reason == "Overlap"
     covers = problem is not None and problem.reason == "CoversNodeIP"
     conds = [
         ready,
-        _condition(prev, CONDITION_OVERLAP, overlap, "Overlap" if overlap else "NoOverlap",
+        condition(prev, CONDITION_OVERLAP, overlap, "Overlap" if overlap else "NoOverlap",
                    problem.message if overlap and problem else "no other pool shares these addresses",
                    generation, now),
-        _condition(prev, CONDITION_NODE_ADDRESS, covers, "CoversNodeIP" if covers else "NoNodeAddress",
+        condition(prev, CONDITION_NODE_ADDRESS, covers, "CoversNodeIP" if covers else "NoNodeAddress",
                    problem.message if covers and problem else "no node InternalIP is inside this pool",
                    generation, now),
     ]
     if orphans:
         shown = ", ".join(f"{k} ({','.join(ips)})" for k, ips in orphans[:20])
         more = f" and {len(orphans) - 20} more" if len(orphans) > 20 else ""
-        conds.append(_condition(
+        conds.append(condition(
             prev, CONDITION_ORPHANS, True, "IPsKept",
             f"{len(orphans)} Service(s) hold IPs this pool no longer covers: {shown}{more}. They keep "
             "their IPs; re-add the addresses to keep them, or re-create those Services (or change their "
             "requested IP) to move them.", generation, now))
     else:
-        conds.append(_condition(prev, CONDITION_ORPHANS, False, "NoOrphans",
+        conds.append(condition(prev, CONDITION_ORPHANS, False, "NoOrphans",
                                 "every IP handed out from this pool is inside it", generation, now))
     return conds
 

@@ -558,3 +558,37 @@ def test_periodic_resync_repairs_a_missed_event(rest: Rest, controllers: Control
     make_svc(rest, "missed")
     wait_for(lambda: ctl.services.get("default", "missed") is not None, 10)
     assert wait_ips(rest, "missed", timeout=10) == ["10.94.0.0"]
+
+
+def test_bad_l2advertisement_gets_a_condition_and_an_event(rest: Rest,
+                                                           controllers: ControllerFactory) -> None:
+    from lbspeaker.kube.resources import L2ADVERTISEMENTS
+
+    make_pool(rest, "web", "10.90.0.0/30")
+    rest.create(NODES, {"metadata": {"name": "kind-worker", "labels": {"zone": "a"}}})
+    controllers()
+
+    def ready(name: str) -> dict[str, Any]:
+        conditions = (rest.get(L2ADVERTISEMENTS, name, NS).get("status") or {}).get("conditions") or []
+        return next((c for c in conditions if c["type"] == "Ready"), {})
+
+    for name, spec in (("typo", {"ipAddressPools": ["wbe"]}),
+                       ("nowhere", {"nodeSelectors": [{"matchLabels": {"zone": "mars"}}]}),
+                       ("good", {"ipAddressPools": ["web"]})):
+        rest.create(L2ADVERTISEMENTS, {"metadata": {"name": name, "namespace": NS}, "spec": spec})
+    wait_for(lambda: ready("typo").get("status") == "False", 15, message=lambda: str(ready("typo")))
+    assert ready("typo")["reason"] == "UnknownPool" and "'wbe'" in ready("typo")["message"]
+    wait_for(lambda: ready("nowhere").get("reason") == "NodeSelectorMatchesNothing", 15,
+             message=lambda: str(ready("nowhere")))
+    wait_for(lambda: ready("good").get("status") == "True", 15, message=lambda: str(ready("good")))
+    assert "pool(s) web" in ready("good")["message"]
+    wait_for(lambda: events_for(rest, "typo", NS, "UnknownPool"), 15)
+    # Fixing the spec clears the condition.
+    rest.patch(L2ADVERTISEMENTS, "typo", {"spec": {"ipAddressPools": ["web"]}}, NS)
+    wait_for(lambda: ready("typo").get("status") == "True", 15, message=lambda: str(ready("typo")))
+    # A pool created later makes an advertisement that named it valid.
+    rest.create(L2ADVERTISEMENTS, {"metadata": {"name": "early", "namespace": NS},
+                                   "spec": {"ipAddressPools": ["later"]}})
+    wait_for(lambda: ready("early").get("reason") == "UnknownPool", 15)
+    make_pool(rest, "later", "10.91.0.0/30")
+    wait_for(lambda: ready("early").get("status") == "True", 15, message=lambda: str(ready("early")))

@@ -4,7 +4,7 @@ from lbspeaker import reference
 
 
 def test_reference_is_current() -> None:
-    assert reference.main(["--check"]) == 0, "run `python -m lbspeaker.reference` and commit docs/reference.md"
+    assert reference.main(["--check"]) == 0, "run `python -m lbspeaker.reference`, commit docs/reference.md"
 
 
 def test_reference_lists_every_program_and_metric_family() -> None:
