@@ -923,7 +923,7 @@ AnyResource = Annotated[
     | ServiceBGPStatus,
     Field(discriminator="kind"),
 ]
-_ADAPTER: TypeAdapter[Resource] = TypeAdapter(AnyResource)  # type: ignore[arg-type]
+_ADAPTER: TypeAdapter[Resource] = TypeAdapter(AnyResource)  # type: ignore[arg-type, unused-ignore]
 
 
 def parse_object(obj: dict[str, Any]) -> Resource:
