@@ -436,10 +436,28 @@ class IPAddressPool(Resource):
 # --- advertisements --------------------------------------------------------------------------------------
 
 
+class NodeProblem(_Model):
+    """Something only one node can see about an advertisement (an interface it does not have)."""
+
+    node: ObjectName
+    """Node whose speaker reports the problem."""
+    reason: str = Field(max_length=64)
+    """CamelCase reason, e.g. InterfaceNotFound."""
+    message: str = Field(max_length=1024)
+    """What is wrong on that node and what to do."""
+
+
 class AdvertisementStatus(_Model):
-    """Conditions the controller/speakers set on an advertisement (e.g. a pool name that does not exist)."""
+    """Conditions the controller sets on an advertisement (e.g. a pool name that does not exist), and
+    problems each node's speaker reports for itself."""
 
     conditions: Conditions = Field(default_factory=list)
+    nodeProblems: list[NodeProblem] = Field(
+        default_factory=list,
+        max_length=MAX_SESSIONS,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["node"]},
+    )
+    """Per-node problems, one entry per node that has one, written by that node's speaker."""
 
 
 InterfaceName = Annotated[str, Field(min_length=1, max_length=IFNAME_LEN)]
