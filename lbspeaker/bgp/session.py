@@ -301,7 +301,11 @@ class SessionTable:
         for name, s in self.sessions.items():
             if s.established or s.down_since is None or now - s.down_since < after:
                 continue
-            if s.last_error_at is not None and s.last_error_at >= s.down_since:
+            if (
+                s.last_error_at is not None
+                and s.last_error_at >= s.down_since
+                and not any(m in s.last_error for m in _RECONFIGURED)
+            ):
                 continue  # a precise reason of this outage is already known
             peer = self.peers.get(name)
             if peer is None:
@@ -325,6 +329,11 @@ class SessionTable:
             if a or b:
                 changed.append(s.peer)
         return changed
+
+
+# Reasons that say only that *we* ended the session (a BGPPeer change reloaded it): they
+# explain the drop, not why the new session does not come up (e.g. a wrong new password).
+_RECONFIGURED = ("Peer De-configured",)
 
 
 def _same_ip(a: str, b: str) -> bool:

@@ -1,4 +1,5 @@
-"""lbspeaker-speaker: makes LoadBalancer IPs reachable in layer 2 (ARP/NDP) from one node per IP.
+"""lbspeaker-speaker: makes LoadBalancer IPs reachable in layer 2 (ARP/NDP) from one node per IP,
+and over BGP (ExaBGP) from every selected node.
 
 Wiring (the thin shell around `lbspeaker.plan`):
 
@@ -15,8 +16,16 @@ our own API view is stale (see `membership.py`). Nothing is planned before every
 cache has listed once, so a speaker that starts while the API is down announces
 nothing rather than a guess.
 
-SIGTERM: stop answering (announcer emptied), heartbeat LEAVING, release the Lease,
-remove our ServiceL2Statuses (best effort, bounded), exit.
+BGP (`speaker/bgp.py`): a `BGPSpeaker` shares the Service/EndpointSlice/Node/pool
+caches, is kicked on their events, and plans and applies in its own threads (one
+ExaBGP per speaker, started when a BGPPeer selects this node), so nothing on the BGP
+side can stall or break layer 2. Its caches (BGPPeers, BGPAdvertisements,
+Communities) are not part of layer-2 readiness.
+
+SIGTERM: stop answering (announcer emptied) while BGP withdraws every route (in
+parallel, acknowledged by ExaBGP), heartbeat LEAVING, release the Lease, remove our
+ServiceL2Statuses / ServiceBGPStatuses / BGPPeer session entries (best effort,
+bounded), exit.
 """
 
 from __future__ import annotations
@@ -53,6 +62,14 @@ from lbspeaker.kube.rest import Rest
 from lbspeaker.netinfo import LinkInfo
 from lbspeaker.plan import Plan, Problem, compute_plan, pool_facts, service_facts
 from lbspeaker.speaker import strictarp
+from lbspeaker.speaker.bgp import (
+    DEFAULT_RUN_DIR,
+    BGPConfig,
+    BGPSpeaker,
+    ManagerFactory,
+    default_manager_factory,
+    node_networks_proc,
+)
 from lbspeaker.speaker.health import DEFAULT_METRICS_ADDR, HealthServer
 from lbspeaker.speaker.heartbeat import DEFAULT_PORT, Heartbeater, PeerState
 from lbspeaker.speaker.membership import Membership, lease_name
@@ -92,6 +109,7 @@ class Config:
     lb_class: str | None = None
     debounce: float = 0.02
     sync_timeout: float = 60.0
+    run_dir: str = DEFAULT_RUN_DIR
 
 
 def node_addresses(node: Mapping[str, Any]) -> list[str]:
@@ -119,6 +137,8 @@ class Speaker:
         list_links: Callable[[], list[LinkInfo]] | None = None,
         watch_links: bool = True,
         enforce: Callable[[list[str]], dict[str, dict[str, int]]] | None = None,
+        bgp_manager_factory: ManagerFactory = default_manager_factory,
+        node_networks: Callable[[], list[str]] | None = None,
     ) -> None:
         self.cfg = cfg
         self.rest = rest
@@ -146,6 +166,9 @@ class Speaker:
 
         def kick(_t: str = "", _o: Any = None) -> None:
             self._kick.set()
+            bgp = getattr(self, "bgp", None)
+            if bgp is not None:
+                bgp.kick()
 
         ns = cfg.namespace
         self.services = WatchCache(rest, SERVICES, on_event=kick)
@@ -188,6 +211,16 @@ class Speaker:
             renew_interval=cfg.renew_interval,
         )
         self.status = StatusWriter(rest, cfg.node, self.statuses.items)
+        # BGP side: own threads and caches for its CRDs, shares ours; never blocks layer 2
+        self.bgp = BGPSpeaker(
+            BGPConfig(node=cfg.node, namespace=ns, run_dir=cfg.run_dir,
+                      ignore_exclude_lb=cfg.ignore_exclude_lb, lb_class=cfg.lb_class),
+            rest, services=self.services, slices=self.slices, nodes=self.nodes, pools=self.pools,
+            recorder=self.recorder, manager_factory=bgp_manager_factory,
+            node_networks=node_networks if node_networks is not None else (
+                node_networks_proc if list_links is not None else None),
+        )
+        self.metrics.attach_bgp(self.bgp.metrics_snapshot)
         self._link_watcher: Any = None
         self._thread: threading.Thread | None = None
         self.health: HealthServer | None = None
@@ -247,11 +280,19 @@ class Speaker:
             self.heartbeat.start()
         self.membership.start()
         self.status.start()
+        self.bgp.start()
         self._thread = threading.Thread(target=self._loop, name="speaker-plan", daemon=True)
         self._thread.start()
 
     def stop(self, release: bool = True, cleanup_budget_s: float = 2.0) -> None:
-        """Graceful stop: silence first, then tell the others, then the API cleanup (bounded)."""
+        """Graceful stop: silence first, then tell the others, then the API cleanup (bounded).
+
+        BGP withdraws in parallel with the layer-2 handover (each has its own
+        acknowledgement wait) and is done before the API cleanup starts.
+        """
+        bgp_stop = threading.Thread(target=self.bgp.stop, kwargs={"cleanup": False},
+                                    name="bgp-stop", daemon=True)
+        bgp_stop.start()
         with self._apply_lock:
             self._stop.set()
             self._kick.set()
@@ -264,11 +305,15 @@ class Speaker:
         self.membership.stop(release=release)
         if self._thread is not None:
             self._thread.join(timeout=2)
+        bgp_stop.join(timeout=5)
         if release:
             t = threading.Thread(target=self.status.delete_all, daemon=True)
+            t2 = threading.Thread(target=self.bgp.cleanup, daemon=True)
             self.status.stop()
             t.start()
+            t2.start()
             t.join(cleanup_budget_s)
+            t2.join(max(0.1, cleanup_budget_s / 2))
         else:
             self.status.stop()
         self.recorder.close(timeout=1.0)
@@ -289,6 +334,7 @@ class Speaker:
             self._stop.set()
         self._kick.set()
         self.membership.stop(release=False)
+        self.bgp.abort()
         if self.heartbeat is not None:
             self.heartbeat.stop()
         self.status.stop()
@@ -334,6 +380,8 @@ class Speaker:
             lines.append(f"interface {ifname}: {err}")
         for p in sorted(self._problems, key=lambda p: (p.kind, p.name, p.reason)):
             lines.append(f"problem: {p.kind} {p.name}: {p.reason}: {p.message}")
+        with contextlib.suppress(Exception):  # BGP never makes the speaker unready
+            lines += self.bgp.readyz_lines()
         return ok, ("ready\n" if ok else "not ready\n") + "\n".join(lines)
 
     # --- the plan loop ------------------------------------------------------------
@@ -539,6 +587,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "on 'all' and the announcing interfaces of this node")
     p.add_argument("--lb-class", default=None,
                    help="serve only Services of this spec.loadBalancerClass (None: only class-less ones)")
+    p.add_argument("--run-dir", default=DEFAULT_RUN_DIR,
+                   help="writable directory for runtime state (ExaBGP's config and API socket under "
+                        "bgp/<node>/); an emptyDir with a read-only root filesystem")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -557,7 +608,7 @@ def main(argv: list[str] | None = None) -> int:
         heartbeat_interval=args.heartbeat_interval, heartbeat_timeout=args.heartbeat_timeout,
         metrics_addr=args.metrics_addr, interfaces=[i for i in args.interfaces.split(",") if i.strip()],
         ignore_exclude_lb=args.ignore_exclude_lb, enforce_strict_arp=args.enforce_strict_arp,
-        lb_class=args.lb_class,
+        lb_class=args.lb_class, run_dir=args.run_dir,
     )
     rest = Rest(load_api_client(args.kubeconfig), timeouts=Timeouts(connect=2.0, read=5.0))
     speaker = Speaker(cfg, rest, Announcer(), list_links=list_links, enforce=enforce_strict_arp)

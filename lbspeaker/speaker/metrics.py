@@ -60,6 +60,38 @@ class _HeartbeatCollector(Collector):
             yield fam
 
 
+class _BGPCollector(Collector):
+    """lbspeaker_bgp_* families, read at scrape time from the BGP side's `metrics_snapshot()`:
+    {"sessions": {peer: up}, "updates": n, "prefixes": {peer: n}, "restarts": n}."""
+
+    def __init__(self, stats: Callable[[], Mapping[str, Any]] | None) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Any]:
+        try:
+            s = self._stats() if self._stats is not None else {}
+        except Exception:
+            s = {}
+        up = GaugeMetricFamily("lbspeaker_bgp_session_up",
+                               "1 while the BGP session to the peer is Established", labels=["peer"])
+        for peer, ok in sorted((s.get("sessions") or {}).items()):
+            up.add_metric([str(peer)], 1.0 if ok else 0.0)
+        yield up
+        updates = CounterMetricFamily("lbspeaker_bgp_updates",
+                                      "Route announcements and withdrawals sent to ExaBGP")
+        updates.add_metric([], float(s.get("updates") or 0))
+        yield updates
+        prefixes = GaugeMetricFamily("lbspeaker_bgp_announced_prefixes_total",
+                                     "Prefixes this node announces to the peer", labels=["peer"])
+        for peer, n in sorted((s.get("prefixes") or {}).items()):
+            prefixes.add_metric([str(peer)], float(n))
+        yield prefixes
+        restarts = CounterMetricFamily("lbspeaker_bgp_exabgp_restarts",
+                                       "ExaBGP restarts after it exited on its own")
+        restarts.add_metric([], float(s.get("restarts") or 0))
+        yield restarts
+
+
 class SpeakerMetrics:
     """All metrics of one speaker, registered in `self.registry`."""
 
@@ -90,6 +122,10 @@ class SpeakerMetrics:
 
     def attach_heartbeat(self, stats: Callable[[], Mapping[str, float]]) -> None:
         self.registry.register(_HeartbeatCollector(stats))
+
+    def attach_bgp(self, stats: Callable[[], Mapping[str, Any]] | None = None) -> None:
+        """Register the lbspeaker_bgp_* families (empty until `stats` has something)."""
+        self.registry.register(_BGPCollector(stats))
 
     def set_announced(self, pairs: set[tuple[str, str]]) -> None:
         """{(service key, ip)} announced now; stale label sets are removed."""

@@ -111,6 +111,18 @@ def test_precise_reason_not_overwritten_by_silence() -> None:
     assert "Hold Timer Expired" in t.sessions["frr"].reason
 
 
+def test_reconfiguration_drop_is_not_the_reason_the_session_stays_down() -> None:
+    """A BGPPeer change (e.g. a new, wrong password) reloads the session: "we sent Cease /
+    Peer De-configured" explains the drop, not why the new session never comes up."""
+    t = table(password="wrong")
+    apply(t, fsm("ESTABLISHED"), 1.0)
+    apply(t, notification("send", 6, 3), 2.0)
+    apply(t, fsm("IDLE"), 2.0)
+    assert "De-configured" in t.sessions["frr"].reason
+    assert t.stalled(15.0, after=10) == ["frr"]
+    assert "MD5" in t.sessions["frr"].reason
+
+
 def test_process_exit_and_reconfigure() -> None:
     t = table()
     apply(t, fsm("ESTABLISHED"), 1.0)

@@ -1,0 +1,378 @@
+"""BGP plan: cluster state + this node -> the sessions this node opens and the routes it announces.
+
+Pure: plain data in, plain data out. The speaker's BGP adapter (`speaker/bgp.py`)
+feeds it from its caches and hands the result to `ExaBGPManager`.
+
+Unlike layer 2 there is no election: every selected node announces (the router
+does ECMP across them), so the plan only needs this node's facts, MetalLB's way:
+
+1. **Peers.** A BGPPeer applies when its `nodeSelectors` match this node (empty:
+   every node). It becomes a `config.PeerSpec` (router ID defaults to the node's
+   IPv4 address; the MD5 password from `passwordSecret` is resolved by the caller
+   and passed in `passwords`). A peer whose Secret cannot be read, or that ExaBGP
+   cannot express (`config.validate_peer` fatal problems), is left out and its
+   reason kept in `peer_reasons`, so the adapter can show it in the BGPPeer's
+   `status.sessions` for this node. An eBGP peer without `ebgpMultiHop` whose
+   address is on none of this node's networks is reported (with TTL 1 the
+   session cannot come up) but still configured, in case routing knows better.
+2. **Node.** A node labelled `node.kubernetes.io/exclude-from-external-load-balancers`
+   (unless told to ignore it) or with `NetworkUnavailable` keeps its sessions but
+   announces nothing.
+3. **Services.** Each ingress IP's pool (the `ip-allocated-from-pool` annotation,
+   else the pool containing the IP) picks the BGPAdvertisements that match the pool
+   (`ipAddressPools` / `ipAddressPoolSelectors`, both empty = every pool) and select
+   this node (`nodeSelectors`). ETP Cluster: announced while any endpoint serves
+   anywhere; ETP Local: only with a serving endpoint on this node.
+4. **Routes.** `routes.desired_routes` turns the result into routes per peer
+   (aggregation, communities and aliases, `peers`, localPref to iBGP only).
+   A Service whose advertisements disagree on localPref gets a `LocalPrefConflict`
+   problem naming them; the advertisement first by name wins (stable: no flapping).
+
+Problems are `lbspeaker.plan.Problem` records (kind, name, reason, message), the
+same shape the layer-2 plan uses, so the speaker reports both the same way.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from lbspeaker.api.constants import EXCLUDE_FROM_LB_LABEL
+from lbspeaker.api.models import BGPAdvertisementSpec, BGPPeerSpec
+from lbspeaker.bgp.config import PeerSpec, peer_spec_from_bgppeer, validate_peer
+from lbspeaker.bgp.routes import (
+    AdvertisementSpec,
+    Announcement,
+    RouteTable,
+    advertisement_from_model,
+    desired_routes,
+)
+from lbspeaker.election import NodeFacts
+from lbspeaker.plan import PoolFacts, Problem, ServiceFacts
+from lbspeaker.selectors import label_selector_matches
+
+ServiceKey = str
+
+
+def _matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+    """A selector that cannot be evaluated matches nothing (planning stays total on bad input)."""
+    try:
+        return label_selector_matches(selector, labels)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def _validation_text(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(x) for x in err.get("loc", ()))
+        parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+    return "; ".join(parts)
+
+
+# --- facts from API objects (plain dicts) --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PeerFacts:
+    """A BGPPeer as the plan needs it; `spec` None when the object does not parse (`error` says why)."""
+
+    name: str
+    spec: BGPPeerSpec | None
+    error: str = ""
+    node_selectors: tuple[Mapping[str, Any], ...] = ()  # as written (plain dicts)
+
+    @property
+    def secret_ref(self) -> tuple[str | None, str] | None:
+        """(namespace or None for the speaker's namespace, name) of `passwordSecret`, if any."""
+        if self.spec is None or self.spec.passwordSecret is None or not self.spec.passwordSecret.name:
+            return None
+        return (self.spec.passwordSecret.namespace, self.spec.passwordSecret.name)
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> PeerFacts:
+        name = str((obj.get("metadata") or {}).get("name") or "")
+        raw = obj.get("spec") or {}
+        try:
+            spec = BGPPeerSpec.model_validate(raw)
+        except ValidationError as exc:
+            return cls(name, None, _validation_text(exc))
+        return cls(name, spec, node_selectors=tuple(raw.get("nodeSelectors") or ()))
+
+
+@dataclass(frozen=True)
+class BGPAdvertisementFacts:
+    """A BGPAdvertisement: the route-shaping part (`routes.AdvertisementSpec`) plus selection."""
+
+    name: str
+    route: AdvertisementSpec
+    node_selectors: tuple[Mapping[str, Any], ...] = ()
+    ip_address_pools: tuple[str, ...] = ()
+    ip_address_pool_selectors: tuple[Mapping[str, Any], ...] = ()
+    error: str = ""
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> BGPAdvertisementFacts:
+        """Facts of one object; an object that does not parse selects nothing (and says why)."""
+        name = str((obj.get("metadata") or {}).get("name") or "")
+        raw = obj.get("spec") or {}
+        try:
+            spec = BGPAdvertisementSpec.model_validate(raw)
+        except ValidationError as exc:
+            return cls(name, AdvertisementSpec(name), error=_validation_text(exc),
+                       ip_address_pools=("\x00none",))
+        return cls(
+            name=name,
+            route=advertisement_from_model(name, spec),
+            node_selectors=tuple(raw.get("nodeSelectors") or ()),
+            ip_address_pools=tuple(spec.ipAddressPools),
+            ip_address_pool_selectors=tuple(raw.get("ipAddressPoolSelectors") or ()),
+        )
+
+    def matches_pool(self, pool: PoolFacts) -> bool:
+        if self.error:
+            return False
+        if not self.ip_address_pools and not self.ip_address_pool_selectors:
+            return True
+        if pool.name in self.ip_address_pools:
+            return True
+        return any(_matches(sel, pool.labels) for sel in self.ip_address_pool_selectors)
+
+    def selects_node(self, labels: Mapping[str, str]) -> bool:
+        return not self.node_selectors or any(_matches(sel, labels) for sel in self.node_selectors)
+
+
+def community_aliases(objects: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """{alias: value} from Community objects (first object by name wins on a duplicate alias)."""
+    out: dict[str, str] = {}
+    for obj in sorted(objects, key=lambda o: str((o.get("metadata") or {}).get("name") or "")):
+        for entry in ((obj.get("spec") or {}).get("communities") or ()):
+            if isinstance(entry, Mapping) and entry.get("name") and entry.get("value"):
+                out.setdefault(str(entry["name"]), str(entry["value"]))
+    return out
+
+
+# --- the plan ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BGPPlan:
+    """What this node does over BGP."""
+
+    node: str
+    peers: list[PeerSpec] = field(default_factory=list)  # sessions to configure (valid ones)
+    selected_peers: list[str] = field(default_factory=list)  # every BGPPeer selecting this node
+    peer_reasons: dict[str, str] = field(default_factory=dict)  # peer -> why it is down/not configured
+    routes: RouteTable = field(default_factory=dict)
+    service_peers: dict[ServiceKey, list[str]] = field(default_factory=dict)  # for ServiceBGPStatus
+    announced: dict[ServiceKey, list[str]] = field(default_factory=dict)  # service -> IPs
+    problems: list[Problem] = field(default_factory=list)
+
+    def prefix_count(self) -> dict[str, int]:
+        """Announced prefixes per peer (for the metric)."""
+        return {peer: len(routes) for peer, routes in sorted(self.routes.items())}
+
+
+def _pool_of(svc: ServiceFacts, ip: str, pools: Mapping[str, PoolFacts]) -> PoolFacts | None:
+    if svc.pool and svc.pool in pools:
+        return pools[svc.pool]
+    for name in sorted(pools):
+        if pools[name].contains(ip):
+            return pools[name]
+    return None
+
+
+def on_node_network(address: str, networks: Iterable[str]) -> bool:
+    """Whether `address` lies in one of the node's networks (CIDRs of its interface addresses)."""
+    try:
+        addr = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    for net in networks:
+        try:
+            n = ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            continue
+        if n.version == addr.version and addr in n and n.prefixlen < n.max_prefixlen:
+            return True
+    return False
+
+
+def node_ipv4(addresses: Iterable[str]) -> str | None:
+    """The first IPv4 address (the default BGP router ID)."""
+    for a in addresses:
+        try:
+            if ipaddress.ip_address(a).version == 4:
+                return a
+        except ValueError:
+            continue
+    return None
+
+
+def select_peers(
+    node: str,
+    labels: Mapping[str, str],
+    peers: Iterable[PeerFacts],
+    passwords: Mapping[str, str | None],
+    router_id: str | None,
+    node_networks: Sequence[str] | None,
+    plan: BGPPlan,
+) -> None:
+    """Step 1 of the module docstring; fills plan.peers/selected_peers/peer_reasons/problems."""
+    for pf in sorted(peers, key=lambda p: p.name):
+        if pf.spec is None:
+            plan.problems.append(
+                Problem("BGPPeer", pf.name, "InvalidPeer", f"cannot use BGPPeer: {pf.error}"))
+            continue
+        if pf.node_selectors and not any(_matches(sel, labels) for sel in pf.node_selectors):
+            continue
+        plan.selected_peers.append(pf.name)
+        password: str | None = None
+        if pf.secret_ref is not None:
+            if pf.name not in passwords or passwords[pf.name] is None:
+                ns, name = pf.secret_ref
+                where = f"{ns}/{name}" if ns else name
+                reason = f"passwordSecret {where}: Secret or its key 'password' cannot be read"
+                plan.peer_reasons[pf.name] = reason
+                plan.problems.append(Problem("BGPPeer", pf.name, "PasswordSecretMissing", reason))
+                continue
+            password = passwords[pf.name]
+        spec = peer_spec_from_bgppeer(pf.name, pf.spec, router_id, password)
+        problems = validate_peer(spec)
+        fatal = [p.message for p in problems if p.fatal]
+        for p in problems:
+            plan.problems.append(Problem("BGPPeer", pf.name,
+                                         "InvalidPeer" if p.fatal else "PeerFieldIgnored", p.message))
+        if fatal:
+            plan.peer_reasons[pf.name] = "not configured: " + "; ".join(fatal)
+            continue
+        if (
+            node_networks is not None
+            and spec.is_ebgp
+            and not spec.ebgp_multihop
+            and not on_node_network(spec.peer_address, node_networks)
+        ):
+            reason = (f"peerAddress {spec.peer_address} is on no network of node {node} and ebgpMultiHop "
+                      "is off: the session is sent with TTL 1 and cannot come up")
+            plan.peer_reasons[pf.name] = reason
+            plan.problems.append(Problem("BGPPeer", pf.name, "PeerNotOnNodeNetwork", reason))
+        plan.peers.append(spec)
+
+
+def node_announces(node: NodeFacts | None, ignore_exclude_label: bool = False) -> tuple[bool, str]:
+    """Step 2: (whether this node announces at all, why not)."""
+    if node is None:
+        return False, "the Node object is not known yet"
+    if node.network_unavailable:
+        return False, "the node has NetworkUnavailable=True"
+    if not ignore_exclude_label and EXCLUDE_FROM_LB_LABEL in node.labels:
+        return False, f"the node is labelled {EXCLUDE_FROM_LB_LABEL}"
+    return True, ""
+
+
+def service_wanted_here(svc: ServiceFacts, node: str) -> bool:
+    """ETP Cluster: any serving endpoint anywhere; ETP Local: a serving endpoint on this node."""
+    if svc.etp_local:
+        return node in svc.serving_endpoints
+    return len(svc.serving_endpoints) > 0
+
+
+def compute_bgp_plan(
+    node: str,
+    node_facts: NodeFacts | None,
+    services: Iterable[ServiceFacts],
+    pools: Iterable[PoolFacts],
+    advertisements: Iterable[BGPAdvertisementFacts],
+    peers: Iterable[PeerFacts],
+    aliases: Mapping[str, str] | None = None,
+    passwords: Mapping[str, str | None] | None = None,
+    node_addresses: Sequence[str] = (),
+    node_networks: Sequence[str] | None = None,
+    ignore_exclude_label: bool = False,
+) -> BGPPlan:
+    """The BGP plan for `node` (see the module docstring).
+
+    `passwords`: BGPPeer name -> the value of its `passwordSecret` (None or absent:
+    unreadable). `node_addresses`: the Node's InternalIPs (router ID default).
+    `node_networks`: CIDRs of this node's interface addresses (None: unknown, no check).
+    """
+    plan = BGPPlan(node=node)
+    labels = dict(node_facts.labels) if node_facts is not None else {}
+    select_peers(node, labels, peers, passwords or {}, node_ipv4(node_addresses), node_networks, plan)
+
+    advs = sorted(advertisements, key=lambda a: a.name)
+    for a in advs:
+        if a.error:
+            plan.problems.append(Problem("BGPAdvertisement", a.name, "InvalidAdvertisement", a.error))
+    pool_map = {p.name: p for p in pools}
+    for a in advs:
+        for name in a.ip_address_pools:
+            if pool_map and not a.error and name not in pool_map:
+                plan.problems.append(Problem("BGPAdvertisement", a.name, "UnknownPool",
+                                             f"ipAddressPools names {name!r}, which does not exist"))
+
+    announces, _why = node_announces(node_facts, ignore_exclude_label)
+    announcements: list[Announcement] = []
+    conflicts: dict[ServiceKey, dict[str, int]] = {}
+    for svc in sorted(services, key=lambda s: s.key):
+        groups: dict[tuple[str, ...], list[str]] = {}  # advertisement names -> IPs
+        by_name: dict[str, AdvertisementSpec] = {}
+        for ip in svc.ips:
+            pool = _pool_of(svc, ip, pool_map)
+            if pool is None:
+                continue
+            matching = [a for a in advs if a.matches_pool(pool)]
+            prefs = {a.name: a.route.local_pref for a in matching if a.route.local_pref is not None}
+            if len(set(prefs.values())) > 1:
+                conflicts.setdefault(svc.key, {}).update(prefs)
+            here = [a for a in matching if a.selects_node(labels)]
+            if not here:
+                continue
+            for a in here:
+                by_name[a.name] = a.route
+            groups.setdefault(tuple(a.name for a in here), []).append(ip)
+        if not groups or not announces or not plan.peers or not service_wanted_here(svc, node):
+            continue
+        # one Announcement per group of IPs sharing advertisements (dual stack from two pools);
+        # keys get a suffix so routes.desired_routes does not merge them, stripped below
+        for i, (names, ips) in enumerate(sorted(groups.items())):
+            announcements.append(Announcement(f"{svc.key}\x00{i}", tuple(ips),
+                                              tuple(by_name[n] for n in names)))
+
+    for key, prefs in sorted(conflicts.items()):
+        first = min(prefs)
+        plan.problems.append(Problem(
+            "Service", key, "LocalPrefConflict",
+            "BGPAdvertisements disagree on localPref: "
+            + ", ".join(f"{n}={v}" for n, v in sorted(prefs.items()))
+            + f"; using {prefs[first]} from {first} (first by name)",
+        ))
+
+    want = desired_routes(announcements, plan.peers, aliases or {})
+    plan.routes = want.routes
+    for ann_key, peer_names in want.service_peers.items():
+        key = ann_key.split("\x00", 1)[0]
+        merged = set(plan.service_peers.get(key, [])) | set(peer_names)
+        plan.service_peers[key] = sorted(merged)
+    for ann in announcements:
+        key = ann.service.split("\x00", 1)[0]
+        if key in plan.service_peers:
+            plan.announced.setdefault(key, [])
+            plan.announced[key] = sorted(set(plan.announced[key]) | set(ann.ips))
+    for text in want.problems:
+        if text.startswith("conflicting localPref"):
+            continue  # reported per Service above, with the advertisement names
+        name = text.split(":", 1)[0].removeprefix("BGPAdvertisement ").strip()
+        if text.startswith("BGPAdvertisement "):
+            reason = "UnknownCommunity" if "community alias" in text else (
+                "LocalPrefNotSent" if "localPref is not sent" in text else "AdvertisementProblem")
+            plan.problems.append(Problem("BGPAdvertisement", name, reason, text.split(":", 1)[1].strip()))
+        else:
+            plan.problems.append(Problem("Service", "", "RouteProblem", text))
+    # stable order, no duplicates: the adapter turns *new* problems into Events
+    plan.problems = sorted(set(plan.problems), key=lambda p: (p.kind, p.name, p.reason, p.message))
+    return plan
