@@ -74,6 +74,7 @@ from lbspeaker.speaker.health import DEFAULT_METRICS_ADDR, HealthServer
 from lbspeaker.speaker.heartbeat import DEFAULT_PORT, Heartbeater, PeerState
 from lbspeaker.speaker.membership import Membership, lease_name
 from lbspeaker.speaker.metrics import SpeakerMetrics
+from lbspeaker.speaker.nodeproblems import NodeProblemsWriter
 from lbspeaker.speaker.status import LABEL_NODE, StatusWriter, assigned_message, label_value
 
 log = logging.getLogger("lbspeaker.speaker")
@@ -211,6 +212,7 @@ class Speaker:
             renew_interval=cfg.renew_interval,
         )
         self.status = StatusWriter(rest, cfg.node, self.statuses.items)
+        self.node_problems = NodeProblemsWriter(rest, ns, cfg.node)
         # BGP side: own threads and caches for its CRDs, shares ours; never blocks layer 2
         self.bgp = BGPSpeaker(
             BGPConfig(node=cfg.node, namespace=ns, run_dir=cfg.run_dir,
@@ -280,6 +282,7 @@ class Speaker:
             self.heartbeat.start()
         self.membership.start()
         self.status.start()
+        self.node_problems.start()
         self.bgp.start()
         self._thread = threading.Thread(target=self._loop, name="speaker-plan", daemon=True)
         self._thread.start()
@@ -316,6 +319,7 @@ class Speaker:
             t2.join(max(0.1, cleanup_budget_s / 2))
         else:
             self.status.stop()
+        self.node_problems.stop(timeout=0.5)
         self.recorder.close(timeout=1.0)
         with contextlib.suppress(Exception):
             self.announcer.stop()
@@ -338,6 +342,7 @@ class Speaker:
         if self.heartbeat is not None:
             self.heartbeat.stop()
         self.status.stop()
+        self.node_problems.stop(timeout=0.1)
         self.recorder.close(timeout=0.1)
         with contextlib.suppress(Exception):
             self.announcer.stop()
@@ -497,6 +502,7 @@ class Speaker:
             log.warning("%s %s: %s: %s", p.kind, p.name, p.reason, p.message)
             self._event_for_problem(p)
         self._problems = problems
+        self.node_problems.set(problems)
 
     def _event_for_problem(self, p: Problem) -> None:
         if p.kind == "L2Advertisement":

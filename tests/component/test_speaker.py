@@ -279,3 +279,21 @@ def test_bad_l2advertisement_gets_events(rest: Rest, speakers: SpeakerFactory) -
     wait_for(lambda: wanted <= reasons(), timeout=15, message=lambda: f"{reasons()}")
     ready = http_get(spk.health.port, "/readyz")  # type: ignore[union-attr]
     assert "InterfaceNotFound" in ready and "bond9" in ready
+
+
+def test_missing_interface_is_in_the_advertisement_status_until_fixed(rest: Rest,
+                                                                      speakers: SpeakerFactory) -> None:
+    rest.create(L2ADVERTISEMENTS, {"metadata": {"name": "bad-if", "namespace": NS},
+                                   "spec": {"ipAddressPools": ["pool"], "interfaces": ["bond9"]}})
+    speakers("node-a")
+    speakers("node-b")
+
+    def node_problems() -> list[dict[str, Any]]:
+        return list((rest.get(L2ADVERTISEMENTS, "bad-if", NS).get("status") or {}).get("nodeProblems") or [])
+
+    wait_for(lambda: [p["node"] for p in node_problems()] == ["node-a", "node-b"], timeout=15,
+             message=lambda: str(node_problems()))
+    entry = node_problems()[0]
+    assert entry["reason"] == "InterfaceNotFound" and "bond9" in entry["message"]
+    rest.patch(L2ADVERTISEMENTS, "bad-if", {"spec": {"interfaces": ["eth0"]}}, NS)
+    wait_for(lambda: node_problems() == [], timeout=15, message=lambda: str(node_problems()))
