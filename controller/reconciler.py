@@ -29,9 +29,9 @@ from typing import Any, Generic, TypeVar
 from controller import translate as T
 from controller.advertisements import advertisement_conditions
 from controller.allocator import Allocator
-from controller.health import HealthServer
 from controller.metrics import ControllerMetrics
 from lbspeaker.api import constants as C
+from lbspeaker.health import HealthServer
 from lbspeaker.kube.cache import WatchCache, wait_all_synced
 from lbspeaker.kube.events import EventRecorder
 from lbspeaker.kube.lease import LeaderElector, LeaseLock

@@ -44,6 +44,7 @@ from typing import Any, Protocol
 
 from lbspeaker.api.constants import NAMESPACE, SERVICE_NAME_LABEL, SPEAKER_NAME
 from lbspeaker.election import L2AdvertisementFacts, NodeFacts
+from lbspeaker.health import HealthServer
 from lbspeaker.kube.cache import WatchCache
 from lbspeaker.kube.client import Timeouts
 from lbspeaker.kube.events import EventRecorder
@@ -70,12 +71,15 @@ from lbspeaker.speaker.bgp import (
     default_manager_factory,
     node_networks_proc,
 )
-from lbspeaker.speaker.health import DEFAULT_METRICS_ADDR, HealthServer
 from lbspeaker.speaker.heartbeat import DEFAULT_PORT, Heartbeater, PeerState
 from lbspeaker.speaker.membership import Membership, lease_name
 from lbspeaker.speaker.metrics import SpeakerMetrics
 from lbspeaker.speaker.nodeproblems import NodeProblemsWriter
 from lbspeaker.speaker.status import LABEL_NODE, StatusWriter, assigned_message, label_value
+
+# Speakers run with hostNetwork, where the controller's 7472 may be bound on the same node: 7473 for
+# metrics and probes (and 7474/udp for heartbeats).
+DEFAULT_METRICS_ADDR = "0.0.0.0:7473"
 
 log = logging.getLogger("lbspeaker.speaker")
 

@@ -1,8 +1,10 @@
-"""One small HTTP server for `/metrics`, `/healthz` and `/readyz`.
+"""One small HTTP server for `/metrics`, `/healthz` (`/livez`) and `/readyz`, shared by the
+controller and the speaker.
 
-`/healthz` answers "is the process alive and are its caches running" (liveness:
-a failure means restart me); `/readyz` answers "are the caches synced and am I
-either the leader or a standby ready to take over" (readiness).
+Each component supplies its own checks: `/healthz` answers "are my loops running"
+(liveness: a failure means restart me), `/readyz` "can I do my job" (readiness); the
+body says why. A check that raises answers 503 with the error rather than killing the
+server thread.
 """
 
 from __future__ import annotations
@@ -20,10 +22,9 @@ Check = Callable[[], tuple[bool, str]]
 
 
 def parse_addr(addr: str) -> tuple[str, int]:
-    """Split `host:port` (host may be empty or `[v6]`) into a bindable pair."""
+    """`host:port` (host may be empty or `[v6]`) -> bindable pair."""
     host, _, port = addr.rpartition(":")
-    host = host.strip("[]") or "0.0.0.0"
-    return host, int(port)
+    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 class HealthServer:
@@ -37,10 +38,12 @@ class HealthServer:
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
-                    body = generate_latest(outer.registry)
-                    self._send(200, body, CONTENT_TYPE_LATEST)
-                elif path in ("/healthz", "/readyz", "/livez"):
-                    ok, why = (outer.readyz if path == "/readyz" else outer.healthz)()
+                    self._send(200, generate_latest(outer.registry), CONTENT_TYPE_LATEST)
+                elif path in ("/healthz", "/livez", "/readyz"):
+                    try:
+                        ok, why = (outer.readyz if path == "/readyz" else outer.healthz)()
+                    except Exception as exc:
+                        ok, why = False, f"check failed: {exc}"
                     self._send(200 if ok else 503, (why + "\n").encode(), "text/plain; charset=utf-8")
                 else:
                     self._send(404, b"not found\n", "text/plain; charset=utf-8")

@@ -7,9 +7,9 @@ import urllib.request
 
 import pytest
 
-from controller.health import HealthServer, parse_addr
 from controller.main import parse_args
 from controller.metrics import ControllerMetrics
+from lbspeaker.health import HealthServer, parse_addr
 
 
 def test_probes_and_metrics_served() -> None:
