@@ -20,6 +20,7 @@ from typing import Any
 from controller.allocator import Pool, ServiceRequest
 from lbspeaker.api import constants as C
 from lbspeaker.api.addresses import AddressRange, AddressSyntaxError
+from lbspeaker.api.constants import class_matches
 from lbspeaker.api.models import (
     CONDITION_NODE_ADDRESS,
     CONDITION_ORPHANS,
@@ -43,11 +44,6 @@ def key_of(obj: Obj) -> str:
 
 def is_load_balancer(svc: Obj) -> bool:
     return (svc.get("spec") or {}).get("type") == "LoadBalancer"
-
-
-def class_matches(svc: Obj, lb_class: str | None) -> bool:
-    """MetalLB's rule: with `--lb-class` only that class; without it, only class-less Services."""
-    return (svc.get("spec") or {}).get("loadBalancerClass") == (lb_class or None)
 
 
 def wants_ip(svc: Obj, lb_class: str | None) -> bool:

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lbspeaker.api.addresses import AddressRange, AddressSyntaxError, parse_address_range
-from lbspeaker.api.constants import IP_ALLOCATED_FROM_POOL, annotation
+from lbspeaker.api.constants import IP_ALLOCATED_FROM_POOL, SERVICE_NAME_LABEL, annotation, class_matches
 from lbspeaker.election import (
     L2AdvertisementFacts,
     NodeFacts,
@@ -165,6 +165,27 @@ def service_facts(svc: Mapping[str, Any], slices: Iterable[Mapping[str, Any]] = 
     )
 
 
+def services_facts(services: Iterable[Mapping[str, Any]], slices: Iterable[Mapping[str, Any]],
+                   lb_class: str | None) -> list[ServiceFacts]:
+    """ServiceFacts of every Service of our class, each with its EndpointSlices (by the
+    `kubernetes.io/service-name` label): the services both L2 and BGP planning start from."""
+    by_svc: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for sl in slices:
+        meta = sl.get("metadata") or {}
+        svc = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
+        if svc:
+            by_svc.setdefault((str(meta.get("namespace") or ""), str(svc)), []).append(sl)
+    out = []
+    for svc in services:
+        if not class_matches(svc, lb_class):
+            continue
+        meta = svc.get("metadata") or {}
+        facts = service_facts(svc, by_svc.get((str(meta.get("namespace") or ""), str(meta.get("name"))), []))
+        if facts is not None:
+            out.append(facts)
+    return out
+
+
 def pool_facts(obj: Mapping[str, Any]) -> PoolFacts:
     """An IPAddressPool dict -> PoolFacts (unparsable entries are skipped: the schema rejects them)."""
     meta = obj.get("metadata") or {}
@@ -180,7 +201,8 @@ def pool_facts(obj: Mapping[str, Any]) -> PoolFacts:
 # --- the plan ---------------------------------------------------------------------------------------
 
 
-def _pool_of(svc: ServiceFacts, ip: str, pools: Mapping[str, PoolFacts]) -> PoolFacts | None:
+def pool_of(svc: ServiceFacts, ip: str, pools: Mapping[str, PoolFacts]) -> PoolFacts | None:
+    """The pool a Service's IP belongs to: the one it was allocated from, else the one containing it."""
     if svc.pool and svc.pool in pools:
         return pools[svc.pool]
     for name in sorted(pools):
@@ -258,7 +280,7 @@ def compute_plan(
     svc_list = sorted(services, key=lambda s: s.key)
     for svc in svc_list:
         for ip in svc.ips:
-            pool = _pool_of(svc, ip, pool_map)
+            pool = pool_of(svc, ip, pool_map)
             if pool is None:
                 continue
             matching = [a for a in advs if advertisement_matches_pool(a, pool.name, pool.labels,

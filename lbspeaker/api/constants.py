@@ -35,6 +35,14 @@ EXCLUDE_FROM_LB_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
+def class_matches(service: Mapping[str, object], lb_class: str | None) -> bool:
+    """`spec.loadBalancerClass`, MetalLB's rule: with `--lb-class` only that class; without it, only
+    class-less Services. One definition for the controller and both halves of the speaker."""
+    spec = service.get("spec")
+    cls = spec.get("loadBalancerClass") if isinstance(spec, Mapping) else None
+    return cls == (lb_class or None)
+
+
 def annotation(annotations: Mapping[str, str] | None, key: str) -> str | None:
     """Return the value of `key` under the first prefix that carries it (ours, then MetalLB's)."""
     if not annotations:

@@ -50,7 +50,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from lbspeaker.api.constants import GROUP, NAMESPACE, SERVICE_NAME_LABEL
+from lbspeaker.api.constants import GROUP, NAMESPACE
 from lbspeaker.bgp.config import PeerSpec
 from lbspeaker.bgp.plan import (
     BGPAdvertisementFacts,
@@ -77,7 +77,7 @@ from lbspeaker.kube.resources import (
 )
 from lbspeaker.kube.rest import ApiError, Rest
 from lbspeaker.kube.status import update_status
-from lbspeaker.plan import Problem, pool_facts, service_facts
+from lbspeaker.plan import Problem, pool_facts, services_facts
 
 log = logging.getLogger("lbspeaker.speaker.bgp")
 
@@ -269,11 +269,6 @@ class BGPConfig:
     status_retry: float = 2.0
     status_min_interval: float = 10.0
     cleanup_budget: float = 2.0
-
-
-def _class_matches(svc: Mapping[str, Any], lb_class: str | None) -> bool:
-    cls = (svc.get("spec") or {}).get("loadBalancerClass")
-    return cls == lb_class if lb_class else not cls
 
 
 @dataclass
@@ -513,21 +508,7 @@ class BGPSpeaker:
         return self.nodes.get(None, self.cfg.node)
 
     def _inputs(self) -> dict[str, Any]:
-        by_svc: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for sl in self.slices.items():
-            meta = sl.get("metadata") or {}
-            svc = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
-            if svc:
-                by_svc.setdefault((str(meta.get("namespace") or ""), str(svc)), []).append(sl)
-        services = []
-        for svc in self.services.items():
-            if not _class_matches(svc, self.cfg.lb_class):
-                continue
-            meta = svc.get("metadata") or {}
-            skey = (str(meta.get("namespace") or ""), str(meta.get("name")))
-            facts = service_facts(svc, by_svc.get(skey, []))
-            if facts is not None:
-                services.append(facts)
+        services = services_facts(self.services.items(), self.slices.items(), self.cfg.lb_class)
         node = self._node()
         addrs = []
         if node is not None:

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Protocol
 
-from lbspeaker.api.constants import NAMESPACE, SERVICE_NAME_LABEL, SPEAKER_NAME
+from lbspeaker.api.constants import NAMESPACE, SPEAKER_NAME
 from lbspeaker.election import L2AdvertisementFacts, NodeFacts
 from lbspeaker.health import HealthServer
 from lbspeaker.kube.cache import WatchCache
@@ -61,7 +61,7 @@ from lbspeaker.kube.resources import (
 )
 from lbspeaker.kube.rest import Rest
 from lbspeaker.netinfo import LinkInfo
-from lbspeaker.plan import Plan, Problem, compute_plan, pool_facts, service_facts
+from lbspeaker.plan import Plan, Problem, compute_plan, pool_facts, services_facts
 from lbspeaker.speaker import strictarp
 from lbspeaker.speaker.bgp import (
     DEFAULT_RUN_DIR,
@@ -123,12 +123,6 @@ def node_addresses(node: Mapping[str, Any]) -> list[str]:
     internal = [str(a["address"]) for a in addrs if a.get("type") == "InternalIP" and a.get("address")]
     external = [str(a["address"]) for a in addrs if a.get("type") == "ExternalIP" and a.get("address")]
     return internal or external
-
-
-def class_matches(svc: Mapping[str, Any], lb_class: str | None) -> bool:
-    """`spec.loadBalancerClass` honoured: with a class, only that class; without, only class-less."""
-    cls = (svc.get("spec") or {}).get("loadBalancerClass")
-    return cls == lb_class if lb_class else not cls
 
 
 class Speaker:
@@ -426,23 +420,8 @@ class Speaker:
                 log.exception("planning failed; keeping the last announcements")
 
     def _inputs(self) -> dict[str, Any]:
-        by_svc: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for sl in self.slices.items():
-            meta = sl.get("metadata") or {}
-            svc = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
-            if svc:
-                by_svc.setdefault((str(meta.get("namespace") or ""), str(svc)), []).append(sl)
-        services = []
-        for svc in self.services.items():
-            if not class_matches(svc, self.cfg.lb_class):
-                continue
-            meta = svc.get("metadata") or {}
-            skey = (str(meta.get("namespace") or ""), str(meta.get("name")))
-            facts = service_facts(svc, by_svc.get(skey, []))
-            if facts is not None:
-                services.append(facts)
         return {
-            "services": services,
+            "services": services_facts(self.services.items(), self.slices.items(), self.cfg.lb_class),
             "pools": [pool_facts(p) for p in self.pools.items()],
             "advertisements": [L2AdvertisementFacts.from_object(a) for a in self.advs.items()],
             "nodes": [NodeFacts.from_node(n) for n in self.nodes.items()],

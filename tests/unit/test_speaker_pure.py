@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from lbspeaker.api.constants import class_matches
 from lbspeaker.kube.lease import micro_time
 from lbspeaker.speaker import strictarp
 from lbspeaker.speaker.heartbeat import Message, MsgType, PeerState, PeerTable, decode, encode
-from lbspeaker.speaker.main import build_parser, class_matches, node_addresses
+from lbspeaker.speaker.main import build_parser, node_addresses
 from lbspeaker.speaker.membership import LeaseState, LeaseTracker, is_live, live_set, node_of_lease
 from lbspeaker.speaker.status import desired_object, diff_status, status_name
 
