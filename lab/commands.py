@@ -173,8 +173,13 @@ def _stop_named(state: LabState, names: list[str]) -> None:
 # -- router ---------------------------------------------------------------------------------------
 
 
-def ensure_router(state: LabState, kind: str, lab: topo.LabPlan, password: str | None = None) -> list[str]:
-    """Write the router config and run its daemons in the router namespace (restart on change)."""
+def ensure_router(
+    state: LabState, kind: str, lab: topo.LabPlan, password: str | None = None, bgp_mode: str = "ebgp"
+) -> list[str]:
+    """Write the router config and run its daemons in the router namespace (restart on change).
+
+    A changed `bgp_mode` changes the rendered config, so the router restarts with the new AS.
+    """
     paths = rtr.RouterPaths(rtr.runtime_dir(state.dir))
     state.data["router_dir"] = str(paths.root)
     state.save()
@@ -189,7 +194,7 @@ def ensure_router(state: LabState, kind: str, lab: topo.LabPlan, password: str |
     wanted = rtr.router_processes(kind, paths)
     wanted_names = [n for n, _ in wanted]
     _stop_named(state, [n for n in all_names if n not in wanted_names])
-    rendered = rtr.render(kind, lab, password)
+    rendered = rtr.render(kind, lab, password, bgp_mode)
     conf = paths.frr_conf if kind == "frr" else paths.bird_conf
     running = all(
         (rec := state.process(n)) is not None and rec.alive() and rec.in_current_netns() for n in wanted_names
@@ -202,7 +207,7 @@ def ensure_router(state: LabState, kind: str, lab: topo.LabPlan, password: str |
     for stale in ("zserv.api", "bgpd.vty", "zebra.vty", "bird.ctl"):
         with contextlib.suppress(FileNotFoundError):
             (paths.root / stale).unlink()
-    rtr.write_config(kind, lab, paths, password)
+    rtr.write_config(kind, lab, paths, password, bgp_mode)
     for name, argv in wanted:
         rec, _ = start_process(state, name, argv, netns=topo.ROUTER)
         if name == "router-zebra" and not rtr.wait_zebra(paths):
@@ -504,6 +509,17 @@ def _up_arguments(parser: argparse.ArgumentParser) -> None:
         "--bgp-password", default=None, help="TCP MD5 password the router requires on every node session"
     )
     parser.add_argument(
+        "--bgp-mode",
+        choices=topo.BGP_MODES,
+        default="ebgp",
+        help=(
+            f"how the router peers with the nodes: ebgp (default; router AS {topo.ROUTER_ASN}, nodes "
+            f"AS {topo.NODE_ASN}) or ibgp (router in the nodes' AS {topo.NODE_ASN}, so LOCAL_PREF "
+            "from BGPAdvertisement.localPref reaches it; BGPPeers then use myASN = peerASN = "
+            f"{topo.NODE_ASN})"
+        ),
+    )
+    parser.add_argument(
         "--ipv6", action="store_true", help="dual-stack: fc00:f853:ccd:e793::/64 on the bridge"
     )
     parser.add_argument("--kubeconfig", help="use this API server instead of starting the lab API server")
@@ -544,6 +560,7 @@ def _run_up(args: argparse.Namespace) -> int:
         "ipv6": args.ipv6,
         "kubeconfig": args.kubeconfig,
         "bgp_password": bool(args.bgp_password),
+        "bgp_mode": args.bgp_mode,
     }
     state.data["topology"] = lab.to_dict()
     state.save()
@@ -557,7 +574,7 @@ def _run_up(args: argparse.Namespace) -> int:
     t = t0
     created = topo.apply(lab, state.add_namespace)
     t = mark("topology", t)
-    router_procs = ensure_router(state, args.router, lab, args.bgp_password)
+    router_procs = ensure_router(state, args.router, lab, args.bgp_password, args.bgp_mode)
     t = mark("router", t)
     kubeconfig, nodes_kubeconfig = ensure_apiserver(state, args, created)
     t = mark("apiserver", t)
@@ -596,7 +613,8 @@ def _run_up(args: argparse.Namespace) -> int:
     print(f"lab up in {elapsed:.1f}s ({', '.join(f'{k} {v:.2f}s' for k, v in timings.items())})")
     print(f"  state dir:  {state.dir}")
     print(
-        f"  router:     {args.router} AS {topo.ROUTER_ASN} at {topo.ROUTER_IP_V4}"
+        f"  router:     {args.router} AS {topo.router_asn(args.bgp_mode)} ({args.bgp_mode})"
+        f" at {topo.ROUTER_IP_V4}"
         f" ({', '.join(router_procs) or '-'})"
     )
     for node in lab.nodes:
@@ -792,7 +810,8 @@ def _run_status(args: argparse.Namespace) -> int:
             f"{p.netns or '(host)':<20} {p.log or ''}"
         )
     if router_kind in ("frr", "bird"):
-        print(f"\nBGP NEIGHBORS of router ({router_kind}, AS {topo.ROUTER_ASN})")
+        mode = (state.data.get("config") or {}).get("bgp_mode", "ebgp")
+        print(f"\nBGP NEIGHBORS of router ({router_kind}, {mode}, AS {topo.router_asn(mode)})")
         node_by_ip = {}
         for node in (state.data.get("topology") or {}).get("nodes", []):
             node_by_ip[node["ipv4"]] = node["name"]

@@ -2,7 +2,11 @@
 
 The router is AS 64512 and peers eBGP with every node (the nodes' speakers use AS
 64513 by default; the router accepts any external AS so tests can give nodes their
-own ASNs). Each node IP is a configured neighbour, and a listen range over the
+own ASNs). With `bgp_mode="ibgp"` (`lbspeaker-lab up --bgp-mode ibgp`) it joins the
+nodes' AS 64513 instead and peers iBGP, because LOCAL_PREF only travels over iBGP
+(RFC 4271) and BGPAdvertisement.localPref must be visible on the router.
+
+Each node IP is a configured neighbour, and a listen range over the
 node subnet lets new speakers connect without a config change. Paths from
 different nodes are installed as one ECMP route (FRR `maximum-paths 8` with
 `as-path multipath-relax`; BIRD `merge paths`), which is what the BGP tests and
@@ -28,13 +32,14 @@ from pathlib import Path
 
 from lab import netns as nsops
 from lab.topology import (
+    BGP_MODES,
     NODE_SUBNET_V4,
     NODE_SUBNET_V6,
     ROUTER,
-    ROUTER_ASN,
     ROUTER_IP_V4,
     ROUTER_IP_V6,
     LabPlan,
+    router_asn,
 )
 
 FRR_DIR = "/usr/lib/frr"
@@ -81,24 +86,33 @@ def runtime_dir(state_dir: Path) -> Path:
 # -- FRR ------------------------------------------------------------------------------------------
 
 
-def render_frr(lab: LabPlan, log_file: str | None = None, password: str | None = None) -> str:
+def render_frr(
+    lab: LabPlan, log_file: str | None = None, password: str | None = None, bgp_mode: str = "ebgp"
+) -> str:
     """frr.conf for zebra + bgpd: AS 64512, every node a neighbour, listen range, ECMP.
 
     `password` turns on TCP MD5 (RFC 2385) for every node session, as BGPPeer.password expects.
+    `bgp_mode="ibgp"`: AS 64513 and `remote-as internal`; iBGP paths are only multipathed with
+    `maximum-paths ibgp`, so that is set too (the FIB still gets one next hop per node).
     """
+    asn = router_asn(bgp_mode)
+    remote = "internal" if bgp_mode == "ibgp" else "external"
+    multipath = [f"  maximum-paths {MAX_PATHS}"] + (
+        [f"  maximum-paths ibgp {MAX_PATHS}"] if bgp_mode == "ibgp" else []
+    )
     lines = [
         "frr defaults traditional",
         "hostname router",
         f"log file {log_file} informational" if log_file else "log stdout informational",
         "!",
-        f"router bgp {ROUTER_ASN}",
+        f"router bgp {asn}",
         f" bgp router-id {ROUTER_IP_V4}",
         " no bgp ebgp-requires-policy",
         " no bgp default ipv4-unicast",
         " bgp bestpath as-path multipath-relax",
         " bgp log-neighbor-changes",
         " neighbor NODES peer-group",
-        " neighbor NODES remote-as external",
+        f" neighbor NODES remote-as {remote}",
         " neighbor NODES timers 3 9",
         " neighbor NODES timers connect 2",
     ]
@@ -107,7 +121,7 @@ def render_frr(lab: LabPlan, log_file: str | None = None, password: str | None =
     if lab.ipv6:
         lines += [
             " neighbor NODES6 peer-group",
-            " neighbor NODES6 remote-as external",
+            f" neighbor NODES6 remote-as {remote}",
             " neighbor NODES6 timers 3 9",
             " neighbor NODES6 timers connect 2",
         ]
@@ -125,7 +139,7 @@ def render_frr(lab: LabPlan, log_file: str | None = None, password: str | None =
     lines += [
         " !",
         " address-family ipv4 unicast",
-        f"  maximum-paths {MAX_PATHS}",
+        *multipath,
         "  neighbor NODES activate",
         "  neighbor NODES soft-reconfiguration inbound",
         " exit-address-family",
@@ -134,7 +148,7 @@ def render_frr(lab: LabPlan, log_file: str | None = None, password: str | None =
         lines += [
             " !",
             " address-family ipv6 unicast",
-            f"  maximum-paths {MAX_PATHS}",
+            *multipath,
             "  neighbor NODES6 activate",
             "  neighbor NODES6 soft-reconfiguration inbound",
             " exit-address-family",
@@ -196,8 +210,23 @@ def bird_protocol_name(node: str, family: int) -> str:
     return ("n_" if family == 4 else "n6_") + re.sub(r"[^A-Za-z0-9_]", "_", node)
 
 
-def render_bird(lab: LabPlan, log_file: str | None = None, password: str | None = None) -> str:
-    """bird.conf (BIRD 2): same policy as FRR; the kernel protocol installs merged ECMP paths."""
+def render_bird(
+    lab: LabPlan, log_file: str | None = None, password: str | None = None, bgp_mode: str = "ebgp"
+) -> str:
+    """bird.conf (BIRD 2): same policy as FRR; the kernel protocol installs merged ECMP paths.
+
+    `bgp_mode="ibgp"`: AS 64513 and `internal` neighbours. BIRD treats iBGP as multihop with
+    recursive next hops by default; the nodes share the router's subnet, so `direct` +
+    `gateway direct` make each path's next hop the node itself and the kernel gets one ECMP
+    route via the nodes, as with eBGP. (`next hop self` would only matter on export: none.)
+    """
+    if bgp_mode not in BGP_MODES:
+        raise ValueError(f"bgp mode {bgp_mode!r}")
+    asn = router_asn(bgp_mode)
+    ibgp = bgp_mode == "ibgp"
+    kind = "internal" if ibgp else "external"
+    session = " direct;" if ibgp else ""
+    gateway = " gateway direct;" if ibgp else ""
     auth = f' password "{password}";' if password else ""
     log = f'log "{log_file}" all;' if log_file else "log stderr all;"
     lines = [
@@ -214,36 +243,37 @@ def render_bird(lab: LabPlan, log_file: str | None = None, password: str | None 
         f"  merge paths on limit {MAX_PATHS};",
         "}",
         "template bgp nodes {",
-        f"  local {ROUTER_IP_V4} as {ROUTER_ASN};",
+        f"  local {ROUTER_IP_V4} as {asn};{session}",
         f"  hold time 9; keepalive time 3; connect retry time 2;{auth}",
-        "  ipv4 { import all; export none; };",
+        f"  ipv4 {{ import all; export none;{gateway} }};",
         "}",
     ]
     if lab.ipv6:
         lines += [
             "template bgp nodes6 {",
-            f"  local {ROUTER_IP_V6} as {ROUTER_ASN};",
+            f"  local {ROUTER_IP_V6} as {asn};{session}",
             f"  hold time 9; keepalive time 3; connect retry time 2;{auth}",
-            "  ipv6 { import all; export none; };",
+            f"  ipv6 {{ import all; export none;{gateway} }};",
             "}",
         ]
     for n in lab.nodes:
         lines.append(
             f"protocol bgp {bird_protocol_name(n.name, 4)} from nodes "
-            f'{{ description "{n.name}"; neighbor {n.ipv4} external; }}'
+            f'{{ description "{n.name}"; neighbor {n.ipv4} {kind}; }}'
         )
         if n.ipv6:
             lines.append(
                 f"protocol bgp {bird_protocol_name(n.name, 6)} from nodes6 "
-                f'{{ description "{n.name}"; neighbor {n.ipv6} external; }}'
+                f'{{ description "{n.name}"; neighbor {n.ipv6} {kind}; }}'
             )
     # Dynamic peers: speakers on addresses that are not configured nodes (BIRD >= 2.0.6).
     lines.append(
-        f'protocol bgp dyn4 from nodes {{ neighbor range {NODE_SUBNET_V4} external; dynamic name "dyn4_"; }}'
+        f"protocol bgp dyn4 from nodes {{ neighbor range {NODE_SUBNET_V4} {kind};"
+        ' dynamic name "dyn4_"; }'
     )
     if lab.ipv6:
         lines.append(
-            f"protocol bgp dyn6 from nodes6 {{ neighbor range {NODE_SUBNET_V6} external;"
+            f"protocol bgp dyn6 from nodes6 {{ neighbor range {NODE_SUBNET_V6} {kind};"
             ' dynamic name "dyn6_"; }'
         )
     return "\n".join(lines) + "\n"
@@ -317,24 +347,26 @@ def router_processes(kind: str, paths: RouterPaths) -> list[tuple[str, list[str]
     return []
 
 
-def render(kind: str, lab: LabPlan, password: str | None = None) -> str:
+def render(kind: str, lab: LabPlan, password: str | None = None, bgp_mode: str = "ebgp") -> str:
     """The config text of a router kind ("" for none)."""
     if kind == "frr":
-        return render_frr(lab, password=password)
+        return render_frr(lab, password=password, bgp_mode=bgp_mode)
     if kind == "bird":
-        return render_bird(lab, password=password)
+        return render_bird(lab, password=password, bgp_mode=bgp_mode)
     return ""
 
 
-def write_config(kind: str, lab: LabPlan, paths: RouterPaths, password: str | None = None) -> None:
+def write_config(
+    kind: str, lab: LabPlan, paths: RouterPaths, password: str | None = None, bgp_mode: str = "ebgp"
+) -> None:
     """Render and write the router config; FRR's dir is handed to the frr user."""
     paths.root.mkdir(parents=True, exist_ok=True)
     if kind == "frr":
-        paths.frr_conf.write_text(render_frr(lab, password=password))
+        paths.frr_conf.write_text(render_frr(lab, password=password, bgp_mode=bgp_mode))
         os.chmod(paths.frr_conf, 0o640)
         prepare_dir(paths, "frr")
     elif kind == "bird":
-        paths.bird_conf.write_text(render_bird(lab, password=password))
+        paths.bird_conf.write_text(render_bird(lab, password=password, bgp_mode=bgp_mode))
         os.chmod(paths.bird_conf, 0o600)
 
 

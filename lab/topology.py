@@ -42,6 +42,16 @@ EXT_SUBNET_V6 = "2001:db8:1::/64"
 POD_SUBNET_V4 = "10.244.0.0/16"
 ROUTER_ASN = 64512
 NODE_ASN = 64513
+# eBGP (default): the router is AS 64512, nodes 64513. iBGP: the router joins the nodes' AS,
+# which is the only way LOCAL_PREF reaches it (RFC 4271 strips it on eBGP), for localPref tests.
+BGP_MODES = ("ebgp", "ibgp")
+
+
+def router_asn(bgp_mode: str = "ebgp") -> int:
+    """The router's AS for a BGP mode: its own (eBGP) or the nodes' (iBGP)."""
+    if bgp_mode not in BGP_MODES:
+        raise ValueError(f"bgp mode {bgp_mode!r}: expected one of {', '.join(BGP_MODES)}")
+    return NODE_ASN if bgp_mode == "ibgp" else ROUTER_ASN
 
 ROUTER_IP_V4 = "172.18.0.1"
 ROUTER_IP_V6 = "fc00:f853:ccd:e793::1"

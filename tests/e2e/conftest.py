@@ -8,7 +8,8 @@ running lab), the e2e tests are skipped rather than destroying it; set
 
 Tests use the `lab` fixture (a `Lab` handle): it is brought up on first use with the
 default options (3 workers, FRR, kube-proxy iptables mode). A test that needs other
-options calls `lab.up(router="bird")` / `lab.up(kube_proxy_mode="ipvs", strict_arp=True)`
+options calls `lab.up(router="bird")` / `lab.up(kube_proxy_mode="ipvs", strict_arp=True)` /
+`lab.up(bgp_mode="ibgp")`
 (idempotent re-up of the running lab), and a test that takes it down calls
 `lab.down()`; the next test that asks for `lab` gets it back up. At session end the
 lab is always taken down, even after failures.
@@ -38,6 +39,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "kube_proxy_mode": "iptables",
     "strict_arp": False,
     "ipv6": False,
+    "bgp_mode": "ebgp",
 }
 
 
@@ -104,6 +106,7 @@ class Lab:
         argv += ["--router", o["router"], "--kube-proxy-mode", o["kube_proxy_mode"]]
         argv += ["--strict-arp", "true" if o["strict_arp"] else "false"]
         argv += ["--ipv6"] if o["ipv6"] else []
+        argv += ["--bgp-mode", o.get("bgp_mode", "ebgp")]
         if o.get("bgp_password"):
             argv += ["--bgp-password", o["bgp_password"]]
         for flag in ("no_controller", "no_speakers", "no_agents"):

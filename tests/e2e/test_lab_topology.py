@@ -86,6 +86,40 @@ def test_router_configs_list_every_node() -> None:
     assert router.parse_bird_protocols(bird_out) == {"172.18.0.3": "Active"}
 
 
+def test_router_configs_in_ibgp_mode() -> None:
+    """--bgp-mode ibgp: the router in the nodes' AS, internal neighbours, iBGP ECMP into the FIB."""
+    import shutil as sh
+
+    from lab import router
+
+    plan = topo.plan(workers=2, ipv6=True)
+    assert topo.router_asn("ebgp") == topo.ROUTER_ASN and topo.router_asn("ibgp") == topo.NODE_ASN
+    with pytest.raises(ValueError):
+        topo.router_asn("confederation")
+    frr = router.render_frr(plan, bgp_mode="ibgp")
+    bird = router.render_bird(plan, bgp_mode="ibgp")
+    assert f"router bgp {topo.NODE_ASN}" in frr and "remote-as external" not in frr
+    assert " neighbor NODES remote-as internal" in frr and " neighbor NODES6 remote-as internal" in frr
+    assert frr.count("maximum-paths ibgp 8") == 2
+    assert f"local {topo.ROUTER_IP_V4} as {topo.NODE_ASN}; direct;" in bird
+    assert bird.count("gateway direct;") == 2 and " external;" not in bird
+    for node in plan.nodes:
+        assert f"neighbor {node.ipv4} internal;" in bird
+    assert "neighbor range 172.18.0.0/16 internal;" in bird
+    # the default stays eBGP, byte for byte what it was
+    assert router.render_frr(plan) == router.render_frr(plan, bgp_mode="ebgp")
+    assert f"router bgp {topo.ROUTER_ASN}" in router.render_frr(plan)
+    assert "maximum-paths ibgp" not in router.render_frr(plan) and "direct;" not in router.render_bird(plan)
+    if sh.which("bird"):  # BIRD's own parser accepts the config
+        conf = Path(f"/tmp/lbspeaker-ibgp-{os.getpid()}.conf")
+        try:
+            conf.write_text(bird)
+            proc = subprocess.run(["bird", "-p", "-c", str(conf)], capture_output=True, text=True)
+            assert proc.returncode == 0, proc.stderr
+        finally:
+            conf.unlink(missing_ok=True)
+
+
 # -- the running lab ----------------------------------------------------------------------------------
 
 

@@ -15,9 +15,10 @@ and `ext-client` behind the router (203.0.113.2).
 * MD5 (`--bgp-password`): a BGPPeer whose passwordSecret holds the password comes
   up; a wrong one stays down with the reason in BGPPeer status.sessions.
 
-localPref is not checked on the router here: the lab router peers eBGP with the
-nodes (AS 64512 vs 64513) and LOCAL_PREF is not carried over eBGP (RFC 4271); the
-iBGP case is covered by tests/e2e/test_bgp_exabgp.py.
+* localPref: LOCAL_PREF is not carried over eBGP (RFC 4271), so
+  `test_ibgp_local_pref_and_communities` brings the lab router up in the nodes' AS
+  (`lbspeaker-lab up --bgp-mode ibgp`) and checks `localpref 250` / `BGP.local_pref: 250`
+  and the communities on the router, with the route in its FIB via every worker.
 """
 
 from __future__ import annotations
@@ -329,3 +330,60 @@ def test_md5_password(lab: Lab) -> None:
         delete(rest, BGPPEERS, PEER, NAMESPACE)
         lab.options.pop("bgp_password", None)
         lab.up()
+
+
+IBGP_IP = "198.51.100.12"
+LOCAL_PREF = 250
+
+
+def ibgp_config(rest: Rest) -> None:
+    """The e2e pool, the peer in iBGP (myASN = peerASN = the nodes' AS) and localPref + communities."""
+    bgp_config(rest)
+    apply(rest, BGPPEERS, {"apiVersion": f"{GROUP}/{BGPPEER_VERSION}", "kind": "BGPPeer",
+                           "metadata": {"name": PEER, "namespace": NAMESPACE},
+                           "spec": {"myASN": topo.NODE_ASN, "peerASN": topo.NODE_ASN,
+                                    "peerAddress": topo.ROUTER_IP_V4, "holdTime": f"{HOLD}s"}})
+    apply(rest, BGPADVERTISEMENTS, {"apiVersion": API_VERSION, "kind": "BGPAdvertisement",
+                                    "metadata": {"name": "e2e-bgp", "namespace": NAMESPACE},
+                                    "spec": {"ipAddressPools": ["e2e-bgp"], "localPref": LOCAL_PREF,
+                                             "communities": ["64513:100", "large:64513:1:2"]}})
+
+
+@pytest.mark.parametrize("router", ["frr", "bird"])
+def test_ibgp_local_pref_and_communities(lab: Lab, router: str) -> None:
+    """localPref and communities on the router's RIB, ECMP via every worker in its FIB (iBGP lab)."""
+    rest = rest_for(lab)
+    workers = worker_ips(lab)
+    # Configure the iBGP peer first, then (re)start the router in AS 64513: a fresh router has no
+    # memory of the refused eBGP-AS sessions (BIRD would otherwise hold them in its error wait).
+    ibgp_config(rest)
+    try:
+        lab.up(router=router, bgp_mode="ibgp")
+        assert lab.state()["config"]["bgp_mode"] == "ibgp"
+        assert f"AS {topo.NODE_ASN} (ibgp)" in lab.last_up_output, lab.last_up_output
+        apply(rest, PODS, pod("bgpi-0", "bgpi", sorted(workers)[0]))
+        apply(rest, SERVICES, service("bgp-ibgp", "bgpi", IBGP_IP, "Cluster"))
+        all_hops = set(workers.values())
+        wait_for("iBGP: ECMP next hops in the router FIB", lambda: fib_nexthops(IBGP_IP) == all_hops,
+                 timeout=60)
+        assert rib_paths(lab, IBGP_IP) == all_hops
+        paths = router_paths(lab)
+        if router == "frr":
+            rib = rtr.vtysh(paths, f"show ip bgp {IBGP_IP}/32")
+            print(rib)
+            assert rib.count(f"localpref {LOCAL_PREF}") == len(workers), rib
+            assert "internal" in rib and "64513:100" in rib and "64513:1:2" in rib
+            assert "multipath" in rib
+        else:
+            rib = rtr.birdc(paths, f"show route all {IBGP_IP}/32")
+            print(rib)
+            assert rib.count(f"BGP.local_pref: {LOCAL_PREF}") == len(workers), rib
+            assert "(64513,100)" in rib and "(64513, 1, 2)" in rib
+        print(nsops.run_in(topo.ROUTER, ["ip", "-4", "route", "show", f"{IBGP_IP}/32"]).stdout)
+        sess = sessions(rest)
+        assert all(sess[n]["state"] == "Established" for n in workers), sess
+    finally:
+        delete(rest, SERVICES, "bgp-ibgp", "default")
+        delete(rest, PODS, "bgpi-0", "default")
+        bgp_config(rest)  # back to the eBGP peer and advertisement the other tests expect
+        lab.up(bgp_mode="ebgp")
