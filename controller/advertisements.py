@@ -5,6 +5,12 @@ cluster-wide facts, so letting each write them would only make them fight). It u
 the speaker's own checks (`lbspeaker.plan.advertisement_problems`), so the condition
 and the speakers' Events always agree. What only a node can see (an interface that
 does not exist there) stays with that node's speaker as an Event.
+
+For a BGPAdvertisement the controller also passes every BGPAdvertisement, so a localPref
+that loses to another's (same pool, overlapping nodes and peers; first by name wins,
+the rule the speakers apply on the wire, `lbspeaker.bgp.plan.local_pref_conflicts`)
+shows as `Ready=False reason LocalPrefConflict` on the losing one only. The answer
+depends only on the objects, never on order or time, so recomputing it changes nothing.
 """
 
 from __future__ import annotations
@@ -14,13 +20,14 @@ from typing import Any
 
 from controller.translate import condition
 from lbspeaker.api.models import CONDITION_READY
+from lbspeaker.bgp.plan import BGPAdvertisementFacts, LocalPrefLoss, local_pref_conflicts
 from lbspeaker.election import (
     L2AdvertisementFacts,
     NodeFacts,
     advertisement_matches_pool,
     advertisement_selects_node,
 )
-from lbspeaker.plan import advertisement_problems, pool_facts
+from lbspeaker.plan import Problem, advertisement_problems, pool_facts
 from lbspeaker.selectors import label_selector_matches
 
 MAX_LISTED = 10  # names listed in a message before "and N more"
@@ -31,24 +38,58 @@ def _names(names: Sequence[str]) -> str:
     return shown + (f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
 
 
+def _loss_message(loss: LocalPrefLoss) -> str:
+    return (f"localPref {loss.local_pref} is overridden by BGPAdvertisement {loss.winner} "
+            f"(localPref {loss.winner_local_pref}; the first by name wins) for pool(s) {_names(loss.pools)} "
+            f"on node(s) {_names(loss.nodes)}")
+
+
+def local_pref_problems(
+    adv: Mapping[str, Any],
+    bgp_advertisements: Sequence[Mapping[str, Any]],
+    pool_map: Mapping[str, Any],
+    node_map: Mapping[str, NodeFacts],
+) -> list[Problem]:
+    """LocalPrefConflict problems of `adv` (none if it wins or agrees everywhere)."""
+    name = str((adv.get("metadata") or {}).get("name") or "")
+    others = [o for o in bgp_advertisements if (o.get("metadata") or {}).get("name") != name]
+    facts = [BGPAdvertisementFacts.from_object(o) for o in [adv, *others]]
+    losses = local_pref_conflicts(facts, pool_map.values(), {n: f.labels for n, f in node_map.items()})
+    return [Problem("BGPAdvertisement", name, "LocalPrefConflict", _loss_message(loss))
+            for loss in losses.get(name, ())]
+
+
 def advertisement_conditions(
     adv: Mapping[str, Any],
     pools: Sequence[Mapping[str, Any]],
     nodes: Sequence[Mapping[str, Any]],
     previous: Sequence[Mapping[str, Any]] | None,
     now: str,
+    bgp_advertisements: Sequence[Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """[Ready]: True with what it announces from where, or False with every problem and the fix."""
+    """[Ready]: True with what it announces from where, or False with every problem and the fix.
+
+    `bgp_advertisements`: every BGPAdvertisement (with or without `adv` itself), passed for
+    BGPAdvertisements only, to check localPref conflicts between them.
+    """
     facts = L2AdvertisementFacts.from_object(adv)
     pool_map = {p.name: p for p in (pool_facts(obj) for obj in pools)}
     node_map = {n.name: n for n in (NodeFacts.from_node(obj) for obj in nodes)}
     problems = advertisement_problems("", node_map, pool_map, [facts], links=None)
+    conflicts = (local_pref_problems(adv, bgp_advertisements, pool_map, node_map)
+                 if bgp_advertisements is not None else [])
     prev = {str(c.get("type")): c for c in previous or () if isinstance(c, Mapping)}
     generation = (adv.get("metadata") or {}).get("generation")
-    if problems:
-        reason = problems[0].reason if len({p.reason for p in problems}) == 1 else "InvalidConfiguration"
-        message = "; ".join(p.message for p in problems) + (
-            ". Fix the advertisement's spec; pools and nodes it does select are still announced.")
+    if problems or conflicts:
+        every = [*problems, *conflicts]
+        reason = every[0].reason if len({p.reason for p in every}) == 1 else "InvalidConfiguration"
+        fixes = []
+        if problems:
+            fixes.append("Fix the advertisement's spec; pools and nodes it does select are still announced.")
+        if conflicts:
+            fixes.append("Give these advertisements the same localPref, or make their ipAddressPools, "
+                         "nodeSelectors or peers disjoint; until then routes carry the winner's localPref.")
+        message = "; ".join(p.message for p in every) + ". " + " ".join(fixes)
         return [condition(prev, CONDITION_READY, False, reason, message, generation, now)]
     selected_pools = sorted(
         name for name, p in pool_map.items()

@@ -401,8 +401,8 @@ class Controller:
             if self._advertisement_specs.get(key) == spec and type_ != "ADDED":
                 return
             self._advertisement_specs[key] = spec
-        if spec is not None:
-            self.queue.add(ADVERTISEMENTS_KEY)
+        # a deletion matters too: a deleted BGPAdvertisement may have won a localPref conflict
+        self.queue.add(ADVERTISEMENTS_KEY)
 
     # ------------------------------------------------------------------ the worker
 
@@ -671,7 +671,9 @@ class Controller:
         pools, nodes = self.pools.items(), self.nodes.items()
         for adv in cache.items():
             old = adv.get("status") or {}
-            conditions = advertisement_conditions(adv, pools, nodes, old.get("conditions"), _now())
+            conditions = advertisement_conditions(
+                adv, pools, nodes, old.get("conditions"), _now(),
+                bgp_advertisements=cache.items() if resource is BGPADVERTISEMENTS else None)
             if old.get("conditions") == conditions:
                 continue
             ready = conditions[0]

@@ -52,7 +52,7 @@ from lbspeaker.bgp.routes import (
     desired_routes,
 )
 from lbspeaker.election import NodeFacts
-from lbspeaker.plan import PoolFacts, Problem, ServiceFacts
+from lbspeaker.plan import PoolFacts, Problem, ServiceFacts, pool_of
 from lbspeaker.selectors import label_selector_matches
 
 ServiceKey = str
@@ -156,6 +156,77 @@ def community_aliases(objects: Iterable[Mapping[str, Any]]) -> dict[str, str]:
     return out
 
 
+@dataclass(frozen=True)
+class LocalPrefLoss:
+    """BGPAdvertisement `name` loses a localPref disagreement to `winner` (first by name) where
+    both apply: the same pool(s), on the same node(s), to the same peer(s)."""
+
+    name: str
+    local_pref: int
+    winner: str
+    winner_local_pref: int
+    pools: tuple[str, ...]
+    nodes: tuple[str, ...]
+
+
+ANY_OTHER_PEER = "\x00other"  # stands for every BGPPeer no advertisement names in `peers`
+
+
+def local_pref_conflicts(
+    advertisements: Iterable[BGPAdvertisementFacts],
+    pools: Iterable[PoolFacts],
+    nodes: Mapping[str, Mapping[str, str]],
+) -> dict[str, list[LocalPrefLoss]]:
+    """Cluster-wide: which advertisements' localPref is overridden, and by which, {loser: losses}.
+
+    The rule of `routes.desired_routes` (what goes on the wire), applied to every place a
+    route could be sent: for each (pool, node, peer) slot, among the advertisements that
+    match the pool, select the node and include the peer (`peers` empty: every peer) and
+    set localPref, the first by name wins; one whose value differs loses. Advertisements on
+    disjoint nodes or peers do not conflict (different localPref per node is how operators
+    prefer some nodes). `nodes`: node name -> labels. Pure and order-independent, so the
+    controller recomputing it yields the same answer (no flapping).
+    """
+    advs = sorted((a for a in advertisements if not a.error and a.route.local_pref is not None),
+                  key=lambda a: a.name)
+    if len(advs) < 2:
+        return {}
+    named = sorted({p for a in advs for p in a.route.peers})
+    peer_keys = [*named, ANY_OTHER_PEER]
+    # group pools and nodes by which advertisements cover them: few distinct sets in practice
+    pool_sets: dict[frozenset[str], list[str]] = {}
+    for pool in pools:
+        pool_sets.setdefault(frozenset(a.name for a in advs if a.matches_pool(pool)), []).append(pool.name)
+    node_sets: dict[frozenset[str], list[str]] = {}
+    for node, labels in nodes.items():
+        node_sets.setdefault(frozenset(a.name for a in advs if a.selects_node(labels)), []).append(node)
+    by_name = {a.name: a for a in advs}
+    found: dict[tuple[str, str], tuple[set[str], set[str]]] = {}  # (loser, winner) -> (pools, nodes)
+    for pool_set, pool_names in pool_sets.items():
+        for node_set, node_names in node_sets.items():
+            both = pool_set & node_set
+            if len(both) < 2:
+                continue
+            for peer in peer_keys:
+                slot = sorted(n for n in both
+                              if not by_name[n].route.peers or peer in by_name[n].route.peers)
+                if len(slot) < 2:
+                    continue
+                first = by_name[slot[0]]
+                for n in slot[1:]:
+                    if by_name[n].route.local_pref != first.route.local_pref:
+                        where = found.setdefault((n, first.name), (set(), set()))
+                        where[0].update(pool_names)
+                        where[1].update(node_names)
+    out: dict[str, list[LocalPrefLoss]] = {}
+    for (loser, winner), (pool_names_, node_names_) in sorted(found.items()):
+        out.setdefault(loser, []).append(LocalPrefLoss(
+            loser, int(by_name[loser].route.local_pref or 0), winner,
+            int(by_name[winner].route.local_pref or 0), tuple(sorted(pool_names_)),
+            tuple(sorted(node_names_))))
+    return out
+
+
 # --- the plan ------------------------------------------------------------------------------------------
 
 
@@ -175,15 +246,6 @@ class BGPPlan:
     def prefix_count(self) -> dict[str, int]:
         """Announced prefixes per peer (for the metric)."""
         return {peer: len(routes) for peer, routes in sorted(self.routes.items())}
-
-
-def _pool_of(svc: ServiceFacts, ip: str, pools: Mapping[str, PoolFacts]) -> PoolFacts | None:
-    if svc.pool and svc.pool in pools:
-        return pools[svc.pool]
-    for name in sorted(pools):
-        if pools[name].contains(ip):
-            return pools[name]
-    return None
 
 
 def on_node_network(address: str, networks: Iterable[str]) -> bool:
@@ -322,14 +384,15 @@ def compute_bgp_plan(
         groups: dict[tuple[str, ...], list[str]] = {}  # advertisement names -> IPs
         by_name: dict[str, AdvertisementSpec] = {}
         for ip in svc.ips:
-            pool = _pool_of(svc, ip, pool_map)
+            pool = pool_of(svc, ip, pool_map)
             if pool is None:
                 continue
-            matching = [a for a in advs if a.matches_pool(pool)]
-            prefs = {a.name: a.route.local_pref for a in matching if a.route.local_pref is not None}
+            here = [a for a in advs if a.matches_pool(pool) and a.selects_node(labels)]
+            # Only advertisements that apply on this node can disagree here: different localPref
+            # for different nodes (zone a prefers 100, zone b 200) is a design, not a conflict.
+            prefs = {a.name: a.route.local_pref for a in here if a.route.local_pref is not None}
             if len(set(prefs.values())) > 1:
                 conflicts.setdefault(svc.key, {}).update(prefs)
-            here = [a for a in matching if a.selects_node(labels)]
             if not here:
                 continue
             for a in here:

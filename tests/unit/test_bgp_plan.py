@@ -254,3 +254,13 @@ def test_secret_password_and_proc_routes() -> None:
     v6 = ("fc000000000000000000000000000000 40 00000000000000000000000000000000 00 "
           "00000000000000000000000000000000 00000100 00000001 00000000 00000001 eth0\n")
     assert parse_proc_routes(v4, v6) == ["172.18.0.0/16", "fc00::/64"]
+
+
+def test_different_local_pref_per_zone_is_not_a_conflict() -> None:
+    """Zone a prefers 100, zone b 200: each node sends its own zone's value, no problem reported."""
+    ibgp = peer(peerASN=64513)
+    advs = [adv(f"{zone}-zone", ipAddressPools=["bgp"], localPref=pref,
+                nodeSelectors=[{"matchLabels": {"zone": zone}}]) for zone, pref in (("a", 100), ("b", 200))]
+    p = plan([svc()], advs=advs, peers=[ibgp], node_facts=node({"zone": "b"}))
+    assert p.routes == {"router": {"198.51.100.10/32": RouteAttrs(local_pref=200)}}
+    assert not [x for x in p.problems if x.reason == "LocalPrefConflict"]
