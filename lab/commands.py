@@ -602,7 +602,9 @@ def _run_up(args: argparse.Namespace) -> int:
         speaker = _runnable_script("lbspeaker-speaker")
         if not args.no_speakers and speaker:
             for node in lab.nodes:
-                argv = [speaker, "--node-name", node.name, "--kubeconfig", str(nodes_kubeconfig)]
+                # ExaBGP's working files under the lab's state dir, so `down` removes them with the rest
+                argv = [speaker, "--node-name", node.name, "--kubeconfig", str(nodes_kubeconfig),
+                        "--run-dir", str(state.dir / "run")]
                 _, new = start_process(state, f"speaker-{node.name}", argv, netns=node.name)
                 started += [f"speaker-{node.name}"] if new else []
         t = mark("processes", t)
@@ -706,7 +708,7 @@ def _remove_state(state: LabState, keep_logs: bool) -> None:
     for name in ("state.json", "kubeconfig", "kubeconfig-nodes"):
         with contextlib.suppress(FileNotFoundError):
             (state.dir / name).unlink()
-    for sub in ("router", "agents") + (() if keep_logs else ("logs",)):
+    for sub in ("router", "agents", "run") + (() if keep_logs else ("logs",)):
         shutil.rmtree(state.dir / sub, ignore_errors=True)
     with contextlib.suppress(OSError):
         os.rmdir(rtr.RUNTIME_ROOT)
