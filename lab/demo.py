@@ -159,7 +159,8 @@ def run_story(rest: Rest, kubeconfig: Path, bgp: bool) -> int:
         apply(rest, IPADDRESSPOOLS, {
             "apiVersion": API_VERSION, "kind": "IPAddressPool",
             "metadata": {"name": "demo-bgp", "namespace": NAMESPACE},
-            "spec": {"addresses": [BGP_POOL], "autoAssign": False},
+            # avoidBuggyIPs: a /24 whose .0 and .255 some client stacks still refuse
+            "spec": {"addresses": [BGP_POOL], "autoAssign": False, "avoidBuggyIPs": True},
         })
         apply(rest, BGPPEERS, {
             "apiVersion": f"{GROUP}/{BGPPEER_VERSION}", "kind": "BGPPeer",
