@@ -22,6 +22,7 @@ from lbspeaker.l2.frames import (
     build_gratuitous_arp,
     parse_arp_request,
 )
+from lbspeaker.l2.mmsg import MmsgIO
 from lbspeaker.l2.packet import ResponderStats, open_packet_socket, socket_mac
 
 # ethertype ARP + htype 1 + ptype IPv4 + hlen 6 + plen 4 + op request
@@ -48,6 +49,7 @@ class ArpResponder:
             self.sock.close()
             raise
         self.stats = stats if stats is not None else ResponderStats()
+        self._io = MmsgIO(self.sock) if MmsgIO.available() else None
 
     def fileno(self) -> int:
         """For selectors."""
@@ -69,43 +71,69 @@ class ArpResponder:
     def handle_readable(self, max_batch: int = DEFAULT_BATCH) -> int:
         """Drain up to `max_batch` frames; return how many were read.
 
-        OSError other than EAGAIN (e.g. ENETDOWN when the link goes away) propagates:
-        the announcer re-opens the socket.
+        Frames come and replies go in batches (recvmmsg/sendmmsg) where libc has them:
+        two system calls per burst instead of two per request. OSError other than
+        EAGAIN from receiving (e.g. ENETDOWN when the link goes away) propagates: the
+        announcer re-opens the socket.
         """
-        recv = self.sock.recv
-        send = self.sock.send
-        mac = self.mac
-        stats = self.stats
         n = 0
         while n < max_batch:
-            try:
-                frame = recv(256)
-            except BlockingIOError:
+            frames = self._receive()
+            if not frames:
                 break
+            n += len(frames)
+            answers = [(tpa, reply) for tpa, reply in map(self._answer, frames) if reply]
+            if answers:
+                self._send_answers(answers)
+        return n
+
+    def _receive(self) -> list[bytes]:
+        if self._io is not None:
+            return self._io.recv()
+        while True:
+            try:
+                return [self.sock.recv(256)]
+            except BlockingIOError:
+                return []
             except InterruptedError:
                 continue
-            n += 1
-            if len(frame) < 42 or frame[12:22] != _REQUEST_PREFIX:
-                self._classify(frame)
-                continue
-            tpa = frame[38:42]
-            if tpa not in self._owned:
-                stats.ignored += 1
-                continue
-            dst = frame[0:6]
-            if (dst != BROADCAST_MAC and dst != mac) or frame[28:32] == tpa or frame[22] & 1:
-                # Not for us at Ethernet level, someone else's gratuitous ARP for the
-                # address (a conflict we must not feed), or a multicast sender MAC.
-                stats.ignored += 1
-                continue
-            stats.requests_received[tpa] += 1
+
+    def _answer(self, frame: bytes) -> tuple[bytes, bytes | None]:
+        """(target IP, reply frame) for a who-has of an owned IP; reply None for anything else."""
+        if len(frame) < 42 or frame[12:22] != _REQUEST_PREFIX:
+            self._classify(frame)
+            return b"", None
+        tpa = frame[38:42]
+        if tpa not in self._owned:
+            self.stats.ignored += 1
+            return tpa, None
+        dst = frame[0:6]
+        if (dst != BROADCAST_MAC and dst != self.mac) or frame[28:32] == tpa or frame[22] & 1:
+            # Not for us at Ethernet level, someone else's gratuitous ARP for the
+            # address (a conflict we must not feed), or a multicast sender MAC.
+            self.stats.ignored += 1
+            return tpa, None
+        self.stats.requests_received[tpa] += 1
+        return tpa, arp_reply_from_frame(frame, self.mac)
+
+    def _send_answers(self, answers: list[tuple[bytes, bytes]]) -> None:
+        stats = self.stats
+        if self._io is not None:
             try:
-                send(arp_reply_from_frame(frame, mac))
+                sent = self._io.send([reply for _, reply in answers])
+            except OSError:
+                sent = 0
+            stats.send_errors += len(answers) - sent
+            for tpa, _ in answers[:sent]:
+                stats.responses_sent[tpa] += 1
+            return
+        for tpa, reply in answers:
+            try:
+                self.sock.send(reply)
             except OSError:
                 stats.send_errors += 1
             else:
                 stats.responses_sent[tpa] += 1
-        return n
 
     def _classify(self, frame: bytes) -> None:
         try:
