@@ -826,7 +826,9 @@ class BGPPeer(Resource):
         _col("BFD Profile", ".spec.bfdProfile"),
         _col("Multi Hops", ".spec.ebgpMultiHop"),
         _col("Interface", ".spec.interface", priority=1),
-        _READY,
+        # Session state is per node (status.sessions, one entry per speaker); no single Ready.
+        _col("Sessions", ".status.sessions[*].state"),
+        _col("Nodes", ".status.sessions[*].node", priority=1),
         _AGE,
     )
 
