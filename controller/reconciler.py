@@ -527,7 +527,7 @@ class Controller:
         old_names = set(self._poolset.active)
         self._poolset = result
         ordered = sorted(result.active.values(), key=lambda p: (p.created, p.name))
-        report = self.alloc.set_pools([T.to_pool(p) for p in ordered])
+        report = self.alloc.set_pools(list(ordered))
         for name, why in report.rejected.items():  # validate_pools already refused overlaps
             log.warning("pool=%s refused by the allocator: %s", name, why)
         self._pools_loaded = True

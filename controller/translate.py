@@ -196,17 +196,10 @@ def to_request(info: ServiceInfo) -> ServiceRequest:
 
 
 @dataclass(frozen=True)
-class PoolSpec:
-    """One IPAddressPool's spec, parsed; equal specs compare equal (used to spot changes)."""
+class PoolSpec(Pool):
+    """One IPAddressPool as the allocator takes it, plus its creationTimestamp (an overlap goes
+    to the older pool); equal specs compare equal (used to spot changes)."""
 
-    name: str
-    ranges: tuple[AddressRange, ...]
-    auto_assign: bool = True
-    avoid_buggy_ips: bool = False
-    priority: int | None = None
-    namespaces: tuple[str, ...] = ()
-    namespace_selectors: tuple[Mapping[str, Any], ...] = ()
-    service_selectors: tuple[Mapping[str, Any], ...] = ()
     created: str = ""
 
     def overlaps(self, other: PoolSpec) -> list[tuple[AddressRange, AddressRange]]:
@@ -218,20 +211,6 @@ class PoolSpec:
         except ValueError:
             return False
         return any(r.contains(addr) for r in self.ranges)
-
-
-def to_pool(spec: PoolSpec) -> Pool:
-    """PoolSpec -> the allocator's Pool."""
-    return Pool(
-        name=spec.name,
-        ranges=spec.ranges,
-        auto_assign=spec.auto_assign,
-        avoid_buggy_ips=spec.avoid_buggy_ips,
-        priority=spec.priority,
-        namespaces=spec.namespaces,
-        namespace_selectors=spec.namespace_selectors,
-        service_selectors=spec.service_selectors,
-    )
 
 
 def parse_pool(obj: Obj) -> PoolSpec:
