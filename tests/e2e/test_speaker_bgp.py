@@ -298,9 +298,10 @@ def test_cluster_local_and_signals(bgp_lab: tuple[Lab, Rest]) -> None:
     print(f"restarted speakers: all next hops back after {time.monotonic() - t0:.1f}s")
 
 
-def test_md5_password(lab: Lab) -> None:
+@pytest.mark.parametrize("router", ["frr", "bird"])
+def test_md5_password(lab: Lab, router: str) -> None:
     password = "lab-md5-pw"
-    lab.up(router="frr", bgp_password=password)
+    lab.up(router=router, bgp_password=password)
     rest = rest_for(lab)
     try:
         apply(rest, SECRETS, {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
