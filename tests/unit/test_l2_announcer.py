@@ -10,6 +10,7 @@ from collections.abc import Iterable
 
 from lbspeaker.l2.packet import ResponderStats
 from lbspeaker.l2.responder import Announcer, ResponderFactory
+from tests.helpers import wait_for
 
 
 class FakeResponder:
@@ -65,6 +66,12 @@ def packed(ip: str) -> bytes:
     return ipaddress.ip_address(ip).packed
 
 
+def garp_count(ifname: str, family: int = 4) -> int:
+    """GARPs sent by the one live responder for (ifname, family); -1 while there is none."""
+    found = [r for r in FakeResponder.instances if r.ifname == ifname and r.family == family and not r.closed]
+    return len(found[0].garps) if len(found) == 1 else -1
+
+
 def make_announcer(schedule: tuple[float, ...] = (0.0, 0.05, 0.1)) -> Announcer:
     FakeResponder.instances.clear()
     MISSING.clear()
@@ -82,7 +89,7 @@ def test_take_sends_garp_schedule_and_release_stops() -> None:
     a.start()
     try:
         assert a.set_owned({"eth0": ["172.18.255.200", "fc00::c8"]}) == {}
-        time.sleep(0.3)
+        wait_for(lambda: garp_count("eth0", 4) == 3 and garp_count("eth0", 6) == 3, 5)
         v4, v6 = live("eth0", 4), live("eth0", 6)
         assert v4.owned == {packed("172.18.255.200")}
         assert v6.owned == {packed("fc00::c8")}
@@ -147,7 +154,7 @@ def test_missing_interface_reported_and_retried() -> None:
         while time.monotonic() < deadline and a.interfaces() != ["eth9"]:
             time.sleep(0.02)
         assert a.interfaces() == ["eth9"]
-        time.sleep(0.2)
+        wait_for(lambda: garp_count("eth9") == 3, 5)
         assert a.errors() == {}
         assert len(live("eth9", 4).garps) == 3  # announced once it came back
     finally:
@@ -159,11 +166,10 @@ def test_refresh_reopens_and_reannounces() -> None:
     a.start()
     try:
         a.set_owned({"eth0": ["172.18.255.200"]})
-        time.sleep(0.1)
+        wait_for(lambda: garp_count("eth0") == 1, 5)
         first = live("eth0", 4)
         a.refresh("eth0")
-        time.sleep(0.1)
-        assert first.closed
+        wait_for(lambda: first.closed and garp_count("eth0") == 1, 5)
         second = live("eth0", 4)
         assert second is not first and len(second.garps) == 1
         # cumulative stats across the re-open
@@ -177,7 +183,7 @@ def test_multiple_interfaces_and_unchanged_set_is_noop() -> None:
     a.start()
     try:
         a.set_owned({"eth0": ["172.18.255.200"], "eth1": ["172.18.255.200"]})
-        time.sleep(0.1)
+        wait_for(lambda: garp_count("eth0") == 1 and garp_count("eth1") == 1, 5)
         e0, e1 = live("eth0", 4), live("eth1", 4)
         a.set_owned({"eth0": ["172.18.255.200"], "eth1": ["172.18.255.200"]})
         time.sleep(0.1)
@@ -194,7 +200,7 @@ def test_link_events_reopen_and_reannounce() -> None:
     a.start()
     try:
         a.set_owned({"eth0": ["172.18.255.200"]})
-        time.sleep(0.1)
+        wait_for(lambda: garp_count("eth0") == 1, 5)
         first = live("eth0", 4)
         a.handle_link_event("NEWLINK", "eth0", 2, True)  # first sighting: treated as new
         a.handle_link_event("NEWLINK", "eth0", 2, True)  # no change: nothing
@@ -214,8 +220,8 @@ def test_link_events_reopen_and_reannounce() -> None:
         with LOCK:
             MISSING.discard("eth0")
         a.handle_link_event("NEWLINK", "eth0", 7, True)  # re-created with a new index
-        time.sleep(0.1)
-        assert len(live("eth0", 4).garps) == 1 and a.errors() == {}
+        wait_for(lambda: garp_count("eth0") == 1, 5)
+        assert a.errors() == {}
         assert a.totals()["gratuitous_sent"] == {"172.18.255.200": 4}
     finally:
         a.stop()
