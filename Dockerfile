@@ -13,7 +13,6 @@ RUN python -m venv /opt/lbspeaker
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY lbspeaker ./lbspeaker
-COPY controller ./controller
 RUN /opt/lbspeaker/bin/pip install . \
  && /opt/lbspeaker/bin/python -c "import exabgp, scapy, pyroute2, kubernetes" \
  && /opt/lbspeaker/bin/lbspeaker-controller --help >/dev/null \

@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from controller.allocator import Allocator, Pool, ServiceRequest  # noqa: E402
 from lbspeaker.api.addresses import parse_address_range  # noqa: E402
+from lbspeaker.controller.allocator import Allocator, Pool, ServiceRequest  # noqa: E402
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "allocation.json"
 
@@ -240,7 +240,7 @@ def _api_run(services: int, pool_cidr: str = "10.96.0.0/20", rate: float | None 
         watch.wait_synced(30)
 
         exe = Path(sys.executable).with_name("lbspeaker-controller")
-        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "controller.main"]
+        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "lbspeaker.controller.main"]
         with open(tmp / "controller.log", "wb") as log:
             proc = subprocess.Popen([*cmd, "--kubeconfig", str(kubeconfig), "--metrics-addr", "",
                                      "--log-level", "warning", "--identity", "bench"],

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from controller.reconciler import Controller, ControllerConfig
 from lab.apiserver import LabApiServer
+from lbspeaker.controller.reconciler import Controller, ControllerConfig
 from lbspeaker.kube.client import load_api_client
 from lbspeaker.kube.resources import EVENTS, IPADDRESSPOOLS, NAMESPACES, NODES, SERVICES
 from lbspeaker.kube.rest import ApiError, Rest
@@ -215,7 +215,7 @@ def test_cli_subprocess_restart_moves_no_ip(rest: Rest, kubeconfig: Path, tmp_pa
 
     def run() -> subprocess.Popen[bytes]:
         exe = Path(sys.executable).with_name("lbspeaker-controller")
-        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "controller.main"]
+        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "lbspeaker.controller.main"]
         return subprocess.Popen(
             [*cmd, "--kubeconfig", str(kubeconfig), "--metrics-addr", "127.0.0.1:0", "--lease-duration", "3",
              "--renew-deadline", "2", "--retry-period", "0.3", "--identity", f"cli-{len(runs)}"],
@@ -505,7 +505,7 @@ def test_cli_exits_when_it_loses_the_lease(lab_apiserver_factory: Callable[..., 
     make_pool(r, "p", "10.99.0.0/30")
     make_svc(r, "a")
     exe = Path(sys.executable).with_name("lbspeaker-controller")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "controller.main"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "lbspeaker.controller.main"]
     logfile = tmp_path / "ctl.log"
     with open(logfile, "wb") as err:
         proc = subprocess.Popen([*cmd, "--kubeconfig", str(kubeconfig), "--metrics-addr", "",

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from controller.reconciler import Controller, ControllerConfig
 from lab.apiserver import LabApiServer
+from lbspeaker.controller.reconciler import Controller, ControllerConfig
 from lbspeaker.kube.client import load_api_client
 from lbspeaker.kube.resources import BGPADVERTISEMENTS, EVENTS, IPADDRESSPOOLS, NAMESPACES, NODES
 from lbspeaker.kube.rest import ApiError, Rest

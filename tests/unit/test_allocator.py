@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from controller.allocator import (
+from lbspeaker.api.addresses import parse_address_range
+from lbspeaker.controller.allocator import (
     Allocator,
     Pool,
     Reason,
@@ -17,7 +18,6 @@ from controller.allocator import (
     pool_covers,
     pool_overlaps,
 )
-from lbspeaker.api.addresses import parse_address_range
 
 
 def pool(name: str, *addresses: str, **kw: Any) -> Pool:

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from controller.allocator import Allocator, Pool, ServiceRequest, is_buggy_ip
 from lbspeaker.api.addresses import parse_address_range
+from lbspeaker.controller.allocator import Allocator, Pool, ServiceRequest, is_buggy_ip
 
 
 def _pool(name: str, *addresses: str, **kw: Any) -> Pool:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from controller.advertisements import advertisement_conditions
+from lbspeaker.controller.advertisements import advertisement_conditions
 
 NOW = "2026-11-22T10:00:00Z"
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from controller import translate as T
+from lbspeaker.controller import translate as T
 
 
 def svc(name: str = "web", ns: str = "default", *, ann: dict[str, str] | None = None, lb_ip: str = "",

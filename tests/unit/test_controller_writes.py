@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from controller.reconciler import Controller, ControllerConfig, NotLeader
+from lbspeaker.controller.reconciler import Controller, ControllerConfig, NotLeader
 from lbspeaker.kube.resources import SERVICES, Resource
 from lbspeaker.kube.rest import ApiError
 

@@ -7,8 +7,8 @@ import urllib.request
 
 import pytest
 
-from controller.main import parse_args
-from controller.metrics import ControllerMetrics
+from lbspeaker.controller.main import parse_args
+from lbspeaker.controller.metrics import ControllerMetrics
 from lbspeaker.health import HealthServer, parse_addr
 
 

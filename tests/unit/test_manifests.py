@@ -245,7 +245,10 @@ def metrics_port(args: list[str]) -> int | None:
 
 @pytest.mark.parametrize(
     ("kind", "name", "module"),
-    [("Deployment", "controller", "controller.main"), ("DaemonSet", "speaker", "lbspeaker.speaker.main")],
+    [
+        ("Deployment", "controller", "lbspeaker.controller.main"),
+        ("DaemonSet", "speaker", "lbspeaker.speaker.main"),
+    ],
 )
 def test_args_are_real_flags(objects: list[dict[str, Any]], kind: str, name: str, module: str) -> None:
     c = container(find(objects, kind, name))

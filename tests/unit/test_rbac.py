@@ -1,8 +1,8 @@
 """The manifests' RBAC grants each component exactly what its code calls, where it calls it.
 
-The needs come from `lbspeaker.rbac` (an AST scan of the code, see its docstring); the
+The needs come from `tools.rbac` (an AST scan of the code, see its docstring); the
 grants from the rendered kustomize base. When this fails after a code change, run
-`python -m lbspeaker.rbac --rules` and update manifests/base/rbac-*.yaml with a comment
+`python -m tools.rbac --rules` and update manifests/base/rbac-*.yaml with a comment
 saying why each new verb is needed.
 """
 
@@ -15,7 +15,7 @@ import pytest
 
 from lbspeaker.api.constants import NAMESPACE
 from lbspeaker.lbctl.kustomize import render
-from lbspeaker.rbac import ALL, OWN, UNKNOWN, Analyzer, Grant, Need, grants_for, placement
+from tools.rbac import ALL, OWN, UNKNOWN, Analyzer, Grant, Need, grants_for, placement
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICE_ACCOUNTS = {"controller": "controller", "speaker": "speaker"}
@@ -62,7 +62,7 @@ def test_roles_grant_exactly_what_the_code_needs(
         return f"  {g.scope}: {g.need.group or 'core'} {g.need.resource} {g.need.verb}  ({sites})"
 
     assert not missing and not extra, (
-        f"{component}: run `python -m lbspeaker.rbac --rules {component}`\n"
+        f"{component}: run `python -m tools.rbac --rules {component}`\n"
         + ("missing (the code calls it, no role grants it):\n" + "\n".join(map(why, missing)) + "\n"
            if missing else "")
         + ("extra (granted, no code calls it):\n" + "\n".join(map(why, extra)) if extra else "")
@@ -131,7 +131,7 @@ def fake_tree(tmp_path: Path) -> Path:
         def f(rest):
             rest.delete(PODS, "x", "y")
     """)
-    write(tmp_path, "controller/main.py", """
+    write(tmp_path, "lbspeaker/controller/main.py", """
         from lbspeaker.api.constants import NAMESPACE
         from lbspeaker.kube import resources as R
         from lbspeaker.kube.cache import WatchCache
@@ -158,10 +158,10 @@ def fake_tree(tmp_path: Path) -> Path:
 
 
 def test_scanner_follows_wrappers_imports_and_namespaces(fake_tree: Path) -> None:
-    import lbspeaker.rbac as rbac
+    import tools.rbac as rbac
 
     analyzer = rbac.Analyzer(fake_tree)
-    d = analyzer.derive("controller", "controller.main")
+    d = analyzer.derive("controller", "lbspeaker.controller.main")
     got = {(n.resource, n.verb): {s.namespace for s in sites} for n, sites in d.needs.items()}
     assert got == {
         ("services", "list"): {ALL},
@@ -182,13 +182,13 @@ def test_scanner_follows_wrappers_imports_and_namespaces(fake_tree: Path) -> Non
 
 
 def test_declared_table(fake_tree: Path) -> None:
-    import lbspeaker.rbac as rbac
+    import tools.rbac as rbac
 
-    write(fake_tree, "controller/main.py", """
+    write(fake_tree, "lbspeaker/controller/main.py", """
         from lbspeaker.kube.resources import SECRETS
         RBAC_DECLARED = ((SECRETS, "get"), (SECRETS, "update", "status"))
     """)
-    d = rbac.Analyzer(fake_tree).derive("controller", "controller.main")
+    d = rbac.Analyzer(fake_tree).derive("controller", "lbspeaker.controller.main")
     assert {(n.resource, n.verb) for n in d.needs} == {("secrets", "get"), ("secrets/status", "update")}
 
 

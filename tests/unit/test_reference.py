@@ -1,10 +1,10 @@
 """docs/reference.md is generated from the programs' parsers and metric registries."""
 
-from lbspeaker import reference
+from tools import reference
 
 
 def test_reference_is_current() -> None:
-    assert reference.main(["--check"]) == 0, "run `python -m lbspeaker.reference`, commit docs/reference.md"
+    assert reference.main(["--check"]) == 0, "run `python -m tools.reference`, commit docs/reference.md"
 
 
 def test_reference_lists_every_program_and_metric_family() -> None:

@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from prometheus_client import disable_created_metrics
 
     disable_created_metrics()  # `*_created` series only double the scrape size
-    from controller.reconciler import Controller, ControllerConfig
+    from lbspeaker.controller.reconciler import Controller, ControllerConfig
     from lbspeaker.kube.client import load_api_client
     from lbspeaker.kube.rest import Rest
 

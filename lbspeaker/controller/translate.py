@@ -17,7 +17,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.allocator import Pool, ServiceRequest
 from lbspeaker.api import constants as C
 from lbspeaker.api.addresses import AddressRange, AddressSyntaxError
 from lbspeaker.api.constants import class_matches
@@ -29,6 +28,7 @@ from lbspeaker.api.models import (
     MAX_ORPHANS,
     IPAddressPoolSpec,
 )
+from lbspeaker.controller.allocator import Pool, ServiceRequest
 
 Obj = Mapping[str, Any]
 

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from controller import translate as T
-from controller.advertisements import advertisement_conditions
-from controller.allocator import Allocator
-from controller.metrics import ControllerMetrics
 from lbspeaker.api import constants as C
+from lbspeaker.controller import translate as T
+from lbspeaker.controller.advertisements import advertisement_conditions
+from lbspeaker.controller.allocator import Allocator
+from lbspeaker.controller.metrics import ControllerMetrics
 from lbspeaker.health import HealthServer
 from lbspeaker.kube.cache import WatchCache, wait_all_synced
 from lbspeaker.kube.events import EventRecorder

@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from controller.translate import condition
 from lbspeaker.api.models import CONDITION_READY
 from lbspeaker.bgp.plan import BGPAdvertisementFacts, LocalPrefLoss, local_pref_conflicts
+from lbspeaker.controller.translate import condition
 from lbspeaker.election import (
     L2AdvertisementFacts,
     NodeFacts,

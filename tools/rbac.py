@@ -3,7 +3,7 @@ checked against what the code really calls, not against a hand-kept list.
 
 How it works:
 
-* A component is its entry module plus every `lbspeaker`/`controller` module it imports,
+* A component is its entry module plus every `lbspeaker` module it imports,
   transitively (imports inside functions count: they run too).
 * API calls are recognised at their sources, the `lbspeaker.kube` primitives: `Rest` methods
   (`get`, `list`, `list_all`, `iter_list`, `create`, `replace`, `replace_status`, `patch`,
@@ -25,7 +25,7 @@ literal is recorded, so a check can insist on a namespaced Role. The derivation 
 (a module imported for one pure helper brings its API calls along): a deliberate over-approximation
 that errs towards "needed".
 
-`python -m lbspeaker.rbac [controller|speaker]` prints the needs with their call sites.
+`python -m tools.rbac [controller|speaker]` prints the needs with their call sites.
 """
 
 from __future__ import annotations
@@ -41,14 +41,14 @@ from pathlib import Path
 from lbspeaker.kube import resources as R
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ("lbspeaker", "controller")
+PACKAGES = ("lbspeaker",)
 COMPONENTS: dict[str, str] = {
-    "controller": "controller.main",
+    "controller": "lbspeaker.controller.main",
     "speaker": "lbspeaker.speaker.main",
     "lbctl": "lbspeaker.lbctl.cli",  # run by people: what a read-only role for them must allow
 }
 # The primitives themselves are modelled, not scanned (their insides are generic over `resource`).
-NOT_SCANNED = {"lbspeaker.kube.rest", "lbspeaker.kube.cache", "lbspeaker.rbac"}
+NOT_SCANNED = {"lbspeaker.kube.rest", "lbspeaker.kube.cache", "tools.rbac"}
 LIBRARY_PREFIX = "lbspeaker.kube."
 RESOURCES_MODULE = "lbspeaker.kube.resources"
 WATCHCACHE = "lbspeaker.kube.cache.WatchCache"
@@ -706,7 +706,7 @@ def rules_by_scope(grants: Iterable[Grant]) -> dict[str, list[dict[str, list[str
 
 
 def _main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lbspeaker.rbac", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.rbac", description=__doc__.split("\n")[0])
     parser.add_argument("components", nargs="*", default=list(COMPONENTS))
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--rules", action="store_true", help="print the RBAC rules per scope as YAML")

@@ -1,0 +1,1 @@
+"""Development tools: RBAC derivation and reference generation (not shipped in the wheel)."""
