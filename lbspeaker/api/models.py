@@ -622,6 +622,71 @@ class Community(Resource):
     status: ConditionsStatus = Field(default_factory=ConditionsStatus)
 
 
+# --- BFDProfile ------------------------------------------------------------------------------------------
+
+BFD_DEFAULT_INTERVAL_MS = 300
+BFD_DEFAULT_DETECT_MULTIPLIER = 3
+BFD_DEFAULT_ECHO_INTERVAL_MS = 50
+BFD_DEFAULT_MINIMUM_TTL = 254
+BFDInterval = Annotated[int, Field(ge=10, le=60000)]
+
+
+class BFDProfileSpec(_Model):
+    """BFD session settings (MetalLB v1beta1 BFDProfile: same names, ranges and defaults)."""
+
+    # Unset fields stay unset (a migrated object keeps what its author wrote); the methods below
+    # give MetalLB's defaults, which are FRR's.
+
+    receiveInterval: BFDInterval | None = None
+    """Minimum interval between received control packets this system can handle, in ms (default 300)."""
+    transmitInterval: BFDInterval | None = None
+    """Minimum interval between transmitted control packets, in ms, before jitter (default 300)."""
+    detectMultiplier: Annotated[int, Field(ge=2, le=255)] | None = None
+    """Packets the peer may miss before the session is declared down (default 3)."""
+    echoInterval: BFDInterval | None = None
+    """Echo receive interval in ms (default 50). lbspeaker has no echo function: see echoMode."""
+    echoMode: bool | None = None
+    """Echo transmission. Not supported by lbspeaker: a profile with echoMode true is used without
+    echo and its Ready condition says so (reason EchoModeNotSupported)."""
+    passiveMode: bool | None = None
+    """Wait for the peer's control packets before sending any."""
+    minimumTtl: Annotated[int, Field(ge=1, le=254)] | None = None
+    """Multi-hop sessions only: lowest TTL accepted on received packets (default 254). Single-hop
+    sessions (RFC 5881) always require TTL 255."""
+
+    def receive_interval_ms(self) -> int:
+        return self.receiveInterval if self.receiveInterval is not None else BFD_DEFAULT_INTERVAL_MS
+
+    def transmit_interval_ms(self) -> int:
+        return self.transmitInterval if self.transmitInterval is not None else BFD_DEFAULT_INTERVAL_MS
+
+    def detect_multiplier(self) -> int:
+        return self.detectMultiplier if self.detectMultiplier is not None else BFD_DEFAULT_DETECT_MULTIPLIER
+
+    def minimum_ttl(self) -> int:
+        return self.minimumTtl if self.minimumTtl is not None else BFD_DEFAULT_MINIMUM_TTL
+
+
+class BFDProfile(Resource):
+    """Settings of the BFD sessions that BGPPeers referencing this profile run alongside BGP."""
+
+    PLURAL: ClassVar[str] = "bfdprofiles"
+    SINGULAR: ClassVar[str] = "bfdprofile"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("bfdp",)
+    PRINTER_COLUMNS: ClassVar[tuple[dict[str, Any], ...]] = (
+        _col("Passive Mode", ".spec.passiveMode", "boolean"),
+        _col("Transmit Interval", ".spec.transmitInterval", "integer"),
+        _col("Receive Interval", ".spec.receiveInterval", "integer"),
+        _col("Multiplier", ".spec.detectMultiplier", "integer"),
+        _READY,
+        _AGE,
+    )
+
+    kind: Literal["BFDProfile"] = "BFDProfile"
+    spec: BFDProfileSpec = Field(default_factory=BFDProfileSpec)
+    status: ConditionsStatus = Field(default_factory=ConditionsStatus)
+
+
 # --- BGPPeer (v1beta2) -----------------------------------------------------------------------------------
 
 
@@ -742,7 +807,8 @@ class BGPPeerSpec(_Model):
     passwordSecret: SecretReference | None = None
     """Secret (type kubernetes.io/basic-auth) whose key 'password' is the TCP MD5 password."""
     bfdProfile: ObjectName | None = None
-    """BFD profile name (accepted for MetalLB compatibility; not used by lbspeaker)."""
+    """Name of the BFDProfile whose settings run a BFD session (RFC 5881 single hop) next to this
+    BGP session; when BFD declares the peer down, the BGP session is treated as down."""
     enableGracefulRestart: bool = Field(
         default=False,
         json_schema_extra=rules(
@@ -927,6 +993,7 @@ KINDS: dict[str, type[Resource]] = {
         L2Advertisement,
         BGPAdvertisement,
         BGPPeer,
+        BFDProfile,
         Community,
         ServiceL2Status,
         ServiceBGPStatus,
@@ -938,6 +1005,7 @@ AnyResource = Annotated[
     | L2Advertisement
     | BGPAdvertisement
     | BGPPeer
+    | BFDProfile
     | Community
     | ServiceL2Status
     | ServiceBGPStatus,

@@ -71,6 +71,7 @@ COMMUNITIES = Resource(GROUP, VERSION, "communities", "Community", True)
 SERVICEL2STATUSES = Resource(GROUP, VERSION, "servicel2statuses", "ServiceL2Status", True)
 SERVICEBGPSTATUSES = Resource(GROUP, VERSION, "servicebgpstatuses", "ServiceBGPStatus", True)
 BGPPEERS = Resource(GROUP, BGPPEER_VERSION, "bgppeers", "BGPPeer", True)
+BFDPROFILES = Resource(GROUP, VERSION, "bfdprofiles", "BFDProfile", True)
 
 ALL: tuple[Resource, ...] = (
     SERVICES,
@@ -90,6 +91,7 @@ ALL: tuple[Resource, ...] = (
     SERVICEL2STATUSES,
     SERVICEBGPSTATUSES,
     BGPPEERS,
+    BFDPROFILES,
 )
 
 

@@ -3,16 +3,16 @@
 Two inputs are understood:
 
 * `metallb.io` custom resources of every kind (IPAddressPool, L2Advertisement,
-  BGPAdvertisement, BGPPeer v1beta1/v1beta2, Community, and the deprecated v1beta1
+  BGPAdvertisement, BGPPeer v1beta1/v1beta2, BFDProfile, Community, and the deprecated v1beta1
   AddressPool): same names and field names, so the object moves over by changing its
   apiVersion and namespace; fields lbspeaker's schema does not have (the API server
   would prune them silently) are removed and *reported*.
 * MetalLB's legacy ConfigMap (`metallb-system/config`, key `config`, MetalLB <= 0.12):
   `address-pools:` (protocol layer2/bgp, addresses, auto-assign, avoid-buggy-ips,
-  bgp-advertisements), `peers:` and `bgp-communities:` become IPAddressPool +
-  L2Advertisement/BGPAdvertisement, BGPPeer and Community objects.
+  bgp-advertisements), `peers:`, `bfd-profiles:` and `bgp-communities:` become IPAddressPool +
+  L2Advertisement/BGPAdvertisement, BGPPeer, BFDProfile and Community objects.
 
-Everything that cannot be carried over (BFD profiles, VRFs, runtime status objects,
+Everything that cannot be carried over (VRFs, runtime status objects,
 unknown fields) is returned as a note, so nothing is lost without a word.
 """
 
@@ -30,7 +30,7 @@ from lbspeaker.api import constants as C
 
 METALLB_GROUPS = ("metallb.io",)
 METALLB_NAMESPACE = "metallb-system"
-CARRIED_KINDS = {"IPAddressPool", "L2Advertisement", "BGPAdvertisement", "BGPPeer", "Community"}
+CARRIED_KINDS = {"IPAddressPool", "L2Advertisement", "BGPAdvertisement", "BGPPeer", "BFDProfile", "Community"}
 STATUS_KINDS = {"ServiceL2Status", "ServiceBGPStatus"}
 DROPPED_META = {
     "uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp",
@@ -39,7 +39,6 @@ DROPPED_META = {
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 # Accepted by lbspeaker's schema for compatibility but without effect: reported, then dropped.
 INERT_PEER_FIELDS = {
-    "bfdProfile": "BFD is not supported by lbspeaker (ExaBGP has no BFD); the session relies on hold timers",
     "vrf": "VRF peering is not supported by lbspeaker; the session would be opened from the default VRF",
 }
 
@@ -128,6 +127,11 @@ def _finish(obj: dict[str, Any], where: str, result: Result) -> None:
             )
             if secret.get("namespace") in (None, METALLB_NAMESPACE):
                 secret.pop("namespace", None)
+    if obj["kind"] == "BFDProfile" and spec.get("echoMode"):
+        result.notes.append(
+            f"{where}: echoMode is carried over but lbspeaker has no BFD echo function: the sessions "
+            "run without echo (the profile's Ready condition says so)"
+        )
     dropped: list[str] = []
     schema = schema_of(obj["kind"])
     obj["spec"] = prune(spec, schema["properties"]["spec"], "spec", dropped)
@@ -274,6 +278,30 @@ def convert_legacy_peer(peer: Mapping[str, Any], index: int, namespace: str, res
     _finish(_object("BGPPeer", name, namespace, spec), where, result)
 
 
+BFD_PROFILE_FIELDS = {
+    "receive-interval": ("receiveInterval", int),
+    "transmit-interval": ("transmitInterval", int),
+    "detect-multiplier": ("detectMultiplier", int),
+    "echo-interval": ("echoInterval", int),
+    "echo-mode": ("echoMode", bool),
+    "passive-mode": ("passiveMode", bool),
+    "minimum-ttl": ("minimumTtl", int),
+}
+
+
+def convert_legacy_bfd_profile(profile: Mapping[str, Any], namespace: str, result: Result) -> None:
+    name = str(profile.get("name") or "bfd")
+    where = f"bfd-profile {name}"
+    spec: dict[str, Any] = {}
+    for key, value in profile.items():
+        if key in BFD_PROFILE_FIELDS:
+            target, typ = BFD_PROFILE_FIELDS[key]
+            spec[target] = typ(value)
+        elif key != "name":
+            result.notes.append(f"{where}: {key} is not a BFD profile field: not carried over")
+    _finish(_object("BFDProfile", dns_name(name), namespace, spec), where, result)
+
+
 def convert_legacy_config(text: str, namespace: str, result: Result) -> None:
     try:
         config = yaml.safe_load(text) or {}
@@ -296,9 +324,8 @@ def convert_legacy_config(text: str, namespace: str, result: Result) -> None:
         convert_legacy_peer(peer, i, namespace, result)
     for pool in config.get("address-pools") or []:
         convert_legacy_pool(pool, namespace, result)
-    if config.get("bfd-profiles"):
-        names = ", ".join(str(p.get("name")) for p in config["bfd-profiles"])
-        result.notes.append(f"bfd-profiles ({names}): not carried over: lbspeaker has no BFD")
+    for profile in config.get("bfd-profiles") or []:
+        convert_legacy_bfd_profile(profile, namespace, result)
     for key in sorted(set(config) - {"bgp-communities", "peers", "address-pools", "bfd-profiles"}):
         result.notes.append(f"legacy config: section {key!r} unknown: not carried over")
 

@@ -21,6 +21,7 @@ PLURALS = [
     "l2advertisements",
     "bgpadvertisements",
     "bgppeers",
+    "bfdprofiles",
     "communities",
     "servicel2statuses",
     "servicebgpstatuses",

@@ -139,6 +139,9 @@ metadata:
   namespace: metallb-system
 spec:
   receiveInterval: 380
+  echoMode: true
+  passiveMode: true
+  minimumTtl: 250
 ---
 apiVersion: metallb.io/v1beta1
 kind: ServiceL2Status
@@ -195,6 +198,12 @@ data:
     bfd-profiles:
     - name: bfdprofile1
       receive-interval: 179
+      transmit-interval: 180
+      detect-multiplier: 4
+      echo-interval: 62
+      echo-mode: false
+      passive-mode: true
+      minimum-ttl: 10
 """
 
 
@@ -214,6 +223,7 @@ def test_crds_move_over_with_the_same_fields() -> None:
         ("BGPPeer", "old-peer"),
         ("BGPAdvertisement", "local"),
         ("Community", "community1"),
+        ("BFDProfile", "full1"),
     }
     pool = objs[("IPAddressPool", "first-pool")]
     assert pool["apiVersion"] == "lbspeaker.io/v1beta1"
@@ -234,19 +244,23 @@ def test_crds_move_over_with_the_same_fields() -> None:
     assert peer["spec"]["holdTime"] == "9m0s" and peer["spec"]["passwordSecret"] == {"name": "secretname"}
     assert objs[("BGPPeer", "old-peer")]["spec"]["ebgpMultiHop"] is True
     assert objs[("BGPAdvertisement", "local")]["spec"]["communities"] == ["NO_ADVERTISE", "65535:65282"]
+    assert objs[("BGPPeer", "peer-bfd")]["spec"]["bfdProfile"] == "full1"
+    bfd = objs[("BFDProfile", "full1")]
+    assert bfd["apiVersion"] == "lbspeaker.io/v1beta1"
+    assert bfd["spec"] == {"receiveInterval": 380, "echoMode": True, "passiveMode": True, "minimumTtl": 250}
     for obj in result.objects:
         parse_object(obj)  # every converted object is a valid lbspeaker object
 
 
 def test_crds_report_what_does_not_carry_over() -> None:
     notes = "\n".join(convert_text(CRDS).notes)
-    assert "BGPPeer peer-bfd: spec.bfdProfile='full1' not carried over" in notes
+    assert "bfdProfile" not in notes
     assert "BGPPeer peer-bfd: spec.vrf='red' not carried over" in notes
-    assert "BFDProfile full1: skipped" in notes
+    assert "BFDProfile full1: echoMode is carried over but lbspeaker has no BFD echo function" in notes
     assert "ServiceL2Status l2-abc: skipped" in notes
     assert "copy that Secret into lbspeaker-system" in notes
     peer = by_kind_name(convert_text(CRDS).objects)[("BGPPeer", "peer-bfd")]
-    assert "bfdProfile" not in peer["spec"] and "vrf" not in peer["spec"]
+    assert "vrf" not in peer["spec"]
 
 
 def test_unknown_fields_are_reported_and_dropped() -> None:
@@ -282,6 +296,11 @@ def test_legacy_configmap() -> None:
         ("IPAddressPool", "bgp-space"),
         ("BGPAdvertisement", "bgp-space-bgp-1"),
         ("BGPAdvertisement", "bgp-space-bgp-2"),
+        ("BFDProfile", "bfdprofile1"),
+    }
+    assert objs[("BFDProfile", "bfdprofile1")]["spec"] == {
+        "receiveInterval": 179, "transmitInterval": 180, "detectMultiplier": 4, "echoInterval": 62,
+        "echoMode": False, "passiveMode": True, "minimumTtl": 10,
     }
     assert objs[("IPAddressPool", "default")]["spec"] == {"addresses": ["192.168.1.240-192.168.1.250"]}
     assert objs[("L2Advertisement", "default-l2")]["spec"] == {"ipAddressPools": ["default"]}
@@ -299,15 +318,14 @@ def test_legacy_configmap() -> None:
     assert peer == {
         "peerAddress": "10.0.0.1", "peerASN": 64501, "myASN": 64500, "peerPort": 179, "holdTime": "120s",
         "keepaliveTime": "30s", "routerID": "10.0.0.2", "sourceAddress": "10.0.0.2", "ebgpMultiHop": True,
-        "password": "yourPassword",
+        "password": "yourPassword", "bfdProfile": "bfdprofile1",
         "nodeSelectors": [{
             "matchLabels": {"rack": "frontend"},
             "matchExpressions": [{"key": "network-speed", "operator": "NotIn", "values": ["slow"]}],
         }],
     }
     notes = "\n".join(result.notes)
-    assert "bfd-profiles (bfdprofile1)" in notes
-    assert "peer 10.0.0.1: spec.bfdProfile='bfdprofile1' not carried over" in notes
+    assert "bfd" not in notes.lower()
     assert "clear text" in notes
     for obj in result.objects:
         parse_object(obj)
@@ -381,8 +399,8 @@ def test_cli_stdout_yaml_stderr_notes(tmp_path: Path, monkeypatch: pytest.Monkey
     out, err = io.StringIO(), io.StringIO()
     assert main(["migrate-metallb", "-f", str(path)], out, err) == 0
     docs = [d for d in yaml.safe_load_all(out.getvalue()) if d]
-    assert len(docs) == 8 and all(d["apiVersion"].startswith("lbspeaker.io/") for d in docs)
-    assert "bfdProfile" in err.getvalue() and "bfdProfile" not in out.getvalue()
+    assert len(docs) == 9 and all(d["apiVersion"].startswith("lbspeaker.io/") for d in docs)
+    assert "vrf" in err.getvalue() and "vrf" not in out.getvalue()
     monkeypatch.setattr("sys.stdin", io.StringIO("kind: Secret\n"))
     out, err = io.StringIO(), io.StringIO()
     assert main(["migrate-metallb", "-f", "-"], out, err) == 1

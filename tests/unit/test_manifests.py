@@ -67,7 +67,7 @@ def test_renders_everything(objects: list[dict[str, Any]]) -> None:
     } <= kinds
     crds = {o["metadata"]["name"] for o in objects if o["kind"] == "CustomResourceDefinition"}
     on_disk = {p.name for p in (MANIFESTS / "crds").glob("lbspeaker.io_*.yaml")}
-    assert len(crds) == len(on_disk) == 7
+    assert len(crds) == len(on_disk) == 8
 
 
 def test_same_as_kubectl_kustomize(objects: list[dict[str, Any]]) -> None:
