@@ -174,7 +174,8 @@ def _stop_named(state: LabState, names: list[str]) -> None:
 
 
 def ensure_router(
-    state: LabState, kind: str, lab: topo.LabPlan, password: str | None = None, bgp_mode: str = "ebgp"
+    state: LabState, kind: str, lab: topo.LabPlan, password: str | None = None, bgp_mode: str = "ebgp",
+    bfd: bool = False,
 ) -> list[str]:
     """Write the router config and run its daemons in the router namespace (restart on change).
 
@@ -183,7 +184,7 @@ def ensure_router(
     paths = rtr.RouterPaths(rtr.runtime_dir(state.dir))
     state.data["router_dir"] = str(paths.root)
     state.save()
-    all_names = ["router-zebra", "router-bgpd", "router-bird"]
+    all_names = ["router-zebra", "router-bfdd", "router-bgpd", "router-bird"]
     if kind == "none":
         _stop_named(state, all_names)
         return []
@@ -191,10 +192,10 @@ def ensure_router(
         raise SystemExit(
             f"router {kind!r} is not installed (Debian package {'frr' if kind == 'frr' else 'bird2'})"
         )
-    wanted = rtr.router_processes(kind, paths)
+    wanted = rtr.router_processes(kind, paths, bfd)
     wanted_names = [n for n, _ in wanted]
     _stop_named(state, [n for n in all_names if n not in wanted_names])
-    rendered = rtr.render(kind, lab, password, bgp_mode)
+    rendered = rtr.render(kind, lab, password, bgp_mode, bfd)
     conf = paths.frr_conf if kind == "frr" else paths.bird_conf
     running = all(
         (rec := state.process(n)) is not None and rec.alive() and rec.in_current_netns() for n in wanted_names
@@ -204,10 +205,10 @@ def ensure_router(
     if running:
         _log(f"router config changed: restarting {kind}")
     _stop_named(state, wanted_names)
-    for stale in ("zserv.api", "bgpd.vty", "zebra.vty", "bird.ctl"):
+    for stale in ("zserv.api", "bgpd.vty", "zebra.vty", "bfdd.vty", "bfdd.sock", "bird.ctl"):
         with contextlib.suppress(FileNotFoundError):
             (paths.root / stale).unlink()
-    rtr.write_config(kind, lab, paths, password, bgp_mode)
+    rtr.write_config(kind, lab, paths, password, bgp_mode, bfd)
     for name, argv in wanted:
         rec, _ = start_process(state, name, argv, netns=topo.ROUTER)
         if name == "router-zebra" and not rtr.wait_zebra(paths):
@@ -522,6 +523,14 @@ def _up_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ipv6", action="store_true", help="dual-stack: fc00:f853:ccd:e793::/64 on the bridge"
     )
+    parser.add_argument(
+        "--bfd",
+        action="store_true",
+        help=(
+            f"the router runs BFD to every node ({rtr.BFD_INTERVAL_MS} ms x {rtr.BFD_MULTIPLIER}, "
+            "FRR bfdd or BIRD's bfd protocol) and its BGP sessions follow it"
+        ),
+    )
     parser.add_argument("--kubeconfig", help="use this API server instead of starting the lab API server")
     parser.add_argument("--no-controller", action="store_true", help="do not start lbspeaker-controller")
     parser.add_argument(
@@ -561,6 +570,7 @@ def _run_up(args: argparse.Namespace) -> int:
         "kubeconfig": args.kubeconfig,
         "bgp_password": bool(args.bgp_password),
         "bgp_mode": args.bgp_mode,
+        "bfd": args.bfd,
     }
     state.data["topology"] = lab.to_dict()
     state.save()
@@ -574,7 +584,7 @@ def _run_up(args: argparse.Namespace) -> int:
     t = t0
     created = topo.apply(lab, state.add_namespace)
     t = mark("topology", t)
-    router_procs = ensure_router(state, args.router, lab, args.bgp_password, args.bgp_mode)
+    router_procs = ensure_router(state, args.router, lab, args.bgp_password, args.bgp_mode, args.bfd)
     t = mark("router", t)
     kubeconfig, nodes_kubeconfig = ensure_apiserver(state, args, created)
     t = mark("apiserver", t)

@@ -12,6 +12,10 @@ different nodes are installed as one ECMP route (FRR `maximum-paths 8` with
 `as-path multipath-relax`; BIRD `merge paths`), which is what the BGP tests and
 the announce-to-FIB benchmark look at.
 
+With `bfd=True` (`lbspeaker-lab up --bfd`) the router also runs BFD (FRR's bfdd, BIRD's bfd
+protocol; RFC 5881 single hop, 300 ms x 3 as in the issue's benchmark) to every node, and ties
+each BGP session to it: a BFD Down resets that node's BGP session and withdraws its next hops.
+
 Rendering is pure (`render_frr`, `render_bird`, `parse_*`); `start_router` and
 `bgp_neighbors` are the thin shell. Daemons run in the foreground (no `-d`) so the
 PID the lab records is the daemon itself and `down` ends it by PID.
@@ -45,6 +49,9 @@ from lab.topology import (
 FRR_DIR = "/usr/lib/frr"
 ROUTER_KINDS = ("frr", "bird", "none")
 MAX_PATHS = 8
+BFD_PROFILE = "lbspeaker-lab"
+BFD_INTERVAL_MS = 300
+BFD_MULTIPLIER = 3
 
 
 @dataclass(frozen=True)
@@ -86,14 +93,37 @@ def runtime_dir(state_dir: Path) -> Path:
 # -- FRR ------------------------------------------------------------------------------------------
 
 
+def _frr_bfd(lab: LabPlan) -> list[str]:
+    """bfdd config: one profile, a static single-hop peer per node address.
+
+    The static peers make the sessions exist before BGP is up (so BFD can be seen alone); bgpd's
+    own registration for the same address attaches to them.
+    """
+    lines = [
+        "bfd",
+        f" profile {BFD_PROFILE}",
+        f"  transmit-interval {BFD_INTERVAL_MS}",
+        f"  receive-interval {BFD_INTERVAL_MS}",
+        f"  detect-multiplier {BFD_MULTIPLIER}",
+        " exit",
+    ]
+    for n in lab.nodes:
+        for addr in (n.ipv4, n.ipv6):
+            if addr:
+                lines += [f" peer {addr}", f"  profile {BFD_PROFILE}", " exit"]
+    return [*lines, "exit", "!"]
+
+
 def render_frr(
-    lab: LabPlan, log_file: str | None = None, password: str | None = None, bgp_mode: str = "ebgp"
+    lab: LabPlan, log_file: str | None = None, password: str | None = None, bgp_mode: str = "ebgp",
+    bfd: bool = False,
 ) -> str:
     """frr.conf for zebra + bgpd: AS 64512, every node a neighbour, listen range, ECMP.
 
     `password` turns on TCP MD5 (RFC 2385) for every node session, as BGPPeer.password expects.
     `bgp_mode="ibgp"`: AS 64513 and `remote-as internal`; iBGP paths are only multipathed with
     `maximum-paths ibgp`, so that is set too (the FIB still gets one next hop per node).
+    `bfd`: bfdd runs a session to every node and each BGP neighbour follows it.
     """
     asn = router_asn(bgp_mode)
     remote = "internal" if bgp_mode == "ibgp" else "external"
@@ -105,6 +135,7 @@ def render_frr(
         "hostname router",
         f"log file {log_file} informational" if log_file else "log stdout informational",
         "!",
+        *(_frr_bfd(lab) if bfd else []),
         f"router bgp {asn}",
         f" bgp router-id {ROUTER_IP_V4}",
         " no bgp ebgp-requires-policy",
@@ -118,6 +149,8 @@ def render_frr(
     ]
     if password:
         lines.append(f" neighbor NODES password {password}")
+    if bfd:
+        lines += [" neighbor NODES bfd", f" neighbor NODES bfd profile {BFD_PROFILE}"]
     if lab.ipv6:
         lines += [
             " neighbor NODES6 peer-group",
@@ -127,6 +160,8 @@ def render_frr(
         ]
         if password:
             lines.append(f" neighbor NODES6 password {password}")
+        if bfd:
+            lines += [" neighbor NODES6 bfd", f" neighbor NODES6 bfd profile {BFD_PROFILE}"]
     for n in lab.nodes:
         lines.append(f" neighbor {n.ipv4} peer-group NODES")
         lines.append(f" neighbor {n.ipv4} description {n.name}")
@@ -211,7 +246,8 @@ def bird_protocol_name(node: str, family: int) -> str:
 
 
 def render_bird(
-    lab: LabPlan, log_file: str | None = None, password: str | None = None, bgp_mode: str = "ebgp"
+    lab: LabPlan, log_file: str | None = None, password: str | None = None, bgp_mode: str = "ebgp",
+    bfd: bool = False,
 ) -> str:
     """bird.conf (BIRD 2): same policy as FRR; the kernel protocol installs merged ECMP paths.
 
@@ -219,6 +255,7 @@ def render_bird(
     recursive next hops by default; the nodes share the router's subnet, so `direct` +
     `gateway direct` make each path's next hop the node itself and the kernel gets one ECMP
     route via the nodes, as with eBGP. (`next hop self` would only matter on export: none.)
+    `bfd`: a bfd protocol with a static neighbour per node address, and `bfd on` in BGP.
     """
     if bgp_mode not in BGP_MODES:
         raise ValueError(f"bgp mode {bgp_mode!r}")
@@ -228,6 +265,7 @@ def render_bird(
     session = " direct;" if ibgp else ""
     gateway = " gateway direct;" if ibgp else ""
     auth = f' password "{password}";' if password else ""
+    auth += " bfd on;" if bfd else ""
     log = f'log "{log_file}" all;' if log_file else "log stderr all;"
     lines = [
         log,
@@ -248,6 +286,14 @@ def render_bird(
         f"  ipv4 {{ import all; export none;{gateway} }};",
         "}",
     ]
+    if bfd:
+        lines += [
+            "protocol bfd labbfd {",
+            f'  interface "*" {{ min rx interval {BFD_INTERVAL_MS} ms; min tx interval {BFD_INTERVAL_MS} ms;'
+            f" idle tx interval 1000 ms; multiplier {BFD_MULTIPLIER}; }};",
+            *(f"  neighbor {a};" for n in lab.nodes for a in (n.ipv4, n.ipv6) if a),
+            "}",
+        ]
     if lab.ipv6:
         lines += [
             "template bgp nodes6 {",
@@ -328,10 +374,14 @@ def prepare_dir(paths: RouterPaths, owner: str | None) -> None:
             os.chown(p, pw.pw_uid, pw.pw_gid)
 
 
-def router_processes(kind: str, paths: RouterPaths) -> list[tuple[str, list[str]]]:
+def router_processes(kind: str, paths: RouterPaths, bfd: bool = False) -> list[tuple[str, list[str]]]:
     """(record name, argv) of the daemons to start for a router kind, in start order."""
     if kind == "frr":
-        return [("router-zebra", frr_argv("zebra", paths)), ("router-bgpd", frr_argv("bgpd", paths))]
+        daemons = [("router-zebra", frr_argv("zebra", paths))]
+        if bfd:  # before bgpd, so bgpd's BFD registrations find it; control socket kept private
+            bfdd = [*frr_argv("bfdd", paths), "--bfdctl", str(paths.root / "bfdd.sock")]
+            daemons.append(("router-bfdd", bfdd))
+        return [*daemons, ("router-bgpd", frr_argv("bgpd", paths))]
     if kind == "bird":
         argv = [
             shutil.which("bird") or "bird",
@@ -347,26 +397,29 @@ def router_processes(kind: str, paths: RouterPaths) -> list[tuple[str, list[str]
     return []
 
 
-def render(kind: str, lab: LabPlan, password: str | None = None, bgp_mode: str = "ebgp") -> str:
+def render(
+    kind: str, lab: LabPlan, password: str | None = None, bgp_mode: str = "ebgp", bfd: bool = False
+) -> str:
     """The config text of a router kind ("" for none)."""
     if kind == "frr":
-        return render_frr(lab, password=password, bgp_mode=bgp_mode)
+        return render_frr(lab, password=password, bgp_mode=bgp_mode, bfd=bfd)
     if kind == "bird":
-        return render_bird(lab, password=password, bgp_mode=bgp_mode)
+        return render_bird(lab, password=password, bgp_mode=bgp_mode, bfd=bfd)
     return ""
 
 
 def write_config(
-    kind: str, lab: LabPlan, paths: RouterPaths, password: str | None = None, bgp_mode: str = "ebgp"
+    kind: str, lab: LabPlan, paths: RouterPaths, password: str | None = None, bgp_mode: str = "ebgp",
+    bfd: bool = False,
 ) -> None:
     """Render and write the router config; FRR's dir is handed to the frr user."""
     paths.root.mkdir(parents=True, exist_ok=True)
     if kind == "frr":
-        paths.frr_conf.write_text(render_frr(lab, password=password, bgp_mode=bgp_mode))
+        paths.frr_conf.write_text(render_frr(lab, password=password, bgp_mode=bgp_mode, bfd=bfd))
         os.chmod(paths.frr_conf, 0o640)
         prepare_dir(paths, "frr")
     elif kind == "bird":
-        paths.bird_conf.write_text(render_bird(lab, password=password, bgp_mode=bgp_mode))
+        paths.bird_conf.write_text(render_bird(lab, password=password, bgp_mode=bgp_mode, bfd=bfd))
         os.chmod(paths.bird_conf, 0o600)
 
 
@@ -424,6 +477,36 @@ def bgp_neighbors(kind: str, paths: RouterPaths) -> dict[str, str]:
         return parse_frr_neighbors(vtysh(paths, "show bgp neighbors json"))
     if kind == "bird":
         return parse_bird_protocols(birdc(paths, "show protocols all"))
+    return {}
+
+
+def parse_frr_bfd_peers(text: str) -> dict[str, str]:
+    """`show bfd peers json` -> {peer address: status} (up, down, init, shutdown)."""
+    out: dict[str, str] = {}
+    for peer in json.loads(text or "[]"):
+        if isinstance(peer, dict) and "peer" in peer:
+            out[str(peer["peer"])] = str(peer.get("status", "unknown"))
+    return out
+
+
+_BIRD_BFD = re.compile(r"^\s*([0-9a-fA-F.:]+)\s+\S+\s+(\S+)\s", re.M)
+
+
+def parse_bird_bfd_sessions(text: str) -> dict[str, str]:
+    """`birdc show bfd sessions` -> {peer address: state}, lower-cased like FRR's (up, down, init)."""
+    out: dict[str, str] = {}
+    for m in _BIRD_BFD.finditer(text):
+        if ":" in m.group(1) or "." in m.group(1):
+            out[m.group(1)] = m.group(2).lower()
+    return out
+
+
+def bfd_peers(kind: str, paths: RouterPaths) -> dict[str, str]:
+    """{node address: BFD state} as the running router sees it."""
+    if kind == "frr":
+        return parse_frr_bfd_peers(vtysh(paths, "show bfd peers json"))
+    if kind == "bird":
+        return parse_bird_bfd_sessions(birdc(paths, "show bfd sessions"))
     return {}
 
 

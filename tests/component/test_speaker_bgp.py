@@ -212,7 +212,12 @@ def test_announce_status_sessions_metrics_and_l2_alongside(
     # layer 2 is untouched by BGP: the L2 IP is still announced by its elected owner
     wait_for(lambda: spk.plan is not None and L2_IP in spk.plan.owners, timeout=10)
 
-    st = wait_for(lambda: _get(rest, SERVICEBGPSTATUSES, status_name("default/web", NODE)), timeout=10)
+    # The speaker creates the object, then writes its status (a subresource): await both.
+    st = wait_for(
+        lambda: (o := _get(rest, SERVICEBGPSTATUSES, status_name("default/web", NODE))) and "status" in o
+        and o,
+        timeout=10,
+    )
     assert st is not None
     assert st["status"] == {"node": NODE, "serviceName": "web", "serviceNamespace": "default",
                             "peers": ["router"]}
