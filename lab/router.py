@@ -489,7 +489,7 @@ def parse_frr_bfd_peers(text: str) -> dict[str, str]:
     return out
 
 
-_BIRD_BFD = re.compile(r"^\s*([0-9a-fA-F.:]+)\s+\S+\s+(\S+)\s", re.M)
+_BIRD_BFD = re.compile(r"^[ \t]*([0-9a-fA-F.:]+)[ \t]+\S+[ \t]+(\S+)[ \t]", re.M)
 
 
 def parse_bird_bfd_sessions(text: str) -> dict[str, str]:

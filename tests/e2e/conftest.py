@@ -109,6 +109,7 @@ class Lab:
         argv += ["--bgp-mode", o.get("bgp_mode", "ebgp")]
         if o.get("bgp_password"):
             argv += ["--bgp-password", o["bgp_password"]]
+        argv += ["--bfd"] if o.get("bfd") else []
         for flag in ("no_controller", "no_speakers", "no_agents"):
             if o.get(flag):
                 argv.append("--" + flag.replace("_", "-"))
