@@ -242,6 +242,15 @@ def convert_legacy_pool(
         )
 
 
+def _take(table: Mapping[str, tuple[str, type]], key: str, value: Any, spec: dict[str, Any]) -> bool:
+    """Copy a legacy `key: value` into `spec` under its CRD name and type; False if `key` is unknown."""
+    if key not in table:
+        return False
+    target, typ = table[key]
+    spec[target] = typ(value)
+    return True
+
+
 PEER_FIELDS = {
     "my-asn": ("myASN", int),
     "peer-asn": ("peerASN", int),
@@ -264,9 +273,8 @@ def convert_legacy_peer(peer: Mapping[str, Any], index: int, namespace: str, res
     where = f"peer {address}"
     spec: dict[str, Any] = {}
     for key, value in peer.items():
-        if key in PEER_FIELDS:
-            target, typ = PEER_FIELDS[key]
-            spec[target] = typ(value)
+        if _take(PEER_FIELDS, key, value, spec):
+            pass
         elif key == "node-selectors":
             spec["nodeSelectors"] = [_label_selector(s) for s in value or []]
         else:
@@ -294,10 +302,7 @@ def convert_legacy_bfd_profile(profile: Mapping[str, Any], namespace: str, resul
     where = f"bfd-profile {name}"
     spec: dict[str, Any] = {}
     for key, value in profile.items():
-        if key in BFD_PROFILE_FIELDS:
-            target, typ = BFD_PROFILE_FIELDS[key]
-            spec[target] = typ(value)
-        elif key != "name":
+        if not _take(BFD_PROFILE_FIELDS, key, value, spec) and key != "name":
             result.notes.append(f"{where}: {key} is not a BFD profile field: not carried over")
     _finish(_object("BFDProfile", dns_name(name), namespace, spec), where, result)
 
