@@ -14,7 +14,7 @@ import threading
 from collections.abc import Sequence
 
 from lbspeaker.bfd.io import BFDRunner, SessionKey
-from lbspeaker.bfd.packet import Diag, State
+from lbspeaker.bfd.packet import State, diag_name
 from lbspeaker.bfd.session import SessionConfig, StateChange
 
 
@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def on_change(key: SessionKey, change: StateChange) -> None:
         line = {"peer": key.peer, "from": State(change.old).name, "to": State(change.new).name,
-                "diag": Diag(change.diag).name if change.diag in Diag._value2member_map_ else change.diag,
+                "diag": diag_name(change.diag),
                 "at": round(change.at, 6)}
         with lock:
             print(json.dumps(line), flush=True)

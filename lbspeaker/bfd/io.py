@@ -62,6 +62,10 @@ class SessionInfo:
     tx_interval_us: int
     detection_time_us: int
     source_port: int
+    packets_in: int = 0
+    packets_out: int = 0
+    up_events: int = 0
+    down_events: int = 0
 
 
 @dataclass
@@ -70,6 +74,10 @@ class _Entry:
     sock: socket.socket
     min_ttl: int
     family: int
+    packets_in: int = 0
+    packets_out: int = 0
+    up_events: int = 0
+    down_events: int = 0
 
 
 Callback = Callable[[SessionKey, StateChange], None]
@@ -235,15 +243,22 @@ class BFDRunner:
         for pkt in packets:
             try:
                 entry.sock.send(encode(pkt))
+                entry.packets_out += 1
             except OSError as exc:  # unreachable peer, full buffer: BFD's own timers handle loss
                 log.debug("BFD send to %s failed: %s", key.peer, exc)
 
     def _apply(self, key: SessionKey, entry: _Entry, out: Output) -> None:
         self._send(key, entry, out.send)
+        for change in out.changes:
+            if change.new == State.UP:
+                entry.up_events += 1
+            elif change.old == State.UP:
+                entry.down_events += 1
         s = entry.session
         info = SessionInfo(
             key, s.state, s.local_diag, s.remote_state, s.local_discr, s.remote_discr,
             s.tx_interval_us, s.detection_time_us, entry.sock.getsockname()[1],
+            entry.packets_in, entry.packets_out, entry.up_events, entry.down_events,
         )
         with self._info_lock:
             self._info[key] = info  # before the callbacks: a consumer reading sessions() agrees
@@ -286,6 +301,7 @@ class BFDRunner:
         if ipaddress.ip_address(source) != ipaddress.ip_address(key.peer):
             log.debug("BFD packet for session %s came from %s", key.peer, source)
             return
+        entry.packets_in += 1
         out = entry.session.receive(pkt, self._clock())
         if out.dropped:
             log.debug("BFD packet from %s dropped: %s", source, out.dropped)

@@ -49,6 +49,11 @@ class Diag(enum.IntEnum):
     REVERSE_CONCATENATED_PATH_DOWN = 8
 
 
+def diag_name(code: int) -> str:
+    """`Diag` name of a code, `DIAG_<n>` for codes RFC 5880 does not assign."""
+    return Diag(code).name if code in Diag._value2member_map_ else f"DIAG_{code}"
+
+
 class AuthType(enum.IntEnum):
     """Authentication types (RFC 5880 4.2) with the section lengths they require."""
 

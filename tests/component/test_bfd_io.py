@@ -109,3 +109,42 @@ def test_packet_with_low_ttl_is_ignored(caplog: pytest.LogCaptureFixture) -> Non
         assert r.sessions()[key].remote_discr == 77
     finally:
         assert r.stop()
+
+
+def test_manager_reports_bgp_peers_down_and_up_and_exports_metrics() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from lbspeaker.api.models import BFDProfileSpec
+    from lbspeaker.bfd.manager import BFDManager
+    from lbspeaker.bgp.config import PeerSpec
+
+    port = free_port("127.0.0.1")
+    events: queue.Queue[tuple[str, bool, str]] = queue.Queue()
+    manager = BFDManager(
+        lambda peer, up, reason: events.put((peer, up, reason)),
+        runner=lambda cb: BFDRunner(cb, port=port, peer_port=port, listen_v4="127.0.0.1", listen_v6=None),
+    )
+    qb: queue.Queue = queue.Queue()
+    router = runner(qb, port=port, peer_port=port, listen_v4="127.0.0.2", listen_v6=None)
+    try:
+        router.add(SessionKey("127.0.0.1", "127.0.0.2"), FAST)
+        peers = [
+            PeerSpec("router", "127.0.0.2", 64513, 64512, source_address="127.0.0.1", bfd_profile="fast"),
+            PeerSpec("other", "127.0.0.9", 64513, 64512),
+        ]
+        problems = manager.apply(peers, {"fast": BFDProfileSpec(transmitInterval=50, receiveInterval=50)})
+        assert problems == []
+        peer, up, reason = events.get(timeout=10)
+        assert (peer, up) == ("router", True) and reason.endswith("-> Up")  # from Down or Init: a race
+        assert manager.peer_states() == {"router": "Up"}
+        registry = CollectorRegistry()
+        registry.register(manager.collector())
+        text = generate_latest(registry).decode()
+        assert 'lbspeaker_bfd_session_up{peer="127.0.0.2"} 1.0' in text
+        assert 'lbspeaker_bfd_session_up_events_total{peer="127.0.0.2"} 1.0' in text
+        assert router.stop(admin_down=False)
+        assert events.get(timeout=10) == ("router", False, "BFD Up -> Down (control detection time expired)")
+        assert manager.apply([], {}) == [] and manager.peer_states() == {}
+    finally:
+        assert manager.stop()
+        router.stop()
