@@ -38,19 +38,18 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import logging
 import os
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from lbspeaker.api.constants import GROUP, NAMESPACE
+from lbspeaker.api.constants import NAMESPACE
 from lbspeaker.bgp.config import PeerSpec
 from lbspeaker.bgp.plan import (
     BGPAdvertisementFacts,
@@ -72,53 +71,19 @@ from lbspeaker.kube.resources import (
     IPADDRESSPOOLS,
     NODES,
     SECRETS,
-    SERVICEBGPSTATUSES,
     SERVICES,
 )
 from lbspeaker.kube.rest import ApiError, Rest
 from lbspeaker.kube.status import update_status
 from lbspeaker.plan import Problem, pool_facts, services_facts
+from lbspeaker.speaker.status import BGP_STATUS, OwnedStatusWriter, assigned_message, bgp_fields
 
 log = logging.getLogger("lbspeaker.speaker.bgp")
 
-LABEL_NODE = f"{GROUP}/node"
-LABEL_SERVICE_NAME = f"{GROUP}/service-name"
-LABEL_SERVICE_NAMESPACE = f"{GROUP}/service-namespace"
 DEFAULT_RUN_DIR = "/run/lbspeaker"
 
 
 # --- pure helpers ---------------------------------------------------------------------------------------
-
-
-def label_value(text: str) -> str:
-    """Label values are at most 63 characters; longer names are cut (the status carries them whole)."""
-    return text[:63].rstrip("-_.")
-
-
-def status_name(service_key: str, node: str) -> str:
-    """Deterministic ServiceBGPStatus name for (Service "ns/name", node)."""
-    return "bgp-" + hashlib.sha256(f"{service_key}@{node}".encode()).hexdigest()[:16]
-
-
-def desired_status_object(
-    service_key: str, node: str, peers: Sequence[str], namespace: str
-) -> dict[str, Any]:
-    """The ServiceBGPStatus this node keeps for a Service it announces over BGP (pure)."""
-    ns, _, name = service_key.partition("/")
-    return {
-        "apiVersion": SERVICEBGPSTATUSES.api_version,
-        "kind": "ServiceBGPStatus",
-        "metadata": {
-            "name": status_name(service_key, node),
-            "namespace": namespace,
-            "labels": {
-                LABEL_NODE: label_value(node),
-                LABEL_SERVICE_NAME: label_value(name),
-                LABEL_SERVICE_NAMESPACE: label_value(ns),
-            },
-        },
-        "status": {"node": node, "serviceName": name, "serviceNamespace": ns, "peers": sorted(peers)},
-    }
 
 
 def rfc3339(ts: float | None) -> str | None:
@@ -271,15 +236,6 @@ class BGPConfig:
     cleanup_budget: float = 2.0
 
 
-@dataclass
-class _Shared:
-    services: WatchCache
-    slices: WatchCache
-    nodes: WatchCache
-    pools: WatchCache
-    own: list[WatchCache] = field(default_factory=list)
-
-
 class BGPSpeaker:
     """This node's BGP announcements (see the module docstring).
 
@@ -297,12 +253,14 @@ class BGPSpeaker:
         slices: WatchCache | None = None,
         nodes: WatchCache | None = None,
         pools: WatchCache | None = None,
+        status: OwnedStatusWriter,
         recorder: EventRecorder | None = None,
         manager_factory: ManagerFactory = default_manager_factory,
         node_networks: Callable[[], list[str]] | None = node_networks_proc,
     ) -> None:
         self.cfg = cfg
         self.rest = rest
+        self.status = status
         self._kick = threading.Event()
         self._stop = threading.Event()
         # The plan thread starts ExaBGP, whose pdeathsig fires when *that thread* ends:
@@ -331,10 +289,8 @@ class BGPSpeaker:
         self.peers = WatchCache(rest, BGPPEERS, namespace=ns, on_event=kick)
         self.advs = WatchCache(rest, BGPADVERTISEMENTS, namespace=ns, on_event=kick)
         self.communities = WatchCache(rest, COMMUNITIES, namespace=ns, on_event=kick)
-        self.statuses = WatchCache(rest, SERVICEBGPSTATUSES, namespace=ns,
-                                   label_selector=f"{LABEL_NODE}={label_value(cfg.node)}")
         self.own_caches = own
-        self.bgp_caches = [self.peers, self.advs, self.communities, self.statuses]
+        self.bgp_caches = [self.peers, self.advs, self.communities]
         self.recorder = recorder or EventRecorder(rest, "lbspeaker-speaker", host=cfg.node)
         self._own_recorder = recorder is None
         self.workdir = Path(cfg.run_dir) / "bgp" / cfg.node
@@ -355,8 +311,6 @@ class BGPSpeaker:
         # status writers
         self._status_mu = threading.Lock()
         self._status_kick = threading.Event()
-        self._svc_desired: dict[str, dict[str, Any]] = {}
-        self._svc_written: dict[str, dict[str, Any] | None] = {}
         self._sess_desired: dict[str, SessionEntry] = {}
         self._sess_written: dict[str, tuple[SessionEntry, float]] = {}
         self._sess_removed: set[str] = set()
@@ -430,10 +384,8 @@ class BGPSpeaker:
 
     def _cleanup(self) -> None:
         with self._status_mu:
-            self._svc_desired = {}
             self._sess_desired = {}
         try:
-            self._reconcile_services()
             self._reconcile_sessions(force=True)
         except Exception:
             log.exception("BGP: status cleanup failed")
@@ -598,17 +550,11 @@ class BGPSpeaker:
             for key in sorted(set(plan.announced) - set(old)):
                 log.info("BGP: announcing %s (%s) to %s", key, ", ".join(plan.announced[key]),
                          ", ".join(plan.service_peers.get(key, [])))
-                self._service_event(key, "nodeAssigned",
-                                    f'announcing from node "{self.cfg.node}" with protocol "bgp"')
+                self._service_event(key, "nodeAssigned", assigned_message(self.cfg.node, "bgp"))
             for key in sorted(set(old) - set(plan.announced)):
                 log.info("BGP: withdrawing %s", key)
         self.plan = plan
-        desired = {}
-        for key, peers in plan.service_peers.items():
-            obj = desired_status_object(key, self.cfg.node, peers, self.cfg.namespace)
-            desired[obj["metadata"]["name"]] = obj
-        with self._status_mu:
-            self._svc_desired = desired
+        self.status.set_desired(BGP_STATUS, {k: bgp_fields(p) for k, p in plan.service_peers.items()})
         self._update_sessions()
         problems = set(plan.problems)
         for p in sorted(problems - self._problems, key=lambda p: (p.kind, p.name, p.reason)):
@@ -675,58 +621,11 @@ class BGPSpeaker:
                 continue
             try:
                 self._update_sessions()
-                self._reconcile_services()
                 self._reconcile_sessions()
             except Exception as exc:
                 self.status_errors += 1
                 self.last_status_error = repr(exc)
                 log.exception("BGP status reconcile failed")
-
-    def _reconcile_services(self) -> bool:
-        with self._status_mu:
-            desired = dict(self._svc_desired)
-        actual: dict[str, dict[str, Any]] = {}
-        for obj in self.statuses.items():
-            meta = obj.get("metadata") or {}
-            if (meta.get("labels") or {}).get(LABEL_NODE) == label_value(self.cfg.node):
-                actual[str(meta.get("name"))] = obj
-        for name, written in self._svc_written.items():  # the cache may lag our own writes
-            if written is None:
-                actual.pop(name, None)
-            else:
-                actual[name] = written
-        self._svc_written = {}
-        ok = True
-        ns = self.cfg.namespace
-        for name, obj in sorted(desired.items()):
-            cur = actual.get(name)
-            if cur is not None and (cur.get("status") or {}) == obj["status"]:
-                continue
-            try:
-                if cur is None:
-                    try:
-                        cur = self.rest.create(SERVICEBGPSTATUSES, obj, ns)
-                    except ApiError as exc:
-                        if not (exc.already_exists or exc.conflict):
-                            raise
-                        cur = self.rest.get(SERVICEBGPSTATUSES, name, ns)
-                if (cur.get("status") or {}) != obj["status"]:
-                    cur = self.rest.patch_status(SERVICEBGPSTATUSES, name, {"status": obj["status"]}, ns)
-                self._svc_written[name] = cur
-            except (ApiError, OSError) as exc:
-                ok = self._status_fail(f"ServiceBGPStatus {name}", exc)
-        for name in sorted(set(actual) - set(desired)):
-            try:
-                self.rest.delete(SERVICEBGPSTATUSES, name, ns)
-                self._svc_written[name] = None
-            except ApiError as exc:
-                if exc.not_found:
-                    self._svc_written[name] = None
-                else:
-                    ok = self._status_fail(f"delete ServiceBGPStatus {name}", exc)
-            except OSError as exc:
-                ok = self._status_fail(f"delete ServiceBGPStatus {name}", exc)
-        return ok
 
     def _reconcile_sessions(self, force: bool = False) -> bool:
         with self._status_mu:

@@ -56,6 +56,7 @@ from lbspeaker.kube.resources import (
     L2ADVERTISEMENTS,
     LEASES,
     NODES,
+    SERVICEBGPSTATUSES,
     SERVICEL2STATUSES,
     SERVICES,
 )
@@ -75,7 +76,14 @@ from lbspeaker.speaker.heartbeat import DEFAULT_PORT, Heartbeater, PeerState
 from lbspeaker.speaker.membership import Membership, lease_name
 from lbspeaker.speaker.metrics import SpeakerMetrics
 from lbspeaker.speaker.nodeproblems import NodeProblemsWriter
-from lbspeaker.speaker.status import LABEL_NODE, StatusWriter, assigned_message, label_value
+from lbspeaker.speaker.status import (
+    BGP_STATUS,
+    L2_STATUS,
+    OwnedStatusWriter,
+    assigned_message,
+    l2_fields,
+    node_selector,
+)
 
 # Speakers run with hostNetwork, where the controller's 7472 may be bound on the same node: 7473 for
 # metrics and probes (and 7474/udp for heartbeats).
@@ -180,9 +188,10 @@ class Speaker:
             rest, CONFIGMAPS, namespace=strictarp.CONFIGMAP_NAMESPACE,
             field_selector=f"metadata.name={strictarp.CONFIGMAP_NAME}", on_event=kick,
         )
-        self.statuses = WatchCache(
-            rest, SERVICEL2STATUSES, namespace=ns, label_selector=f"{LABEL_NODE}={label_value(cfg.node)}"
-        )
+        self.statuses = WatchCache(rest, SERVICEL2STATUSES, namespace=ns,
+                                   label_selector=node_selector(cfg.node))
+        self.bgp_statuses = WatchCache(rest, SERVICEBGPSTATUSES, namespace=ns,
+                                       label_selector=node_selector(cfg.node))
         self.caches = [self.services, self.slices, self.nodes, self.leases, self.pools, self.advs,
                        self.kube_proxy, self.statuses]
         self.recorder = EventRecorder(rest, SPEAKER_NAME, host=cfg.node)
@@ -209,14 +218,15 @@ class Speaker:
             cfg.node, self.lock, self.leases.items, self._hb_states, lambda: self.leases.watching, kick,
             renew_interval=cfg.renew_interval,
         )
-        self.status = StatusWriter(rest, cfg.node, self.statuses.items)
+        self.status = OwnedStatusWriter(rest, ns, cfg.node,
+                                        {L2_STATUS: self.statuses, BGP_STATUS: self.bgp_statuses})
         self.node_problems = NodeProblemsWriter(rest, ns, cfg.node)
         # BGP side: own threads and caches for its CRDs, shares ours; never blocks layer 2
         self.bgp = BGPSpeaker(
             BGPConfig(node=cfg.node, namespace=ns, run_dir=cfg.run_dir,
                       ignore_exclude_lb=cfg.ignore_exclude_lb, lb_class=cfg.lb_class),
             rest, services=self.services, slices=self.slices, nodes=self.nodes, pools=self.pools,
-            recorder=self.recorder, manager_factory=bgp_manager_factory,
+            status=self.status, recorder=self.recorder, manager_factory=bgp_manager_factory,
             node_networks=node_networks if node_networks is not None else (
                 node_networks_proc if list_links is not None else None),
         )
@@ -269,7 +279,7 @@ class Speaker:
                 self.health.start()
             except OSError as exc:  # announcing matters more than metrics: carry on, loudly
                 log.error("cannot serve metrics/probes on %s: %s", self.cfg.metrics_addr, exc)
-        for c in self.caches:
+        for c in [*self.caches, self.bgp_statuses]:
             c.start()
         if self._watch_links and self._list_links is not None:
             from lbspeaker.netinfo import LinkWatcher
@@ -325,7 +335,7 @@ class Speaker:
             self.heartbeat.stop()
         if self._link_watcher is not None:
             self._link_watcher.stop()
-        for c in self.caches:
+        for c in [*self.caches, self.bgp_statuses]:
             c.stop(timeout=1.0)
         if self.health is not None:
             self.health.stop()
@@ -346,7 +356,7 @@ class Speaker:
             self.announcer.stop()
         if self._link_watcher is not None:
             self._link_watcher.stop()
-        for c in self.caches:
+        for c in [*self.caches, self.bgp_statuses]:
             c.stop(timeout=1.0)
         if self.health is not None:
             self.health.stop()
@@ -476,9 +486,9 @@ class Speaker:
                 obj = self.services.get(ns, name)
                 if obj is not None:
                     self.recorder.normal({**obj, "apiVersion": "v1", "kind": "Service"}, "nodeAssigned",
-                                         assigned_message(self.cfg.node))
+                                         assigned_message(self.cfg.node, "layer2"))
         self._owned_services = owned
-        self.status.set_desired(plan.services_announced())
+        self.status.set_desired(L2_STATUS, {k: l2_fields(v) for k, v in plan.services_announced().items()})
         self.metrics.set_announced({(svc, ip) for svc, ips in owned.items() for ip in ips})
         problems = set(plan.problems)
         for p in sorted(problems - self._problems, key=lambda p: (p.kind, p.name, p.reason)):

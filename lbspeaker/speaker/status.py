@@ -1,14 +1,16 @@
-"""ServiceL2Status objects and Events written by the speaker.
+"""The status objects a speaker owns for its node: ServiceL2Status and ServiceBGPStatus.
 
-One ServiceL2Status per (Service, announcing node), in `lbspeaker-system`, named
-`l2-<first 16 hex of sha256(namespace/name@node)>` (deterministic, so a restarted
-speaker finds its own objects and two nodes never write the same one), labelled
-with the Service's namespace and name and the node. The announcing node creates it
-and deletes it when it stops announcing the Service.
+One object per (Service, announcing node, protocol), in the speaker's namespace
+(`--namespace`), named `<l2|bgp>-<first 16 hex of sha256(namespace/name@node)>`
+(deterministic, so a restarted speaker finds its own objects and two nodes never
+write the same one), labelled with the Service's namespace and name and the node.
+The announcing node creates it and deletes it when it stops announcing the Service.
 
-`StatusWriter` reconciles in its own thread: desired (from the plan) vs. actual
-(a label-selected cache of our own objects). API errors are retried every
-`retry_s`; nothing here ever blocks the announcing path (fail-static).
+`OwnedStatusWriter` reconciles both kinds in one thread: desired (from the plans)
+vs. actual (a label-selected cache of our own objects per kind, in the same
+namespace the objects are written to). Objects of ours that no plan wants, left
+by an earlier run included, are deleted. API errors are retried every `retry_s`;
+nothing here ever blocks the announcing path (fail-static).
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from lbspeaker.api.constants import GROUP, NAMESPACE
-from lbspeaker.kube.resources import SERVICEL2STATUSES
+from lbspeaker.api.constants import GROUP
+from lbspeaker.kube.resources import SERVICEBGPSTATUSES, SERVICEL2STATUSES, Resource
 from lbspeaker.kube.rest import ApiError, Rest
 
 log = logging.getLogger(__name__)
@@ -30,38 +33,61 @@ LABEL_SERVICE_NAME = f"{GROUP}/service-name"
 LABEL_SERVICE_NAMESPACE = f"{GROUP}/service-namespace"
 
 
-def status_name(service_key: str, node: str) -> str:
-    """Deterministic ServiceL2Status name for (Service "ns/name", node)."""
-    return "l2-" + hashlib.sha256(f"{service_key}@{node}".encode()).hexdigest()[:16]
-
-
 def label_value(text: str) -> str:
     """Label values are at most 63 characters; longer names are cut (the status carries them whole)."""
     return text[:63].rstrip("-_.")
 
 
-def desired_object(service_key: str, node: str, interfaces: Sequence[str]) -> dict[str, Any]:
-    """The ServiceL2Status this node should have for a Service it announces (pure)."""
-    ns, _, name = service_key.partition("/")
-    return {
-        "apiVersion": SERVICEL2STATUSES.api_version,
-        "kind": "ServiceL2Status",
-        "metadata": {
-            "name": status_name(service_key, node),
-            "namespace": NAMESPACE,
-            "labels": {
-                LABEL_NODE: label_value(node),
-                LABEL_SERVICE_NAME: label_value(name),
-                LABEL_SERVICE_NAMESPACE: label_value(ns),
+def node_selector(node: str) -> str:
+    """The label selector of the caches that hold this node's own status objects."""
+    return f"{LABEL_NODE}={label_value(node)}"
+
+
+@dataclass(frozen=True)
+class OwnedKind:
+    """One kind of per-(Service, node) status object: its resource and name prefix."""
+
+    resource: Resource
+    prefix: str
+
+    def name(self, service_key: str, node: str) -> str:
+        """Deterministic object name for (Service "ns/name", node)."""
+        return f"{self.prefix}-" + hashlib.sha256(f"{service_key}@{node}".encode()).hexdigest()[:16]
+
+    def object(
+        self, service_key: str, node: str, namespace: str, fields: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The object this node keeps for a Service it announces (pure); `fields` are the
+        protocol's own status fields (interfaces, peers)."""
+        ns, _, name = service_key.partition("/")
+        return {
+            "apiVersion": self.resource.api_version,
+            "kind": self.resource.kind,
+            "metadata": {
+                "name": self.name(service_key, node),
+                "namespace": namespace,
+                "labels": {
+                    LABEL_NODE: label_value(node),
+                    LABEL_SERVICE_NAME: label_value(name),
+                    LABEL_SERVICE_NAMESPACE: label_value(ns),
+                },
             },
-        },
-        "status": {
-            "node": node,
-            "serviceName": name,
-            "serviceNamespace": ns,
-            "interfaces": [{"name": i} for i in sorted(interfaces)],
-        },
-    }
+            "status": {"node": node, "serviceName": name, "serviceNamespace": ns, **fields},
+        }
+
+
+L2_STATUS = OwnedKind(SERVICEL2STATUSES, "l2")
+BGP_STATUS = OwnedKind(SERVICEBGPSTATUSES, "bgp")
+
+
+def l2_fields(interfaces: Sequence[str]) -> dict[str, Any]:
+    """ServiceL2Status fields: the interfaces this node answers on."""
+    return {"interfaces": [{"name": i} for i in sorted(interfaces)]}
+
+
+def bgp_fields(peers: Sequence[str]) -> dict[str, Any]:
+    """ServiceBGPStatus fields: the peers this node announces the Service to."""
+    return {"peers": sorted(peers)}
 
 
 def diff_status(
@@ -81,42 +107,61 @@ def diff_status(
     return create, update, delete
 
 
-class StatusWriter:
-    """Keeps our ServiceL2Status objects equal to `set_desired(...)`, in a thread."""
+class ObjectSource(Protocol):
+    """What the writer needs from the cache of its own objects (a `WatchCache`)."""
+
+    @property
+    def synced(self) -> bool: ...
+    def items(self) -> list[dict[str, Any]]: ...
+
+
+class OwnedStatusWriter:
+    """Keeps this node's status objects of every kind equal to `set_desired(...)`, in a thread.
+
+    `actual` maps each kind to the cache of this node's objects of that kind, which
+    must watch `namespace`. A kind is reconciled once its cache has listed (before
+    that, stale objects cannot be told from missing ones).
+    """
 
     def __init__(
         self,
         rest: Rest,
+        namespace: str,
         node: str,
-        actual: Callable[[], list[dict[str, Any]]],
+        actual: Mapping[OwnedKind, ObjectSource],
         retry_s: float = 2.0,
     ) -> None:
         self.rest = rest
+        self.namespace = namespace
         self.node = node
-        self._actual = actual
+        self._actual = dict(actual)
         self.retry_s = retry_s
-        self._desired: dict[str, dict[str, Any]] = {}
+        self._desired: dict[OwnedKind, dict[str, dict[str, Any]]] = {k: {} for k in self._actual}
         self._mu = threading.Lock()
         self._kick = threading.Event()
         self._stop = threading.Event()
+        self._closed = False  # after delete_all: a late plan must not re-create anything
         self._thread: threading.Thread | None = None
-        self._written: dict[str, dict[str, Any] | None] = {}  # what we last wrote (cache may lag)
+        # What we last wrote, per kind (the cache may lag our own writes); None = deleted.
+        self._written: dict[OwnedKind, dict[str, dict[str, Any] | None]] = {k: {} for k in self._actual}
         self.errors = 0
         self.last_error: str | None = None
         self.in_sync = False
 
-    def set_desired(self, services: Mapping[str, Sequence[str]]) -> None:
-        """{service key: interfaces} this node announces now."""
+    def set_desired(self, kind: OwnedKind, services: Mapping[str, Mapping[str, Any]]) -> None:
+        """{service key: protocol fields} of the Services this node announces now, for `kind`."""
         desired = {}
-        for key, ifaces in services.items():
-            obj = desired_object(key, self.node, ifaces)
+        for key, fields in services.items():
+            obj = kind.object(key, self.node, self.namespace, fields)
             desired[obj["metadata"]["name"]] = obj
         with self._mu:
-            self._desired = desired
+            if self._closed:
+                return
+            self._desired[kind] = desired
         self._kick.set()
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="l2-status", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="owned-status", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -136,95 +181,102 @@ class StatusWriter:
             except Exception as exc:  # never kill the thread
                 self.errors += 1
                 self.last_error = str(exc)
-                log.exception("ServiceL2Status reconcile failed")
+                log.exception("status reconcile failed")
 
-    def _actual_map(self) -> dict[str, dict[str, Any]]:
+    def reconcile(self) -> bool:
+        """One pass over every kind; True if everything is in sync afterwards."""
+        ok = True
+        for kind in self._actual:
+            ok &= self._reconcile(kind)
+        self.in_sync = ok  # if not, the loop retries after retry_s
+        return ok
+
+    def delete_all(self) -> None:
+        """Best effort at shutdown: remove every status object of ours, of every kind."""
+        with self._mu:
+            self._closed = True
+            self._desired = {k: {} for k in self._actual}
+        self.reconcile()
+
+    # --- one kind ---------------------------------------------------------------------------------------
+
+    def _reconcile(self, kind: OwnedKind) -> bool:
+        source = self._actual[kind]
+        if not source.synced:
+            return False
+        with self._mu:
+            desired = dict(self._desired[kind])
+        create, update, delete = diff_status(desired, self._actual_map(kind, source))
+        self._written[kind] = {}
+        ok = True
+        for obj in create:
+            ok &= self._create(kind, obj)
+        for obj in update:
+            ok &= self._update(kind, obj)
+        for name in delete:
+            ok &= self._delete(kind, name)
+        return ok
+
+    def _actual_map(self, kind: OwnedKind, source: ObjectSource) -> dict[str, dict[str, Any]]:
         actual = {}
-        for obj in self._actual():
+        for obj in source.items():
             meta = obj.get("metadata") or {}
-            labels = meta.get("labels") or {}
-            if labels.get(LABEL_NODE) == label_value(self.node):
+            if (meta.get("labels") or {}).get(LABEL_NODE) == label_value(self.node):
                 actual[str(meta.get("name"))] = obj
-        # The cache may lag our own writes: trust what we just wrote over it.
-        for name, written in self._written.items():
+        for name, written in self._written[kind].items():  # trust what we just wrote over the cache
             if written is None:
                 actual.pop(name, None)
             else:
                 actual[name] = written
         return actual
 
-    def reconcile(self) -> bool:
-        """One pass; True if everything is in sync afterwards."""
-        with self._mu:
-            desired = dict(self._desired)
-        self._written = {}
-        create, update, delete = diff_status(desired, self._actual_map())
-        ok = True
-        for obj in create:
-            ok &= self._create(obj)
-        for obj in update:
-            ok &= self._update(obj)
-        for name in delete:
-            ok &= self._delete(name)
-        self.in_sync = ok  # if not, the loop retries after retry_s
-        return ok
-
     def _fail(self, what: str, exc: Exception) -> bool:
         self.errors += 1
         self.last_error = f"{what}: {exc}"
-        log.warning("ServiceL2Status %s", self.last_error)
+        log.warning("status: %s", self.last_error)
         return False
 
-    def _create(self, obj: dict[str, Any]) -> bool:
-        name = obj["metadata"]["name"]
+    def _create(self, kind: OwnedKind, obj: dict[str, Any]) -> bool:
+        name, res, ns = obj["metadata"]["name"], kind.resource, self.namespace
         try:
             try:
-                created = self.rest.create(SERVICEL2STATUSES, obj, NAMESPACE)
+                created = self.rest.create(res, obj, ns)
             except ApiError as exc:
                 if not exc.conflict and not exc.already_exists:
                     raise
-                created = self.rest.get(SERVICEL2STATUSES, name, NAMESPACE)
+                created = self.rest.get(res, name, ns)
             if (created.get("status") or {}) != obj["status"]:
-                created = self.rest.patch_status(
-                    SERVICEL2STATUSES, name, {"status": obj["status"]}, NAMESPACE
-                )
-            self._written[name] = created
+                created = self.rest.patch_status(res, name, {"status": obj["status"]}, ns)
+            self._written[kind][name] = created
             return True
         except (ApiError, OSError) as exc:
-            return self._fail(f"create {name}", exc)
+            return self._fail(f"create {res.kind} {ns}/{name}", exc)
 
-    def _update(self, obj: dict[str, Any]) -> bool:
-        name = obj["metadata"]["name"]
+    def _update(self, kind: OwnedKind, obj: dict[str, Any]) -> bool:
+        name, res, ns = obj["metadata"]["name"], kind.resource, self.namespace
         try:
-            self._written[name] = self.rest.patch_status(
-                SERVICEL2STATUSES, name, {"status": obj["status"]}, NAMESPACE
-            )
+            self._written[kind][name] = self.rest.patch_status(res, name, {"status": obj["status"]}, ns)
             return True
         except ApiError as exc:
             if exc.not_found:
-                return self._create(obj)
-            return self._fail(f"update {name}", exc)
+                return self._create(kind, obj)
+            return self._fail(f"update {res.kind} {ns}/{name}", exc)
         except OSError as exc:
-            return self._fail(f"update {name}", exc)
+            return self._fail(f"update {res.kind} {ns}/{name}", exc)
 
-    def _delete(self, name: str) -> bool:
+    def _delete(self, kind: OwnedKind, name: str) -> bool:
+        res, ns = kind.resource, self.namespace
         try:
-            self.rest.delete(SERVICEL2STATUSES, name, NAMESPACE)
+            self.rest.delete(res, name, ns)
         except ApiError as exc:
             if not exc.not_found:
-                return self._fail(f"delete {name}", exc)
+                return self._fail(f"delete {res.kind} {ns}/{name}", exc)
         except OSError as exc:
-            return self._fail(f"delete {name}", exc)
-        self._written[name] = None
+            return self._fail(f"delete {res.kind} {ns}/{name}", exc)
+        self._written[kind][name] = None
         return True
 
-    def delete_all(self) -> None:
-        """Best effort at shutdown: remove every ServiceL2Status of ours."""
-        with self._mu:
-            self._desired = {}
-        self.reconcile()
 
-
-def assigned_message(node: str) -> str:
-    """MetalLB's nodeAssigned Event message."""
-    return f'announcing from node "{node}" with protocol "layer2"'
+def assigned_message(node: str, protocol: str) -> str:
+    """MetalLB's nodeAssigned Event message ("layer2" or "bgp")."""
+    return f'announcing from node "{node}" with protocol "{protocol}"'

@@ -31,7 +31,7 @@ from lbspeaker.kube.resources import (
 from lbspeaker.kube.rest import ApiError, Rest
 from lbspeaker.netinfo import LinkInfo
 from lbspeaker.speaker.main import Config, Speaker
-from lbspeaker.speaker.status import status_name
+from lbspeaker.speaker.status import L2_STATUS, l2_fields
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.component
@@ -154,7 +154,7 @@ def owners(anns: Mapping[str, FakeAnnouncer]) -> list[str]:
 
 def get_status(rest: Rest, node: str) -> dict[str, Any] | None:
     try:
-        return rest.get(SERVICEL2STATUSES, status_name("default/web", node), NS)
+        return rest.get(SERVICEL2STATUSES, L2_STATUS.name("default/web", node), NS)
     except ApiError as exc:
         if exc.not_found:
             return None
@@ -297,3 +297,26 @@ def test_missing_interface_is_in_the_advertisement_status_until_fixed(rest: Rest
     assert entry["reason"] == "InterfaceNotFound" and "bond9" in entry["message"]
     rest.patch(L2ADVERTISEMENTS, "bad-if", {"spec": {"interfaces": ["eth0"]}}, NS)
     wait_for(lambda: node_problems() == [], timeout=15, message=lambda: str(node_problems()))
+
+
+def test_status_objects_follow_the_speakers_namespace(rest: Rest, speakers: SpeakerFactory) -> None:
+    """--namespace other than lbspeaker-system: our ServiceL2Status is written there, and a stale one
+    left there by an earlier run is deleted (the writer once used the default namespace)."""
+    other = "lb-other"
+    create(rest, NAMESPACES, {"metadata": {"name": other}})
+    rest.create(IPADDRESSPOOLS, {"metadata": {"name": "pool", "namespace": other},
+                                 "spec": {"addresses": ["172.18.255.200-172.18.255.250"]}})
+    rest.create(L2ADVERTISEMENTS, {"metadata": {"name": "l2", "namespace": other},
+                                   "spec": {"ipAddressPools": ["pool"]}})
+    stale = L2_STATUS.object("default/gone", "node-a", other, l2_fields(["eth0"]))
+    rest.create(SERVICEL2STATUSES, stale, other)
+    _spk, ann = speakers("node-a", namespace=other)
+    wait_for(lambda: IP in ann.ips(), timeout=15)
+
+    def names(ns: str) -> set[str]:
+        return {o["metadata"]["name"] for o in rest.list(SERVICEL2STATUSES, ns)["items"]}
+
+    mine = L2_STATUS.name("default/web", "node-a")
+    wait_for(lambda: names(other) == {mine}, timeout=10, message=lambda: f"{other}: {names(other)}")
+    assert rest.get(SERVICEL2STATUSES, mine, other)["status"]["interfaces"] == [{"name": "eth0"}]
+    assert names(NS) == set()

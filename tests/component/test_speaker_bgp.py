@@ -37,8 +37,8 @@ from lbspeaker.kube.resources import (
 )
 from lbspeaker.kube.rest import ApiError, Rest
 from lbspeaker.netinfo import LinkInfo
-from lbspeaker.speaker.bgp import status_name
 from lbspeaker.speaker.main import Config, Speaker
+from lbspeaker.speaker.status import BGP_STATUS
 from tests.component.test_speaker import FakeAnnouncer
 from tests.helpers import wait_for
 
@@ -214,7 +214,7 @@ def test_announce_status_sessions_metrics_and_l2_alongside(
 
     # The speaker creates the object, then writes its status (a subresource): await both.
     st = wait_for(
-        lambda: (o := _get(rest, SERVICEBGPSTATUSES, status_name("default/web", NODE))) and "status" in o
+        lambda: (o := _get(rest, SERVICEBGPSTATUSES, BGP_STATUS.name("default/web", NODE))) and "status" in o
         and o,
         timeout=10,
     )
@@ -248,7 +248,7 @@ def test_announce_status_sessions_metrics_and_l2_alongside(
     # SIGTERM path: routes withdrawn through the manager, statuses and our session entry removed
     spk.stop(cleanup_budget_s=2.0)
     assert mgr.stopped_with is True and mgr.routes == {}
-    assert _get(rest, SERVICEBGPSTATUSES, status_name("default/web", NODE)) is None
+    assert _get(rest, SERVICEBGPSTATUSES, BGP_STATUS.name("default/web", NODE)) is None
     assert peer_sessions(rest) == []
 
 

@@ -15,7 +15,7 @@ from lbspeaker.speaker import strictarp
 from lbspeaker.speaker.heartbeat import Message, MsgType, PeerState, PeerTable, decode, encode
 from lbspeaker.speaker.main import build_parser, node_addresses
 from lbspeaker.speaker.membership import LeaseState, LeaseTracker, is_live, live_set, node_of_lease
-from lbspeaker.speaker.status import desired_object, diff_status, status_name
+from lbspeaker.speaker.status import BGP_STATUS, L2_STATUS, bgp_fields, diff_status, l2_fields
 
 # --- strictARP -------------------------------------------------------------------------------------
 
@@ -155,19 +155,31 @@ def test_live_set() -> None:
 
 
 def test_status_objects_and_diff() -> None:
-    name = status_name("default/web", "kind-worker")
-    assert name == status_name("default/web", "kind-worker") != status_name("default/web", "kind-worker2")
+    name = L2_STATUS.name("default/web", "kind-worker")
+    assert name == L2_STATUS.name("default/web", "kind-worker")
+    assert name != L2_STATUS.name("default/web", "kind-worker2")
     assert name.startswith("l2-") and len(name) == 19
-    obj = desired_object("default/web", "kind-worker", ["eth1", "eth0"])
+    obj = L2_STATUS.object("default/web", "kind-worker", "lbspeaker-system", l2_fields(["eth1", "eth0"]))
     assert obj["status"] == {"node": "kind-worker", "serviceName": "web", "serviceNamespace": "default",
                              "interfaces": [{"name": "eth0"}, {"name": "eth1"}]}
     assert obj["metadata"]["labels"]["lbspeaker.io/node"] == "kind-worker"
-    other = desired_object("default/db", "kind-worker", [])
+    other = L2_STATUS.object("default/db", "kind-worker", "lbspeaker-system", l2_fields([]))
     stale = {**obj, "status": {**obj["status"], "interfaces": []}}
     create, update, delete = diff_status({name: obj}, {name: stale, "l2-old": other})
     assert create == [] and update == [obj] and delete == ["l2-old"]
     create, update, delete = diff_status({name: obj}, {})
     assert create == [obj] and update == [] and delete == []
+
+
+def test_status_objects_live_in_the_namespace_given() -> None:
+    """The speaker's own namespace (--namespace), never a hard-coded one."""
+    for kind, fields in ((L2_STATUS, l2_fields(["eth0"])), (BGP_STATUS, bgp_fields(["r2", "r1"]))):
+        obj = kind.object("default/web", "n", "lb", fields)
+        assert obj["metadata"]["namespace"] == "lb" and obj["kind"] == kind.resource.kind
+        assert obj["metadata"]["name"].startswith(kind.prefix + "-")
+    bgp = BGP_STATUS.object("default/web", "n", "lb", bgp_fields(["r2", "r1"]))
+    assert bgp["status"]["peers"] == ["r1", "r2"]
+    assert BGP_STATUS.name("default/web", "n") != L2_STATUS.name("default/web", "n")
 
 
 def test_node_addresses_and_class() -> None:
