@@ -314,6 +314,7 @@ class Analyzer:
         self.concrete: dict[str, set[tuple[Need, Site]]] = {}
         self.unresolved: dict[str, set[str]] = {}
         self.owner_of: dict[tuple[str, int], str | None] = {}
+        self.declaring: set[str] = set()  # modules with an RBAC_DECLARED table cover their run-time calls
         self._solve()
         self._declared()
 
@@ -540,6 +541,7 @@ class Analyzer:
                     continue
                 if not isinstance(node.value, ast.Tuple | ast.List):
                     raise ValueError(f"{info.path}: {DECLARED_TABLE} must be a literal tuple/list")
+                self.declaring.add(info.module)
                 for entry in node.value.elts:
                     if not isinstance(entry, ast.Tuple | ast.List) or len(entry.elts) not in (2, 3):
                         raise ValueError(f"{info.path}:{entry.lineno}: entries are (RESOURCE, verb[, sub])")
@@ -565,7 +567,8 @@ class Analyzer:
                 if mod.startswith(LIBRARY_PREFIX) and owner is not None and (mod, owner) not in used:
                     continue  # e.g. lease.py imported only for its pure helpers: LeaseLock unused
                 result.add(need, site)
-            result.unresolved.extend(sorted(self.unresolved.get(mod, ())))
+            if mod not in self.declaring:
+                result.unresolved.extend(sorted(self.unresolved.get(mod, ())))
         return result
 
     def _used_library_defs(self, modules: list[str]) -> set[tuple[str, str]]:

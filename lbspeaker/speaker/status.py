@@ -79,6 +79,14 @@ class OwnedKind:
 L2_STATUS = OwnedKind(SERVICEL2STATUSES, "l2")
 BGP_STATUS = OwnedKind(SERVICEBGPSTATUSES, "bgp")
 
+# What `OwnedStatusWriter` calls, for tools/rbac.py (the resource comes from the kind at run time).
+RBAC_DECLARED = (
+    (SERVICEL2STATUSES, "get"), (SERVICEL2STATUSES, "create"), (SERVICEL2STATUSES, "delete"),
+    (SERVICEL2STATUSES, "patch", "status"),
+    (SERVICEBGPSTATUSES, "get"), (SERVICEBGPSTATUSES, "create"), (SERVICEBGPSTATUSES, "delete"),
+    (SERVICEBGPSTATUSES, "patch", "status"),
+)
+
 
 def l2_fields(interfaces: Sequence[str]) -> dict[str, Any]:
     """ServiceL2Status fields: the interfaces this node answers on."""
