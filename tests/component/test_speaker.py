@@ -175,7 +175,8 @@ def test_election_status_events_and_handover(rest: Rest, speakers: SpeakerFactor
     assert expected is not None
     wait_for(lambda: owners(anns) == [expected], timeout=15, message=lambda: f"owners {owners(anns)}")
     assert anns[expected].owned == {"eth0": [IP]}
-    st = wait_for(lambda: get_status(rest, expected), timeout=10)
+    st = wait_for(lambda: (get_status(rest, expected) or {}).get("status") and get_status(rest, expected),
+                  timeout=10)  # created, then its status written (a subresource)
     assert st is not None
     assert st["status"]["node"] == expected and st["status"]["serviceName"] == "web"
     assert st["status"]["interfaces"] == [{"name": "eth0"}]
@@ -318,5 +319,6 @@ def test_status_objects_follow_the_speakers_namespace(rest: Rest, speakers: Spea
 
     mine = L2_STATUS.name("default/web", "node-a")
     wait_for(lambda: names(other) == {mine}, timeout=10, message=lambda: f"{other}: {names(other)}")
-    assert rest.get(SERVICEL2STATUSES, mine, other)["status"]["interfaces"] == [{"name": "eth0"}]
+    wait_for(lambda: (rest.get(SERVICEL2STATUSES, mine, other).get("status") or {}).get("interfaces")
+             == [{"name": "eth0"}], timeout=10)  # created, then its status written (a subresource)
     assert names(NS) == set()
