@@ -49,8 +49,13 @@ Known differences: no authn/authz, admission, protobuf, server-side apply,
 managedFields or CRD conversion webhooks (versions share storage, only
 apiVersion changes); deleting a namespace removes its contents at once (no
 Terminating phase); pods are deleted at once (no graceful termination); list
-ignores resourceVersion/resourceVersionMatch and serves the latest state; there
-is no `default/kubernetes` Service; continue tokens do not snapshot.
+serves the latest state whatever resourceVersion it names (as kube's watch cache
+does for NotOlderThan), except that a resourceVersion the store has not reached
+waits up to 3 s and then gets kube's 504 Timeout with cause
+`ResourceVersionTooLarge` (at once with resourceVersionMatch=Exact); a watch from
+such a resourceVersion stays silent until the store passes it (a watch-list with
+sendInitialEvents gets the 504 as an ERROR event); there is no
+`default/kubernetes` Service; continue tokens do not snapshot.
 
 Test hooks on `LabApiServer`: `expire_history()`, `cut_watches()`,
 `open_watch_count()`, `resource_version`, `call(fn)` (run on the server loop).

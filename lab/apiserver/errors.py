@@ -23,6 +23,7 @@ class ApiError(Exception):
         group: str | None = None,
         kind: str | None = None,
         causes: list[dict[str, str]] | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -32,6 +33,7 @@ class ApiError(Exception):
         self.group = group
         self.kind = kind
         self.causes = causes
+        self.retry_after = retry_after
 
     def status(self) -> dict[str, Any]:
         """The `Status` object kube-apiserver would send."""
@@ -44,6 +46,8 @@ class ApiError(Exception):
             details["kind"] = self.kind
         if self.causes:
             details["causes"] = self.causes
+        if self.retry_after:
+            details["retryAfterSeconds"] = self.retry_after
         body: dict[str, Any] = {
             "kind": "Status",
             "apiVersion": "v1",
@@ -94,6 +98,22 @@ def conflict(plural: str, group: str, name: str, why: str | None = None) -> ApiE
 
 def bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
+
+
+def too_large_resource_version(requested: int, current: int, retry_after: int = 1) -> ApiError:
+    """kube's answer to a read at a resourceVersion the store has not reached (storage/errors.go).
+
+    A 504 Timeout whose cause `ResourceVersionTooLarge` is what clients (client-go's reflector)
+    look for; the watch cache sends it after waiting 3 s with retryAfterSeconds=1, etcd at once
+    with no retry hint.
+    """
+    return ApiError(
+        504,
+        "Timeout",
+        f"Timeout: Too large resource version: {requested}, current: {current}",
+        causes=[{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+        retry_after=retry_after,
+    )
 
 
 def invalid(kind: str, group: str, name: str, causes: list[tuple[str, str]]) -> ApiError:

@@ -13,7 +13,7 @@ import yaml
 from aiohttp import web
 
 from lab.apiserver import openapi, patches, tables
-from lab.apiserver.errors import ApiError, bad_request, not_found
+from lab.apiserver.errors import ApiError, bad_request, not_found, too_large_resource_version
 from lab.apiserver.registry import ALL_VERBS, CRD_KEY, STATUS_VERBS, Registry, ResourceType
 from lab.apiserver.selectors import parse_field_selector, parse_label_selector
 from lab.apiserver.store import Store
@@ -47,10 +47,14 @@ def json_response(body: Any, status: int = 200) -> web.Response:
 class Handlers:
     """Route every request under /api and /apis; hold per-server settings."""
 
-    def __init__(self, store: Store, registry: Registry, bookmark_interval: float) -> None:
+    def __init__(
+        self, store: Store, registry: Registry, bookmark_interval: float, rv_block_timeout: float = 3.0
+    ) -> None:
         self.store = store
         self.registry = registry
         self.bookmark_interval = bookmark_interval
+        # kube's watch cache waits this long (blockTimeout) for a resourceVersion it has not reached
+        self.rv_block_timeout = rv_block_timeout
         self.open_streams: set[web.StreamResponse] = set()
 
     # -- entry ----------------------------------------------------------------------------------------
@@ -206,6 +210,8 @@ class Handlers:
             if method == "GET":
                 if watch_path or q.get("watch") in ("true", "1"):
                     return await self._watch(request, rt, namespace)
+                if not q.get("continue"):
+                    await self._await_rv(q.get("resourceVersion"), q.get("resourceVersionMatch") == "Exact")
                 listed = self._list(rt, namespace, q)
                 if tables.wants_table(request.headers.get("Accept", "")):
                     return json_response(self._table(rt, listed["items"], listed["metadata"], q))
@@ -293,6 +299,29 @@ class Handlers:
         except yaml.YAMLError as e:
             raise bad_request(f"the body of the request was in an unknown format: {e}") from None
 
+    async def _await_rv(self, rv: str | None, exact: bool = False) -> None:
+        """A read at resourceVersion `rv`: wait for the store to reach it, or answer 504 TooLarge.
+
+        As kube-apiserver: "" and "0" need nothing; Exact goes to etcd, which refuses a future
+        revision at once; otherwise the watch cache blocks up to `rv_block_timeout` first.
+        """
+        if not rv or rv == "0":
+            return
+        try:
+            wanted = int(rv)
+        except ValueError:
+            raise bad_request(f'invalid resource version "{rv}"') from None
+        if wanted <= self.store.rv:
+            return
+        if exact:
+            raise too_large_resource_version(wanted, self.store.rv, retry_after=0)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.rv_block_timeout
+        while self.store.rv < wanted:
+            if loop.time() >= deadline:
+                raise too_large_resource_version(wanted, self.store.rv)
+            await asyncio.sleep(min(0.05, max(0.0, deadline - loop.time())))
+
     def _list(self, rt: ResourceType, namespace: str | None, q: Any) -> JsonObj:
         labels = parse_label_selector(q.get("labelSelector"))
         fields = parse_field_selector(q.get("fieldSelector"), rt.plural)
@@ -364,11 +393,14 @@ class Handlers:
         resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
         resp.enable_chunked_encoding()
         try:
+            if send_initial:  # a watch-list waits for its resourceVersion (the plain watch does not)
+                await self._await_rv(q.get("resourceVersion"))
             watcher = self.store.watch(rt, namespace, labels, fields, q.get("resourceVersion"), send_initial)
         except ApiError as e:
-            if e.code != 410:
+            if e.code not in (410, 504):
                 raise
-            # kube-apiserver answers a too-old watch with 200 and a single ERROR event
+            # kube-apiserver answers a too-old (or, for a watch-list, too-new) watch with 200 and
+            # a single ERROR event
             await resp.prepare(request)
             await resp.write(self._line("ERROR", e.status()))
             await resp.write_eof()
@@ -392,7 +424,8 @@ class Handlers:
                 except TimeoutError:
                     if deadline is not None and loop.time() >= deadline:
                         break
-                    await resp.write(self._line("BOOKMARK", self._bookmark(rt)))
+                    if self.store.rv >= watcher.min_rv:  # never a bookmark older than the watch
+                        await resp.write(self._line("BOOKMARK", self._bookmark(rt)))
                     next_bookmark = loop.time() + self.bookmark_interval
                     continue
                 items = [item]
@@ -448,8 +481,10 @@ class Handlers:
         return json.dumps({"type": type_, "object": obj}, separators=(",", ":")).encode() + b"\n"
 
 
-def build_app(store: Store, registry: Registry, bookmark_interval: float) -> tuple[web.Application, Handlers]:
-    handlers = Handlers(store, registry, bookmark_interval)
+def build_app(
+    store: Store, registry: Registry, bookmark_interval: float, rv_block_timeout: float = 3.0
+) -> tuple[web.Application, Handlers]:
+    handlers = Handlers(store, registry, bookmark_interval, rv_block_timeout)
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app.router.add_route("*", "/{tail:.*}", handlers.handle)
     return app, handlers

@@ -71,7 +71,8 @@ class LabApiServer:
 
     `start()` runs it in a daemon thread and returns the base URL; `stop()` ends it.
     Test hooks: `expire_history()` (every current resourceVersion becomes too old:
-    watches from it get 410 Expired), `cut_watches()` (abort every open watch stream).
+    watches from it get 410 Expired), `cut_watches()` (abort every open watch stream),
+    `kill()` (crash; returns the store for `initial_state=`, a restart with etcd kept).
     """
 
     def __init__(
@@ -81,12 +82,16 @@ class LabApiServer:
         extra_sockets: Iterable[socket.socket] = (),
         event_history_size: int = 10000,
         bookmark_interval: float = 1.0,
+        rv_block_timeout: float = 3.0,
+        initial_state: dict[str, Any] | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.extra_sockets = list(extra_sockets)
         self.event_history_size = event_history_size
         self.bookmark_interval = bookmark_interval
+        self.rv_block_timeout = rv_block_timeout
+        self.initial_state = initial_state  # Store.export_state() of a previous server ("etcd kept")
         self.url = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -133,7 +138,9 @@ class LabApiServer:
     async def _serve(self, ready: threading.Event) -> None:
         registry = Registry()
         self.store = Store(registry, self.event_history_size)
-        app, self.handlers = build_app(self.store, registry, self.bookmark_interval)
+        if self.initial_state is not None:
+            self.store.import_state(self.initial_state)
+        app, self.handlers = build_app(self.store, registry, self.bookmark_interval, self.rv_block_timeout)
         self._stopped = asyncio.Event()
         runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=2.0, handler_cancellation=True
@@ -167,6 +174,14 @@ class LabApiServer:
             self._loop.call_soon_threadsafe(self._stopped.set)
         self._thread.join(15)
         self._thread = None
+
+    def kill(self) -> dict[str, Any]:
+        """Stop as a crash would (every watch aborted mid-stream); returns the store's state."""
+        store = self._require_store()
+        state = self.call(store.export_state)
+        self.call(store.cut_watches)
+        self.stop()
+        return state
 
     def __enter__(self) -> LabApiServer:
         self.start()

@@ -70,6 +70,9 @@ class Watcher:
     fields: list[FieldRequirement]
     queue: asyncio.Queue[tuple[str, JsonObj] | None] = field(default_factory=asyncio.Queue)
     cut: bool = False
+    # kube's cache watcher sends only events (and bookmarks) newer than the resourceVersion it was
+    # opened at: a watch from a resourceVersion the store has not reached yet stays silent until then
+    min_rv: int = 0
 
     def matches(self, obj: JsonObj | None) -> bool:
         if obj is None:
@@ -80,6 +83,8 @@ class Watcher:
 
     def offer(self, ev: Event) -> None:
         """Queue `ev` as this watcher sees it (objects moving in/out of the selector become ADDED/DELETED)."""
+        if ev.rv <= self.min_rv:
+            return
         now, before = self.matches(ev.obj), self.matches(ev.old) if ev.type == "MODIFIED" else False
         if ev.type == "MODIFIED":
             if now and before:
@@ -188,6 +193,35 @@ class Store:
     def oldest_watchable(self, key: ResKey) -> int:
         """Smallest resourceVersion a watch of `key` may start from."""
         return max(self.expired_below, self.compacted.get(key, 0))
+
+    def export_state(self) -> JsonObj:
+        """Every stored object and the resourceVersion counter (what etcd keeps across a restart)."""
+        return {
+            "rv": self.rv,
+            "objects": [[list(key), list(bucket.values())] for key, bucket in self.objects.items()],
+        }
+
+    def import_state(self, state: JsonObj) -> None:
+        """Load `export_state()` into this fresh store, as a restarted kube-apiserver finds etcd.
+
+        Its new watch cache starts at the current resourceVersion: watches from older ones get
+        410 Expired, so clients re-list.
+        """
+        buckets = {tuple(key): objs for key, objs in state["objects"]}
+        for crd in buckets.get(CRD_KEY, []):
+            self.registry.set_crd(crd)
+        for key, objs in buckets.items():
+            bucket = self.objects.setdefault((key[0], key[1]), {})
+            bucket.clear()
+            for obj in objs:
+                meta = obj["metadata"]
+                bucket[(meta.get("namespace") or "", meta["name"])] = obj
+                if key == ("", "services"):
+                    self.services.restore(obj)
+        self.rv = max(self.rv, int(state["rv"]))
+        self.history.clear()
+        self.compacted.clear()
+        self.expired_below = self.rv
 
     def cut_watches(self) -> int:
         n = 0
@@ -309,6 +343,7 @@ class Store:
             oldest = self.oldest_watchable(rt.key)
             if since < oldest:
                 raise ApiError(410, "Expired", f"too old resource version: {since} ({oldest})")
+            w.min_rv = since
             for ev in self.history.get(rt.key, ()):
                 if ev.rv > since:
                     w.offer(ev)

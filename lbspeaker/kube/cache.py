@@ -4,6 +4,12 @@ Why not `kubernetes.watch.Watch`: we need exact control over resourceVersion (ev
 event and BOOKMARK moves it), over 410 Gone (re-list while still serving the old
 contents, then emit the difference), and over closing the stream promptly on stop.
 The cache never empties itself because a watch broke: fail-static is the point.
+
+A store that went back in time (etcd restored from a backup, or reset) is the one failure a
+watch alone cannot see: kube-apiserver accepts a watch from a resourceVersion it has not
+reached and keeps it silent until it gets there. So a watch that ended early or in silence is
+resumed only after a cheap read at our resourceVersion; an answer that is older than ours, or
+the 504 "Too large resource version", means re-list.
 """
 
 from __future__ import annotations
@@ -105,8 +111,39 @@ def diff_snapshots(
     return events
 
 
+def rv_went_back(current: str | None, answered: str | None) -> bool:
+    """`answered` is an older resourceVersion than `current`: the server's store went back in time.
+
+    resourceVersions are opaque by contract, but etcd's revisions (and the lab server's) are
+    increasing integers; anything else is never called older.
+    """
+    if not current or not answered:
+        return False
+    try:
+        return int(answered) < int(current)
+    except ValueError:
+        return False
+
+
+class StoreBehind(Exception):
+    """The server's store is behind our resourceVersion (restored, reset): re-list, as after 410."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class WatchGone(Exception):
     """The resourceVersion we watch from is too old (HTTP 410 or an ERROR event with code 410)."""
+
+
+def _resume_error(exc: ApiError) -> Exception:
+    """What an error answer to a read at our resourceVersion means: too old, too new, or neither."""
+    if exc.gone:
+        return WatchGone(str(exc))
+    if exc.too_large_resource_version:
+        return StoreBehind(exc.message or str(exc), exc.retry_after_s)
+    return exc
 
 
 class _StreamBroken(Exception):
@@ -169,6 +206,7 @@ class WatchCache:
         self._resp: Any = None
         self._thread: threading.Thread | None = None
         self._need_list = True
+        self._verify_rv = False  # read at our resourceVersion before the next watch (see the docstring)
         self._watching = False
 
         # Counters for metrics and tests.
@@ -178,6 +216,8 @@ class WatchCache:
         self.watches = 0  # watch requests opened successfully
         self.events = 0  # ADDED/MODIFIED/DELETED received from watches
         self.bookmarks = 0
+        self.probes = 0  # reads at our resourceVersion before resuming a watch
+        self.store_behind = 0  # times the server's store was found behind us (then re-listed)
         self.last_error: str | None = None
 
     # -- public API --------------------------------------------------------------------------
@@ -260,11 +300,30 @@ class WatchCache:
                 log.warning("%s: list failed (%s); retrying in %.2fs", self.name, exc, delay)
                 self._stop.wait(delay)
                 return
+        # Until a watch runs its full term and delivers something, assume it may have to be verified.
+        verify, self._verify_rv = self._verify_rv, True
         try:
+            if verify:
+                self._probe()
             got_something = self._watch_once()
         except WatchGone as exc:
             log.info("%s: resourceVersion %s is gone (%s); re-listing", self.name, self._rv, exc)
             self._need_list = True
+            return
+        except StoreBehind as exc:
+            self.store_behind += 1
+            self.last_error = f"store behind: {exc}"
+            delay = max(self._backoff.next(), min(exc.retry_after_s or 0.0, 5.0))
+            log.warning(
+                "%s: the API server's store is behind our resourceVersion %s (%s): it was restored or "
+                "reset; re-listing in %.2fs",
+                self.name,
+                self._rv,
+                exc,
+                delay,
+            )
+            self._need_list = True
+            self._stop.wait(delay)
             return
         except (ApiError, _StreamBroken, OSError, urllib3.exceptions.HTTPError) as exc:
             if self._stop.is_set():
@@ -301,11 +360,36 @@ class WatchCache:
             if not first:
                 self.relists += 1
         self._need_list = False
+        self._verify_rv = False  # this resourceVersion came from the server just now
         self._synced.set()
         self._backoff.reset()
         for type_, obj in diff_snapshots(old, new_items):
             self._dispatch(type_, obj)
         log.debug("%s: listed %d objects at resourceVersion %s", self.name, len(new_items), rv)
+
+    def _probe(self) -> None:
+        """One cheap read at our resourceVersion: raises StoreBehind if the server has not reached it.
+
+        kube answers 504 "Too large resource version" (after waiting up to 3 s); a server that
+        does not wait answers with an older resourceVersion. Selectors are left out: they do not
+        change the answer and only cost the server.
+        """
+        if not self._rv:
+            return
+        self.probes += 1
+        try:
+            result = self.rest.list(
+                self.resource,
+                self.namespace,
+                limit=1,
+                resource_version=self._rv,
+                resource_version_match="NotOlderThan",
+            )
+        except ApiError as exc:
+            raise _resume_error(exc) from exc
+        answered = str((result.get("metadata") or {}).get("resourceVersion") or "") or None
+        if rv_went_back(self._rv, answered):
+            raise StoreBehind(f"a list at resourceVersion {self._rv} answered {answered}")
 
     def _watch_once(self) -> bool:
         """Run one watch request to its end; returns whether it delivered any line at all."""
@@ -324,9 +408,7 @@ class WatchCache:
         try:
             resp = self.rest.stream(self.resource.path(self.namespace), query, read_timeout=timeout_s + 30)
         except ApiError as exc:
-            if exc.gone:
-                raise WatchGone(str(exc)) from exc
-            raise
+            raise _resume_error(exc) from exc
         with self._lock:
             if self._stop.is_set():
                 _abort(resp)
@@ -354,6 +436,8 @@ class WatchCache:
                 raise
             if splitter.pending and not self._stop.is_set():
                 raise _StreamBroken(f"stream ended inside an event ({splitter.pending} bytes)")
+            # The server ended it at our timeout after delivering something: resume without a check.
+            self._verify_rv = not (got and time.monotonic() - started >= timeout_s - 1)
         finally:
             self._watching = False
             with self._lock:
@@ -371,13 +455,12 @@ class WatchCache:
         except (ValueError, KeyError, TypeError) as exc:
             raise _StreamBroken(f"undecodable watch line: {exc}") from exc
         if type_ == ERROR:
-            err = ApiError.from_status(obj if isinstance(obj, Mapping) else {})
-            if err.gone:
-                raise WatchGone(err.message or "410 Gone")
-            raise err
+            raise _resume_error(ApiError.from_status(obj if isinstance(obj, Mapping) else {}))
         if not isinstance(obj, dict):
             raise _StreamBroken(f"watch event {type_} without an object")
         rv = rv_of(obj)
+        if rv_went_back(self._rv, rv):
+            raise StoreBehind(f"watch {type_} at resourceVersion {rv}, older than ours ({self._rv})")
         if type_ == BOOKMARK:
             self.bookmarks += 1
             if rv:

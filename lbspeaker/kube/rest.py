@@ -62,6 +62,27 @@ class ApiError(Exception):
         return self.status == 410
 
     @property
+    def too_large_resource_version(self) -> bool:
+        """504 Timeout, cause ResourceVersionTooLarge: the server has not reached the resourceVersion
+        asked for (a store restored from backup or reset is behind us); matched as client-go does."""
+        if self.status != 504 and self.reason != "Timeout":
+            return False
+        causes = self.details.get("causes")
+        for cause in causes if isinstance(causes, list) else []:
+            if isinstance(cause, Mapping) and (
+                cause.get("reason") == "ResourceVersionTooLarge"
+                or cause.get("message") == "Too large resource version"
+            ):
+                return True
+        return "Too large resource version" in self.message
+
+    @property
+    def retry_after_s(self) -> float | None:
+        """The server's `details.retryAfterSeconds`, when it gave one."""
+        value = self.details.get("retryAfterSeconds")
+        return float(value) if isinstance(value, int | float) and value > 0 else None
+
+    @property
     def retriable(self) -> bool:
         """Worth retrying the same call later: transport failures, throttling, server-side trouble."""
         return self.status == 0 or self.status == 429 or self.status >= 500

@@ -624,3 +624,103 @@ def test_service_status_is_validated(api_client: Any) -> None:
         },
     )
     assert ok.status.load_balancer.ingress[0].ip == "fd00::1"
+
+
+# -- a resourceVersion the store has not reached (a store restored from backup, or reset) ----------
+
+
+def _watch_lines(server: LabApiServer, query: str) -> list[dict[str, Any]]:
+    """Every line of one watch request that ends by its timeoutSeconds (or an ERROR)."""
+    url = f"{server.url}/api/v1/namespaces/default/configmaps?watch=true&{query}"
+    with urllib.request.urlopen(url, timeout=15) as resp:
+        assert resp.status == 200
+        return [json.loads(line) for line in resp.read().splitlines() if line.strip()]
+
+
+def test_list_at_a_future_resource_version_is_504_too_large(lab_apiserver_factory: Any) -> None:
+    server = lab_apiserver_factory(rv_block_timeout=0.3)
+    ahead = server.resource_version + 5
+    code, body = http(server, "GET", f"/api/v1/namespaces/default/configmaps?resourceVersion={ahead}")
+    assert code == 504
+    assert body["reason"] == "Timeout" and body["code"] == 504
+    assert body["message"] == f"Timeout: Too large resource version: {ahead}, current: {ahead - 5}"
+    assert body["details"]["retryAfterSeconds"] == 1
+    assert body["details"]["causes"] == [
+        {"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}
+    ]
+    # Exact goes to etcd in kube, which refuses a future revision at once and gives no retry hint
+    code, body = http(
+        server,
+        "GET",
+        f"/api/v1/namespaces/default/configmaps?resourceVersion={ahead}&resourceVersionMatch=Exact",
+    )
+    assert code == 504 and "retryAfterSeconds" not in body["details"]
+    # "0", "" and a reached resourceVersion are served as before
+    for rv in ("0", "", str(ahead - 5)):
+        assert http(server, "GET", f"/api/v1/namespaces/default/configmaps?resourceVersion={rv}")[0] == 200
+
+
+def test_list_waits_for_a_resource_version_reached_meanwhile(lab_apiserver_factory: Any) -> None:
+    server = lab_apiserver_factory(rv_block_timeout=10.0)
+    ahead = server.resource_version + 1
+    got: list[tuple[int, Any]] = []
+    t = threading.Thread(
+        target=lambda: got.append(
+            http(server, "GET", f"/api/v1/namespaces/default/configmaps?resourceVersion={ahead}")
+        )
+    )
+    t.start()
+    http(server, "POST", "/api/v1/namespaces/default/configmaps", cm_body("late"))
+    t.join(15)
+    code, body = got[0]
+    assert code == 200 and int(body["metadata"]["resourceVersion"]) >= ahead
+    assert [i["metadata"]["name"] for i in body["items"]] == ["late"]
+
+
+def test_watch_from_a_future_resource_version_is_silent_until_reached(lab_apiserver_factory: Any) -> None:
+    """kube's cache watcher: accepted at once, no event or bookmark at or below its resourceVersion."""
+    server = lab_apiserver_factory(bookmark_interval=0.1)
+    ahead = server.resource_version + 3
+    lines: list[dict[str, Any]] = []
+    t = threading.Thread(
+        target=lambda: lines.extend(
+            _watch_lines(server, f"resourceVersion={ahead}&allowWatchBookmarks=true&timeoutSeconds=3")
+        )
+    )
+    t.start()
+    wait_for(lambda: server.open_watch_count() == 1, 5)
+    for i in range(5):
+        http(server, "POST", "/api/v1/namespaces/default/configmaps", cm_body(f"c{i}"))
+    t.join(15)
+    events = [(x["type"], x["object"]["metadata"]["name"]) for x in lines if x["type"] != "BOOKMARK"]
+    assert events == [("ADDED", "c3"), ("ADDED", "c4")]
+    bookmarks = [int(x["object"]["metadata"]["resourceVersion"]) for x in lines if x["type"] == "BOOKMARK"]
+    assert bookmarks and min(bookmarks) >= ahead
+
+
+def test_watch_list_from_a_future_resource_version_gets_error_504(lab_apiserver_factory: Any) -> None:
+    server = lab_apiserver_factory(rv_block_timeout=0.3)
+    ahead = server.resource_version + 5
+    lines = _watch_lines(
+        server,
+        f"resourceVersion={ahead}&resourceVersionMatch=NotOlderThan&sendInitialEvents=true"
+        "&allowWatchBookmarks=true&timeoutSeconds=5",
+    )
+    assert [x["type"] for x in lines] == ["ERROR"]
+    status = lines[0]["object"]
+    assert status["code"] == 504 and status["reason"] == "Timeout"
+    assert status["details"]["causes"][0]["reason"] == "ResourceVersionTooLarge"
+
+
+def test_restart_with_the_store_kept_expires_old_resource_versions(lab_apiserver_factory: Any) -> None:
+    """A restarted kube-apiserver's watch cache starts at the current resourceVersion."""
+    first = lab_apiserver_factory()
+    http(first, "POST", "/api/v1/namespaces/default/configmaps", cm_body("kept"))
+    old_rv = first.resource_version - 1
+    state = first.kill()
+    second = lab_apiserver_factory(initial_state=state)
+    code, body = http(second, "GET", "/api/v1/namespaces/default/configmaps")
+    assert code == 200 and [i["metadata"]["name"] for i in body["items"]] == ["kept"]
+    assert body["metadata"]["resourceVersion"] == str(old_rv + 1)
+    lines = _watch_lines(second, f"resourceVersion={old_rv}&timeoutSeconds=2")
+    assert [(x["type"], x["object"]["code"]) for x in lines] == [("ERROR", 410)]

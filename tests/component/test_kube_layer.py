@@ -446,3 +446,52 @@ def test_leader_elector_failover_on_release(rest: Rest) -> None:
     finally:
         for e in electors:
             e.stop()
+
+
+@pytest.mark.parametrize(
+    ("crash", "keep_store"),
+    [
+        pytest.param(True, False, id="crash-store-reset"),
+        pytest.param(False, False, id="clean-stop-store-reset"),
+        pytest.param(True, True, id="crash-store-kept"),
+    ],
+)
+def test_cache_follows_a_restarted_server_whose_store_went_back(
+    lab_apiserver_factory: Any, tmp_path: Path, crash: bool, keep_store: bool
+) -> None:
+    """Issue 13 #5: Services created after the API server came back with an older store were
+    never seen. kube keeps a watch from a resourceVersion it has not reached silent, so the cache
+    must check before resuming, and re-list."""
+    first = lab_apiserver_factory(bookmark_interval=0.2, rv_block_timeout=0.5)
+    api = load_api_client(str(first.write_kubeconfig(tmp_path / "kc")))
+    rest = Rest(api)
+    try:
+        for i in range(30):  # the cache's resourceVersion ends well above a fresh store's
+            rest.create(CONFIGMAPS, cm(f"before{i}"))
+        c = WatchCache(rest, CONFIGMAPS, namespace="default", backoff_initial_s=0.05, backoff_cap_s=0.5)
+        c.start()
+        try:
+            assert c.wait_synced(5)
+            wait_for(lambda: c.watching, 5)
+            state = first.kill() if crash else None
+            if not crash:
+                first.stop()
+            second = lab_apiserver_factory(
+                port=first.port,
+                bookmark_interval=0.2,
+                rv_block_timeout=0.5,
+                initial_state=state if keep_store else None,
+            )
+            rest.create(CONFIGMAPS, cm("after"))
+            expected = {"after"} | ({f"before{i}" for i in range(30)} if keep_store else set())
+            wait_for(lambda: names(c) == expected, 15, message=lambda: f"{sorted(names(c))[:5]}...")
+            if not keep_store:
+                assert c.relists >= 1 and c.store_behind >= 1
+            # and it follows the new store from there
+            rest.create(CONFIGMAPS, cm("later"))
+            wait_for(lambda: c.get("default", "later") is not None, 5)
+            assert int(c.resource_version or 0) <= second.resource_version
+        finally:
+            c.stop()
+    finally:
+        api.close()
