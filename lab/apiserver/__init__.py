@@ -45,7 +45,11 @@ What it does, as kube-apiserver does:
   allocations kept across updates and freed on delete/type change, 422 for
   duplicate ports and taken/out-of-range addresses or ports.
 
-Known differences: no authn/authz, admission, protobuf, server-side apply,
+RBAC (`lab.apiserver.authz`) only for requests bearing one of the server's `users`
+tokens: Roles, ClusterRoles and their bindings to Users, kube's 403 message; every
+other request acts as a cluster admin.
+
+Known differences: no other authn/authz, no admission, protobuf, server-side apply,
 managedFields or CRD conversion webhooks (versions share storage, only
 apiVersion changes); deleting a namespace removes its contents at once (no
 Terminating phase); pods are deleted at once (no graceful termination); list

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from lab.apiserver import openapi, patches, tables
+from lab.apiserver import authz, openapi, patches, tables
 from lab.apiserver.errors import ApiError, bad_request, not_found, too_large_resource_version
 from lab.apiserver.registry import ALL_VERBS, CRD_KEY, STATUS_VERBS, Registry, ResourceType
 from lab.apiserver.selectors import parse_field_selector, parse_label_selector
@@ -48,9 +48,15 @@ class Handlers:
     """Route every request under /api and /apis; hold per-server settings."""
 
     def __init__(
-        self, store: Store, registry: Registry, bookmark_interval: float, rv_block_timeout: float = 3.0
+        self,
+        store: Store,
+        registry: Registry,
+        bookmark_interval: float,
+        rv_block_timeout: float = 3.0,
+        users: dict[str, str] | None = None,
     ) -> None:
         self.store = store
+        self.users = users or {}  # bearer token -> user name: these requests go through RBAC
         self.registry = registry
         self.bookmark_interval = bookmark_interval
         # kube's watch cache waits this long (blockTimeout) for a resourceVersion it has not reached
@@ -204,6 +210,7 @@ class Handlers:
         ):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         q = request.query
+        self._authorize(request, rt, namespace, name, sub, watch_path or q.get("watch") in ("true", "1"))
         dry_run = "dryRun" in q
         method = request.method
         if name is None:
@@ -266,6 +273,32 @@ class Handlers:
         raise ApiError(
             405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
         )
+
+    def _authorize(
+        self,
+        request: web.Request,
+        rt: ResourceType,
+        namespace: str | None,
+        name: str | None,
+        sub: str,
+        watch: bool,
+    ) -> None:
+        """403 unless RBAC grants it, for requests with one of `users`' tokens (see lab.apiserver.authz)."""
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        user = self.users.get(token)
+        if user is None:
+            return
+        verb = authz.verb_of(request.method, name is not None, watch)
+        req = authz.Request(user, verb, rt.group, rt.plural, sub, namespace, name)
+        objs = self.store.objects
+        if not authz.allowed(
+            req,
+            objs.get((authz.RBAC_GROUP, "roles"), {}),
+            {k[1]: v for k, v in objs.get((authz.RBAC_GROUP, "clusterroles"), {}).items()},
+            objs.get((authz.RBAC_GROUP, "rolebindings"), {}).values(),
+            objs.get((authz.RBAC_GROUP, "clusterrolebindings"), {}).values(),
+        ):
+            raise authz.forbidden(req)
 
     @contextlib.contextmanager
     def _field_validation(self, q: Any) -> Iterator[None]:
@@ -482,9 +515,13 @@ class Handlers:
 
 
 def build_app(
-    store: Store, registry: Registry, bookmark_interval: float, rv_block_timeout: float = 3.0
+    store: Store,
+    registry: Registry,
+    bookmark_interval: float,
+    rv_block_timeout: float = 3.0,
+    users: dict[str, str] | None = None,
 ) -> tuple[web.Application, Handlers]:
-    handlers = Handlers(store, registry, bookmark_interval, rv_block_timeout)
+    handlers = Handlers(store, registry, bookmark_interval, rv_block_timeout, users)
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app.router.add_route("*", "/{tail:.*}", handlers.handle)
     return app, handlers

@@ -65,6 +65,10 @@ BUILTINS: list[ResourceType] = [
     _b("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True),
     _b("coordination.k8s.io", "v1", "leases", "Lease", True),
     _b("events.k8s.io", "v1", "events", "Event", True, ["ev"]),
+    _b("rbac.authorization.k8s.io", "v1", "roles", "Role", True),
+    _b("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True),
+    _b("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False),
+    _b("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False),
     _b(
         "apiextensions.k8s.io",
         "v1",

@@ -84,6 +84,7 @@ class LabApiServer:
         bookmark_interval: float = 1.0,
         rv_block_timeout: float = 3.0,
         initial_state: dict[str, Any] | None = None,
+        users: dict[str, str] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -92,6 +93,7 @@ class LabApiServer:
         self.bookmark_interval = bookmark_interval
         self.rv_block_timeout = rv_block_timeout
         self.initial_state = initial_state  # Store.export_state() of a previous server ("etcd kept")
+        self.users = dict(users or {})  # bearer token -> user: requests with these go through RBAC
         self.url = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -140,7 +142,9 @@ class LabApiServer:
         self.store = Store(registry, self.event_history_size)
         if self.initial_state is not None:
             self.store.import_state(self.initial_state)
-        app, self.handlers = build_app(self.store, registry, self.bookmark_interval, self.rv_block_timeout)
+        app, self.handlers = build_app(
+            self.store, registry, self.bookmark_interval, self.rv_block_timeout, self.users
+        )
         self._stopped = asyncio.Event()
         runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=2.0, handler_cancellation=True
@@ -211,6 +215,14 @@ class LabApiServer:
         store = self._require_store()
         return self.call(store.cut_watches)
 
+    def add_user(self, token: str, name: str) -> None:
+        """Requests bearing `token` act as User `name` and go through RBAC from now on."""
+        handlers = self.handlers
+        if handlers is None:
+            raise RuntimeError("server not started")
+        self.users[token] = name
+        self.call(lambda: handlers.users.__setitem__(token, name))
+
     def open_watch_count(self) -> int:
         store = self._require_store()
         return self.call(lambda: sum(len(ws) for ws in store.watchers.values()))
@@ -226,21 +238,23 @@ class LabApiServer:
         return self.store
 
     # -- kubeconfig ----------------------------------------------------------------------------------
-    def write_kubeconfig(self, path: str | os.PathLike[str], server_url: str | None = None) -> Path:
-        """Write a kubeconfig for this server (plain http, dummy token); returns the path."""
+    def write_kubeconfig(
+        self, path: str | os.PathLike[str], server_url: str | None = None, token: str = "lab-token"
+    ) -> Path:
+        """Write a kubeconfig for this server (plain http; `token` is one of `users` to act as one)."""
         url = server_url or self.url
         if not url:
             raise RuntimeError("server not started and no server_url given")
-        return write_kubeconfig(path, url)
+        return write_kubeconfig(path, url, token)
 
 
-def write_kubeconfig(path: str | os.PathLike[str], server_url: str) -> Path:
+def write_kubeconfig(path: str | os.PathLike[str], server_url: str, token: str = "lab-token") -> Path:
     """A kubeconfig with one cluster/user/context `lab` pointing at `server_url`."""
     config: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "lab", "cluster": {"server": server_url}}],
-        "users": [{"name": "lab", "user": {"token": "lab-token"}}],
+        "users": [{"name": "lab", "user": {"token": token}}],
         "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": "lab", "namespace": "default"}}],
         "current-context": "lab",
         "preferences": {},

@@ -409,6 +409,15 @@ class Store:
         return obj
 
     def _check_name(self, rt: ResourceType, name: str) -> None:
+        if rt.group == "rbac.authorization.k8s.io":  # kube's ValidateRBACName: a path segment
+            if name in (".", "..") or "/" in name or "%" in name:
+                raise invalid(
+                    rt.kind,
+                    rt.group,
+                    name,
+                    [("metadata.name", f"Invalid value: \"{name}\": may not contain '/'")],
+                )
+            return
         pattern = _DNS1123_SUBDOMAIN
         if rt.key in (("", "namespaces"), ("", "services")):
             pattern = _DNS1123_LABEL

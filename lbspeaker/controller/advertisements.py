@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from lbspeaker.api.constants import EXCLUDE_FROM_LB_LABEL
 from lbspeaker.api.models import CONDITION_READY
 from lbspeaker.bgp.plan import BGPAdvertisementFacts, LocalPrefLoss, local_pref_conflicts
 from lbspeaker.controller.translate import condition
@@ -96,6 +97,8 @@ def advertisement_conditions(
         if advertisement_matches_pool(facts, name, p.labels, label_selector_matches))
     selected_nodes = sorted(
         name for name, n in node_map.items() if advertisement_selects_node(facts, n, label_selector_matches))
+    excluded = [name for name in selected_nodes if EXCLUDE_FROM_LB_LABEL in node_map[name].labels]
     message = (f"announces pool(s) {_names(selected_pools) or '(none yet)'} "
-               f"from node(s) {_names(selected_nodes) or '(none yet)'}")
+               f"from node(s) {_names([n for n in selected_nodes if n not in excluded]) or '(none yet)'}"
+               + (f" (not from {_names(excluded)}: labelled {EXCLUDE_FROM_LB_LABEL})" if excluded else ""))
     return [condition(prev, CONDITION_READY, True, "Accepted", message, generation, now)]

@@ -182,6 +182,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         return cmd_migrate(args, out, err)
     except Exception as exc:  # one line for the user, not a traceback
         from lbspeaker.kube.rest import ApiError
+        from lbspeaker.lbctl.snapshot import AccessDenied
+
+        if isinstance(exc, AccessDenied):
+            err.write(f"lbctl: {exc.text()}\n")
+            return EXIT_ERROR
 
         if isinstance(exc, ApiError | OSError | yaml.YAMLError) or type(exc).__name__ == "ConfigException":
             err.write(f"lbctl: {exc}\n")

@@ -193,7 +193,19 @@ def speaker_problem(lease: Mapping[str, Any] | None, now: datetime) -> str | Non
     return f"speaker Lease stale: last renewed {age:.0f}s ago (duration {spec.get('leaseDurationSeconds')}s)"
 
 
+def bgp_session_states(snap: Snapshot) -> dict[tuple[str, str], str]:
+    """(peer, node) -> session state, from the BGPPeers' `status.sessions`."""
+    return {
+        (name_of(peer), str(s.get("node") or "")): str(s.get("state") or "")
+        for peer in snap.bgppeers
+        for s in (peer.get("status") or {}).get("sessions") or []
+        if isinstance(s, Mapping)
+    }
+
+
 # -- status -----------------------------------------------------------------------------------------
+
+BGP_DOWN = "BGP session down"  # prefix of a Service problem that `check` reports per BGPPeer instead
 
 
 @dataclass
@@ -221,6 +233,7 @@ class ServiceRow:
 def service_rows(snap: Snapshot) -> list[ServiceRow]:
     rows = []
     leases = speaker_leases(snap)
+    sessions = bgp_session_states(snap)
     for svc in sorted(filter(is_load_balancer, snap.services), key=key_of):
         ips = ingress_ips(svc)
         pool = service_pool(svc, snap.pools) if ips else None
@@ -232,10 +245,18 @@ def service_rows(snap: Snapshot) -> list[ServiceRow]:
         if bgp and "BGP" not in modes:
             modes.append("BGP")
         announced = sorted({str((s.get("status") or {}).get("node") or "?") for s in l2})
-        for st in bgp:
-            status = st.get("status") or {}
-            announced.append(f"{status.get('node') or '?'}->{','.join(status.get('peers') or [])}")
         problems: list[str] = []
+        for st in bgp:  # a route is only announced over a session that is up
+            status = st.get("status") or {}
+            node = str(status.get("node") or "?")
+            peers = [str(p) for p in status.get("peers") or []]
+            up = [p for p in peers if sessions.get((p, node)) == "Established"]
+            if up:
+                announced.append(f"{node}->{','.join(up)}")
+            for p in peers:
+                if p not in up:
+                    state = sessions.get((p, node)) or "not reported"
+                    problems.append(f"{BGP_DOWN}: {node}->{p} is {state}, the route is not announced there")
         if not ips:
             failed = last_event(snap, {**svc, "kind": "Service"}, "AllocationFailed")
             problems.append(
@@ -409,11 +430,23 @@ def check(snap: Snapshot) -> list[Problem]:
                     Problem("advertisement-unknown-pool", f"{kind} {name_of(adv)}",
                             f"names pools that do not exist: {', '.join(missing)}")
                 )
+            status = adv.get("status") or {}
+            for cond in status.get("conditions") or []:
+                if cond.get("type") == "Ready" and cond.get("status") == "False":
+                    detail = f"{cond.get('reason') or ''} {cond.get('message') or ''}".strip()
+                    problems.append(
+                        Problem("advertisement-condition", f"{kind} {name_of(adv)}", f"Ready=False: {detail}")
+                    )
+            for entry in status.get("nodeProblems") or []:  # what only that node's speaker can see
+                problems.append(
+                    Problem("advertisement-node", f"{kind} {name_of(adv)}",
+                            f"on node {entry.get('node')}: {entry.get('reason')}: {entry.get('message')}")
+                )
     # Services.
     for row in service_rows(snap):
         for msg in row.problems:
-            if msg.startswith("announcing node"):
-                continue  # reported once per speaker below
+            if msg.startswith(("announcing node", BGP_DOWN)):
+                continue  # reported once per speaker / per BGPPeer below
             check_name = "service-no-endpoint" if msg == "no ready endpoint" else "service"
             problems.append(Problem(check_name, f"Service {row.namespace}/{row.name}", msg))
     # BGP sessions.

@@ -246,3 +246,76 @@ def test_unreachable_server(tmp_path: Path) -> None:
     out, err = io.StringIO(), io.StringIO()
     assert main(["--kubeconfig", str(kubeconfig), "status"], out, err) == 2
     assert err.getvalue().startswith("lbctl: ")
+
+
+# -- RBAC: lbctl with a token that may not read (issue 13 #7) -------------------------------------
+
+CLUSTERROLES = R.Resource("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False)
+CLUSTERROLEBINDINGS = R.Resource(
+    "rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False
+)
+
+
+def lbctl_as(server: Any, tmp_path: Path, user: str, *args: str) -> tuple[int, str, str]:
+    token = f"{user}-token"
+    server.add_user(token, user)
+    kubeconfig = server.write_kubeconfig(tmp_path / f"kc-{user}", token=token)
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["--kubeconfig", str(kubeconfig), *args], out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def bind_cluster_role(rest: Rest, user: str, rules: list[dict[str, Any]] | None = None) -> None:
+    """Bind lbspeaker:lbctl as the manifests define it (or a ClusterRole with `rules`) to `user`."""
+    import yaml
+
+    role = yaml.safe_load((Path(__file__).parents[2] / "manifests/base/rbac-lbctl.yaml").read_text())
+    if rules is not None:
+        role = {"metadata": {"name": f"{user}-role"}, "rules": rules}
+    rest.create(CLUSTERROLES, role)
+    rest.create(CLUSTERROLEBINDINGS, {
+        "metadata": {"name": f"lbctl-{user}"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": role["metadata"]["name"]},
+        "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": user}],
+    })
+
+
+@pytest.mark.parametrize("command", ["check", "status", "pools"])
+def test_no_permissions_is_an_error_that_names_the_role(
+    cluster: Rest, apiserver_with_crds: Any, tmp_path: Path, command: str
+) -> None:
+    """Was: `lbctl check` with no permissions printed "No problems found." and exited 0."""
+    code, out, err = lbctl_as(apiserver_with_crds, tmp_path, "nobody", command)
+    assert code == 2 and out == ""
+    assert 'services is forbidden: User "nobody" cannot list resource "services" in API group "" ' \
+           "at the cluster scope" in err
+    assert 'ipaddresspools.lbspeaker.io is forbidden: User "nobody" cannot list resource "ipaddresspools" ' \
+           'in API group "lbspeaker.io" in the namespace "lbspeaker-system"' in err
+    assert 'configmaps "kube-proxy" is forbidden' in err
+    assert "--clusterrole=lbspeaker:lbctl" in err and "No problems" not in err
+
+
+def test_the_lbctl_role_is_enough(cluster: Rest, apiserver_with_crds: Any, tmp_path: Path) -> None:
+    bind_cluster_role(cluster, "alice")
+    for command in ("status", "pools"):
+        code, _, err = lbctl_as(apiserver_with_crds, tmp_path, "alice", command)
+        assert code == 0 and err == ""
+    code, out, err = lbctl_as(apiserver_with_crds, tmp_path, "alice", "-o", "json", "check")
+    assert code == 1 and err == ""
+    admin = run(cluster, "-o", "json", "check")
+    found = {(p["check"], p["object"]) for p in json.loads(out)}
+    assert found == {(p["check"], p["object"]) for p in json.loads(admin[1])}  # sees what an admin sees
+
+
+def test_a_partial_denial_names_only_what_was_denied(
+    cluster: Rest, apiserver_with_crds: Any, tmp_path: Path
+) -> None:
+    import yaml
+
+    role = yaml.safe_load((Path(__file__).parents[2] / "manifests/base/rbac-lbctl.yaml").read_text())
+    rules = [dict(r, resources=[x for x in r["resources"] if x != "events"]) for r in role["rules"]]
+    bind_cluster_role(cluster, "bob", rules)
+    code, out, err = lbctl_as(apiserver_with_crds, tmp_path, "bob", "check")
+    assert code == 2 and out == ""
+    assert "refused 1 of the reads" in err and 'cannot list resource "events"' in err

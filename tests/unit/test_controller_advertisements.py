@@ -157,3 +157,14 @@ def test_local_pref_conflict_does_not_flap() -> None:
 def test_local_pref_is_only_checked_when_bgp_advertisements_are_passed() -> None:
     [ready] = advertisement_conditions(bgp("b", localPref=200), POOLS, NODES, None, NOW)
     assert ready["status"] == "True"
+
+
+def test_ready_message_leaves_out_excluded_nodes() -> None:
+    """Was: kind-control-plane was named as announcing although its label excludes it."""
+    excluded = {"node.kubernetes.io/exclude-from-external-load-balancers": ""}
+    nodes = [*NODES, node("kind-control-plane", **excluded)]
+    [ready] = advertisement_conditions(adv(), POOLS, nodes, None, NOW)
+    assert ready["message"] == (
+        "announces pool(s) db, web from node(s) kind-worker, kind-worker2 (not from kind-control-plane: "
+        "labelled node.kubernetes.io/exclude-from-external-load-balancers)"
+    )

@@ -174,3 +174,44 @@ def test_check_clean() -> None:
 
 def test_table() -> None:
     assert table(["A", "BB"], [["xyz", "1"], ["", "22"]]) == "A    BB\nxyz  1\n     22\n"
+
+
+def bgpstatus(name: str, node: str, *peers: str) -> dict[str, Any]:
+    return {"metadata": {"name": f"bgp-{name}-{node}"},
+            "status": {"node": node, "serviceName": name, "serviceNamespace": "default",
+                       "peers": list(peers)}}
+
+
+def test_announced_by_lists_only_peers_whose_session_is_up() -> None:
+    """Was: a peer whose session was down was listed under "announced by"."""
+    peers = [{"metadata": {"name": "r1"}, "status": {"sessions": [
+                 {"node": "n1", "state": "Established"}, {"node": "n2", "state": "Active"}]}},
+             {"metadata": {"name": "r2"}, "status": {"sessions": [{"node": "n1", "state": "Idle"}]}}]
+    snap = Snapshot(services=[svc("a", "10.0.0.1", "p")], endpointslices=[slice_("a", True)],
+                    pools=[pool("p", "10.0.0.0/29")],
+                    bgpadvertisements=[{"metadata": {"name": "b"}, "spec": {}}], bgppeers=peers,
+                    bgpstatuses=[bgpstatus("a", "n1", "r1", "r2"), bgpstatus("a", "n2", "r1")], now=NOW)
+    (row,) = service_rows(snap)
+    assert row.announced_by == ["n1->r1"]
+    assert row.problems == [
+        "BGP session down: n1->r2 is Idle, the route is not announced there",
+        "BGP session down: n2->r1 is Active, the route is not announced there",
+    ]
+    # check reports each session once, per BGPPeer, not again per Service
+    found = [(p.check, p.object) for p in check(snap)]
+    assert found.count(("bgp-session", "BGPPeer r1")) == 1 and found.count(("bgp-session", "BGPPeer r2")) == 1
+    assert not [f for f in found if f[0] == "service"]
+
+
+def test_check_reports_advertisement_node_problems_and_ready_false() -> None:
+    """Was: `lbctl check` ignored the advertisements' status.nodeProblems."""
+    adv = {"metadata": {"name": "l2"}, "spec": {}, "status": {
+        "conditions": [{"type": "Ready", "status": "False", "reason": "UnknownPool",
+                        "message": "pool x missing"}],
+        "nodeProblems": [{"node": "n2", "reason": "InterfaceNotFound",
+                          "message": "interface eth9 does not exist on this node"}]}}
+    snap = Snapshot(l2advertisements=[adv], nodes=[{"metadata": {"name": "n2"}}], now=NOW)
+    got = {(p.check, p.object, p.message) for p in check(snap)}
+    assert ("advertisement-node", "L2Advertisement l2",
+            "on node n2: InterfaceNotFound: interface eth9 does not exist on this node") in got
+    assert ("advertisement-condition", "L2Advertisement l2", "Ready=False: UnknownPool pool x missing") in got
