@@ -15,9 +15,9 @@ from typing import Final
 
 from lbspeaker.l2.bpf import arp_request_filter, attach_filter
 from lbspeaker.l2.frames import (
-    BROADCAST_MAC,
     ETH_P_ARP,
     MalformedFrame,
+    arp_answerable,
     arp_reply_from_frame,
     build_gratuitous_arp,
     parse_arp_request,
@@ -107,10 +107,7 @@ class ArpResponder:
         if tpa not in self._owned:
             self.stats.ignored += 1
             return tpa, None
-        dst = frame[0:6]
-        if (dst != BROADCAST_MAC and dst != self.mac) or frame[28:32] == tpa or frame[22] & 1:
-            # Not for us at Ethernet level, someone else's gratuitous ARP for the
-            # address (a conflict we must not feed), or a multicast sender MAC.
+        if not arp_answerable(frame, self.mac):
             self.stats.ignored += 1
             return tpa, None
         self.stats.requests_received[tpa] += 1

@@ -151,6 +151,28 @@ def parse_arp_request(frame: bytes) -> ArpRequest | None:
     )
 
 
+def arp_answerable(frame: bytes, our_mac: bytes) -> bool:
+    """Whether a who-has (for an address we own) deserves an answer; the frame is 42+ bytes.
+
+    Not when it is not for us at Ethernet level; when the sender's MAC (Ethernet or ARP) is
+    multicast, all-zero or our own; when the sender's IP is loopback, multicast, reserved or
+    broadcast (no host has it: the kernel drops these, RFC 1122 3.2.1.3 / RFC 5735); nor for
+    someone else's gratuitous ARP for the address (a conflict we must not feed). A probe
+    (sender 0.0.0.0, RFC 5227) is answered: that is how an address is defended.
+    Kept to a few byte compares: it runs for every request of an owned address.
+    """
+    dst = frame[0:6]
+    if dst != BROADCAST_MAC and dst != our_mac:
+        return False
+    sha = frame[22:28]
+    if frame[6] & 1 or sha[0] & 1 or sha in (ZERO_MAC, our_mac):
+        return False
+    spa0 = frame[28]
+    if spa0 == 127 or spa0 >= 224:
+        return False
+    return frame[28:32] != frame[38:42]
+
+
 def build_arp(
     op: int,
     eth_src: bytes,
@@ -248,6 +270,8 @@ def parse_neighbor_solicitation(frame: bytes, verify_checksum: bool = True) -> N
     if icmp[1] != 0:
         raise MalformedFrame("NS code is not 0")
     src, dst = frame[22:38], frame[38:54]
+    if src[0] == 0xFF:
+        raise MalformedFrame("NS source is multicast (RFC 4291 2.7: never a source address)")
     if verify_checksum and icmpv6_checksum(src, dst, icmp) != 0:
         raise MalformedFrame("bad ICMPv6 checksum")
     target = icmp[8:24]
@@ -277,6 +301,24 @@ def parse_neighbor_solicitation(frame: bytes, verify_checksum: bool = True) -> N
         target=target,
         source_lladdr=slla,
     )
+
+
+def ns_answerable(ns: NeighborSolicitation, our_mac: bytes) -> bool:
+    """Whether a valid NS (for an address we own) deserves an answer: as strict as the ARP path.
+
+    It must be addressed as RFC 4861 4.3 says, to the target's solicited-node group or to
+    the target itself, at IPv6 and at Ethernet level (our MAC or the group's); and neither
+    the Ethernet source nor the source link-layer address may be multicast, all-zero or ours.
+    """
+    group = solicited_node_multicast(ns.target)
+    if ns.dest_ip != group and ns.dest_ip != ns.target:
+        return False
+    if ns.eth_dst != our_mac and ns.eth_dst != ipv6_multicast_mac(group):
+        return False
+    for mac in (ns.eth_src, ns.source_lladdr):
+        if mac is not None and (mac[0] & 1 or mac in (ZERO_MAC, our_mac)):
+            return False
+    return True
 
 
 def build_neighbor_advertisement(

@@ -29,6 +29,7 @@ from lbspeaker.l2.frames import (
     build_na_reply,
     build_unsolicited_na,
     ipv6_multicast_mac,
+    ns_answerable,
     parse_neighbor_solicitation,
     solicited_node_multicast,
 )
@@ -115,7 +116,7 @@ class NdpResponder:
             except MalformedFrame:
                 stats.malformed_dropped += 1
                 continue
-            if ns is None or ns.target not in self._owned or ns.eth_src == self.mac:
+            if ns is None or ns.target not in self._owned or not ns_answerable(ns, self.mac):
                 stats.ignored += 1
                 continue
             stats.requests_received[ns.target] += 1

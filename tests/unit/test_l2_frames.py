@@ -213,3 +213,80 @@ def test_corrupted_ns_never_crashes(pos: int, junk: bytes) -> None:
     frame[pos : pos + len(junk)] = junk
     with contextlib.suppress(f.MalformedFrame):
         f.parse_neighbor_solicitation(bytes(frame))
+
+
+# -- who gets an answer (issue 13, NDP/ARP strictness): tables on the pure predicates --------------
+
+OUR = f.mac_bytes(OUR_MAC)
+
+
+def who_has(eth_src: str = CLIENT_MAC, eth_dst: str = "ff:ff:ff:ff:ff:ff", hwsrc: str = CLIENT_MAC,
+            psrc: str = "172.18.0.9", target: str = VIP) -> bytes:
+    return bytes(Ether(src=eth_src, dst=eth_dst) / ARP(op=1, hwsrc=hwsrc, psrc=psrc, pdst=target))
+
+
+@pytest.mark.parametrize(
+    ("frame", "answer"),
+    [
+        pytest.param(who_has(), True, id="ordinary"),
+        pytest.param(who_has(eth_dst=OUR_MAC), True, id="unicast-to-us"),
+        pytest.param(who_has(psrc="0.0.0.0"), True, id="rfc5227-probe-is-defended"),
+        pytest.param(who_has(eth_dst="02:00:00:00:00:bb"), False, id="unicast-to-another"),
+        pytest.param(who_has(hwsrc="01:00:5e:00:00:01"), False, id="multicast-sender-mac"),
+        pytest.param(who_has(eth_src="01:00:5e:00:00:01"), False, id="multicast-ethernet-source"),
+        pytest.param(who_has(hwsrc="00:00:00:00:00:00"), False, id="zero-sender-mac"),
+        pytest.param(who_has(hwsrc=OUR_MAC), False, id="our-own-mac"),
+        pytest.param(who_has(psrc="255.255.255.255"), False, id="broadcast-sender-ip"),
+        pytest.param(who_has(psrc="224.0.0.1"), False, id="multicast-sender-ip"),
+        pytest.param(who_has(psrc="239.255.255.250"), False, id="multicast-sender-ip-top"),
+        pytest.param(who_has(psrc="240.0.0.1"), False, id="reserved-sender-ip"),
+        pytest.param(who_has(psrc="127.0.0.1"), False, id="loopback-sender-ip"),
+        pytest.param(who_has(psrc=VIP), False, id="someone-elses-gratuitous-arp"),
+        pytest.param(who_has(psrc="223.255.255.255"), True, id="last-unicast-address"),
+    ],
+)
+def test_arp_answerable(frame: bytes, answer: bool) -> None:
+    assert f.arp_answerable(frame, OUR) is answer
+
+
+def ns_frame(src: str = CLIENT6, dst: str | None = None, eth_src: str = CLIENT_MAC,
+             eth_dst: str | None = None, slla: str | None = CLIENT_MAC, target: str = VIP6) -> bytes:
+    group = str(ipaddress.IPv6Address(f.solicited_node_multicast(ip6(target))))
+    dst = dst or group
+    eth_dst = eth_dst or f.mac_str(f.ipv6_multicast_mac(ip6(group)))
+    pkt = Ether(src=eth_src, dst=eth_dst) / IPv6(src=src, dst=dst, hlim=255) / ICMPv6ND_NS(tgt=target)
+    if slla:
+        pkt = pkt / ICMPv6NDOptSrcLLAddr(lladdr=slla)
+    return bytes(pkt)
+
+
+@pytest.mark.parametrize(
+    ("frame", "answer"),
+    [
+        pytest.param(ns_frame(), True, id="address-resolution"),
+        pytest.param(ns_frame(dst=VIP6, eth_dst=OUR_MAC), True, id="unicast-nud"),
+        pytest.param(ns_frame(slla=None), True, id="no-slla"),
+        pytest.param(ns_frame(src="::", slla=None), True, id="dad-is-defended"),
+        pytest.param(ns_frame(dst="ff02::1"), False, id="to-all-nodes"),
+        pytest.param(ns_frame(dst=CLIENT6, eth_dst=OUR_MAC), False, id="ip-dest-not-target"),
+        pytest.param(ns_frame(eth_dst="33:33:00:00:00:01"), False, id="ethernet-dest-all-nodes"),
+        pytest.param(ns_frame(dst=VIP6, eth_dst="02:00:00:00:00:bb"), False, id="unicast-to-another"),
+        pytest.param(ns_frame(eth_src="33:33:00:00:00:01"), False, id="multicast-ethernet-source"),
+        pytest.param(ns_frame(eth_src="00:00:00:00:00:00"), False, id="zero-ethernet-source"),
+        pytest.param(ns_frame(eth_src=OUR_MAC), False, id="our-own-frame"),
+        pytest.param(ns_frame(slla="33:33:00:00:00:01"), False, id="multicast-slla"),
+        pytest.param(ns_frame(slla="00:00:00:00:00:00"), False, id="zero-slla"),
+        pytest.param(ns_frame(slla=OUR_MAC), False, id="slla-is-ours"),
+    ],
+)
+def test_ns_answerable(frame: bytes, answer: bool) -> None:
+    ns = f.parse_neighbor_solicitation(frame)
+    assert ns is not None
+    assert f.ns_answerable(ns, OUR) is answer
+
+
+@pytest.mark.parametrize("src", ["ff02::1", "ff05::2", "ff02::1:ff00:c8"])
+def test_ns_from_a_multicast_source_is_malformed(src: str) -> None:
+    """RFC 4291 2.7: a multicast address is never a source."""
+    with pytest.raises(f.MalformedFrame, match="source is multicast"):
+        f.parse_neighbor_solicitation(ns_frame(src=src))
