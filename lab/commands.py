@@ -36,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from lab import containers
 from lab import netns as nsops
 from lab import router as rtr
 from lab import topology as topo
@@ -363,6 +364,16 @@ class Kube:
         obj["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         return dict(self.request("PUT", f"{collection}/{name}", obj))
 
+    def merge(self, collection: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """Create, or merge-patch into what is there (labels and annotations others set stay)."""
+        try:
+            return dict(self.request("POST", collection, obj))
+        except KubeError as e:
+            if e.status != 409:
+                raise
+        path = f"{collection}/{obj['metadata']['name']}"
+        return dict(self.request("PATCH", path, obj, content_type="application/merge-patch+json"))
+
     def put_status(self, path: str, obj: dict[str, Any]) -> None:
         """Write status through the subresource where the server has one (kube-apiserver does)."""
         try:
@@ -456,14 +467,27 @@ def kube_proxy_config(mode: str, strict_arp: bool) -> str:
     return yaml.safe_dump(cfg, sort_keys=False)
 
 
+def namespace_objects() -> list[dict[str, Any]]:
+    """kube-system, and lbspeaker's Namespace as the rendered manifests have it (with its labels)."""
+    bare = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-system"}}
+    ours = [
+        o for o in containers.render_manifests()
+        if o.get("kind") == "Namespace" and o["metadata"]["name"] == SYSTEM_NAMESPACE
+    ]
+    fallback = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SYSTEM_NAMESPACE}}
+    return [bare, *(ours or [fallback])]
+
+
 def bootstrap_cluster(kubeconfig: Path, lab: topo.LabPlan) -> None:
     """CRDs, namespaces, Nodes and the kube-proxy ConfigMap, all over the API."""
     kube = Kube(kubeconfig)
     crds = _crd_documents()
     for crd in crds:
         kube.apply("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
-    for ns in ("kube-system", SYSTEM_NAMESPACE):
-        kube.apply("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    # Merged, never replaced: the manifests' Namespace carries the Pod Security labels, and on a
+    # real API server `kubectl apply -k manifests/` may have created it first.
+    for ns in namespace_objects():
+        kube.merge("/api/v1/namespaces", ns)
     for node in lab.nodes:
         obj = node_object(node)
         kube.apply("/api/v1/nodes", obj)
@@ -537,6 +561,15 @@ def _up_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-speakers", action="store_true", help="do not start lbspeaker-speaker on the nodes"
     )
     parser.add_argument("--no-agents", action="store_true", help="do not start the lab agents (kubelet etc.)")
+    parser.add_argument(
+        "--image",
+        default=None,
+        help=(
+            "run the controller and the speakers from this container image with podman, as the rendered "
+            "manifests/ say (command, args, env, user, capabilities, read-only root); build it with "
+            "`sudo ./dev image` (lbspeaker:dev). Default: processes from the working tree"
+        ),
+    )
     _add_state_dir(parser)
 
 
@@ -571,6 +604,7 @@ def _run_up(args: argparse.Namespace) -> int:
         "bgp_password": bool(args.bgp_password),
         "bgp_mode": args.bgp_mode,
         "bfd": args.bfd,
+        "image": args.image,
     }
     state.data["topology"] = lab.to_dict()
     state.save()
@@ -592,8 +626,10 @@ def _run_up(args: argparse.Namespace) -> int:
     if kubeconfig is not None and nodes_kubeconfig is not None:
         bootstrap_cluster(kubeconfig, lab)
         t = mark("cluster objects", t)
+        if not args.image:
+            containers.down(state)  # a previous `up --image`'s containers make way for the processes
         controller = _runnable_script("lbspeaker-controller")
-        if not args.no_controller and controller:
+        if not args.no_controller and controller and not args.image:
             rec = state.process("controller")
             metrics = (state.data.get("controller") or {}).get("metrics_addr")
             if rec is None or not rec.alive() or not metrics:
@@ -610,7 +646,11 @@ def _run_up(args: argparse.Namespace) -> int:
             _, new = start_process(state, "agents", argv)
             started += ["agents"] if new else []
         speaker = _runnable_script("lbspeaker-speaker")
-        if not args.no_speakers and speaker:
+        if args.image:
+            nodes = [(n.name, n.control_plane) for n in lab.nodes]
+            started += containers.up(state, args.image, nodes, Kube(kubeconfig), nodes_kubeconfig,
+                                     controller=not args.no_controller, speakers=not args.no_speakers)
+        elif not args.no_speakers and speaker:
             for node in lab.nodes:
                 # ExaBGP's working files under the lab's state dir, so `down` removes them with the rest
                 argv = [speaker, "--node-name", node.name, "--kubeconfig", str(nodes_kubeconfig),
@@ -684,6 +724,7 @@ def _run_down(args: argparse.Namespace) -> int:
     if _refuse_other_lab(_state_dir(args), "down"):
         return 1
     state = LabState(_state_dir(args))
+    removed = containers.down(state) if state.data.get("containers") else 0
     records = list(reversed(state.processes))
     killed = end_processes(records, grace=5.0)
     for r in records:
@@ -704,6 +745,7 @@ def _run_down(args: argparse.Namespace) -> int:
     print(
         f"lab down in {elapsed:.1f}s: {len(records)} recorded processes ({len(killed)} needed SIGKILL), "
         f"{leftovers} leftover in namespaces, {len(namespaces)} namespaces removed"
+        + (f", {removed} containers removed" if removed else "")
     )
     for err in errors:
         print(f"  error: {err}", file=sys.stderr)
@@ -718,7 +760,7 @@ def _remove_state(state: LabState, keep_logs: bool) -> None:
     for name in ("state.json", "kubeconfig", "kubeconfig-nodes"):
         with contextlib.suppress(FileNotFoundError):
             (state.dir / name).unlink()
-    for sub in ("router", "agents", "run") + (() if keep_logs else ("logs",)):
+    for sub in ("router", "agents", "run", "pods") + (() if keep_logs else ("logs",)):
         shutil.rmtree(state.dir / sub, ignore_errors=True)
     with contextlib.suppress(OSError):
         os.rmdir(rtr.RUNTIME_ROOT)

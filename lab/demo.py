@@ -122,10 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--down", action="store_true", help="remove the lab at the end")
     parser.add_argument("--no-bgp", action="store_true", help="only the layer-2 part")
+    parser.add_argument("--image", help="run the controller and speakers from this image (./dev image)")
     args = parser.parse_args(argv)
 
     say("building the lab (network namespaces, lab API server, controller, speakers)")
-    lab_cli("up", "--workers", str(args.workers), "--router", args.router)
+    lab_cli("up", "--workers", str(args.workers), "--router", args.router,
+            *(["--image", args.image] if args.image else []))
     kubeconfig = default_state_dir() / "kubeconfig"
     rest = Rest(load_api_client(str(kubeconfig)))
     try:
@@ -149,10 +151,12 @@ def run_story(rest: Rest, kubeconfig: Path, bgp: bool) -> int:
     })
     say("creating 4 pods (app=web) and Service web (type LoadBalancer)")
     web_pods(rest, "web", 4)
+    t0 = time.monotonic()
     ip = lb_service(rest, "web", "web", "demo-l2")
     say(f"Service default/web got {ip}")
     say(f"$ lbspeaker-lab exec client -- curl -s {ip}/host")
     print(curl_from("client", ip, 30), flush=True)
+    say(f"(Service created -> curl answered over ARP: {time.monotonic() - t0:.2f} s)")
 
     if bgp:
         say(f"applying IPAddressPool demo-bgp ({BGP_POOL}), BGPPeer to the lab router, BGPAdvertisement")
@@ -173,10 +177,12 @@ def run_story(rest: Rest, kubeconfig: Path, bgp: bool) -> int:
             "spec": {"ipAddressPools": ["demo-bgp"]},
         })
         web_pods(rest, "web-bgp", 3)
+        t0 = time.monotonic()
         bgp_ip = lb_service(rest, "web-bgp", "web-bgp", "demo-bgp")
         say(f"Service default/web-bgp got {bgp_ip}, announced over BGP to the router")
         say(f"$ lbspeaker-lab exec ext-client -- curl -s {bgp_ip}/host")
         print(curl_from("ext-client", bgp_ip, 60), flush=True)
+        say(f"(Service created -> curl answered over BGP: {time.monotonic() - t0:.2f} s)")
         say("$ lbspeaker-lab exec router -- ip route show " + bgp_ip)
         print(lab_cli("exec", "router", "--", "ip", "route", "show", bgp_ip, capture=True).stdout, end="")
 

@@ -64,6 +64,7 @@ from lab.agents.nodes import (
     node_info,
     node_ready,
     readiness_wanted,
+    taints_once_ready,
 )
 from lab.state import LabState, proc_start_time, proc_state
 
@@ -354,6 +355,7 @@ class Kubelet:
 
     def reconcile(self) -> None:
         nodes = self.lab_nodes()
+        self.lift_not_ready_taints(nodes)
         pods = self.pods.items()
         self._schedule(pods, nodes)
         seen: set[str] = set()
@@ -396,6 +398,29 @@ class Kubelet:
                 changed = True
         if changed:
             self.file.save(self.records)
+
+    # -- node lifecycle ----------------------------------------------------------------------------
+    def lift_not_ready_taints(self, nodes: dict[str, tuple[NodeInfo, dict[str, Any]]]) -> None:
+        """Play the node lifecycle controller: a Ready node loses the not-ready taint.
+
+        The patch carries the resourceVersion it read, so a concurrent edit of the taints is never
+        overwritten (409: the next reconcile reads the new version). The scheduler below sees the
+        taint gone at once.
+        """
+        for name, (info, node) in list(nodes.items()):
+            taints = taints_once_ready(node)
+            if taints is None:
+                continue
+            rv = (node.get("metadata") or {}).get("resourceVersion")
+            try:
+                updated = self.api.merge_patch(
+                    f"/api/v1/nodes/{name}", {"metadata": {"resourceVersion": rv}, "spec": {"taints": taints}}
+                )
+            except ApiError as e:
+                log.warning("node %s: lifting the not-ready taint: %s", name, e)
+                continue
+            log.info("node %s is Ready: lifted the node.kubernetes.io/not-ready taint", name)
+            nodes[name] = (info, updated)
 
     # -- scheduling --------------------------------------------------------------------------------
     def _schedule(

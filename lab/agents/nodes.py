@@ -15,6 +15,7 @@ from typing import Any
 POD_SUPERNET_V4 = ipaddress.IPv4Network("10.244.0.0/16")
 NODE_SUBNET_V4 = ipaddress.IPv4Network("172.18.0.0/16")
 READY_ANNOTATION = "lab.lbspeaker.io/ready"
+NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,17 @@ def node_ready(node: dict[str, Any]) -> bool:
         if c.get("type") == "Ready":
             return c.get("status") == "True"
     return True
+
+
+def taints_once_ready(node: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The Node's taints without `node.kubernetes.io/not-ready` when it is Ready and still carries
+    that taint (kube-apiserver adds it to every new Node; the node lifecycle controller lifts it),
+    else None: nothing to change."""
+    taints = list((node.get("spec") or {}).get("taints") or [])
+    kept = [t for t in taints if t.get("key") != NOT_READY_TAINT]
+    if len(kept) == len(taints) or not node_ready(node):
+        return None
+    return kept
 
 
 def pod_is_ready(pod: dict[str, Any]) -> bool:

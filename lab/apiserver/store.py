@@ -28,6 +28,7 @@ from lab.apiserver.registry import CRD_KEY, Registry, ResourceType
 from lab.apiserver.selectors import FieldRequirement, Requirement, fields_match, labels_match
 from lab.apiserver.services import ServiceAllocator
 
+NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 JsonObj = dict[str, Any]
 ObjKey = tuple[str, str]  # (namespace or "", name)
 ResKey = tuple[str, str]  # (group, plural)
@@ -457,7 +458,12 @@ class Store:
             obj["status"] = {"phase": "Active"}
             obj.setdefault("spec", {"finalizers": ["kubernetes"]})
         elif key == ("", "nodes"):
-            pass  # kubelets register nodes with their status
+            # Kubelets register nodes with their status. kube-apiserver's TaintNodesByCondition
+            # admission taints every new Node not-ready; the node lifecycle controller (here the
+            # lab's kubelet stand-in) lifts the taint once the node is Ready.
+            taints = obj.setdefault("spec", {}).setdefault("taints", [])
+            if not any(t.get("key") == NOT_READY_TAINT and t.get("effect") == "NoSchedule" for t in taints):
+                taints.append({"key": NOT_READY_TAINT, "effect": "NoSchedule"})
         elif rt.status_subresource:
             obj.pop("status", None)
 

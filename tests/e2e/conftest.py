@@ -110,6 +110,8 @@ class Lab:
         if o.get("bgp_password"):
             argv += ["--bgp-password", o["bgp_password"]]
         argv += ["--bfd"] if o.get("bfd") else []
+        if o.get("image"):
+            argv += ["--image", o["image"]]
         for flag in ("no_controller", "no_speakers", "no_agents"):
             if o.get(flag):
                 argv.append("--" + flag.replace("_", "-"))

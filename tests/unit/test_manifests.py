@@ -272,3 +272,27 @@ def test_console_scripts_exist(objects: list[dict[str, Any]]) -> None:
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     for kind, name in (("Deployment", "controller"), ("DaemonSet", "speaker")):
         assert container(find(objects, kind, name))["command"][0] in scripts
+
+
+def test_local_image_overlay_changes_only_the_image(objects: list[dict[str, Any]]) -> None:
+    """The kind quickstart's overlay installs what manifests/ does, with the tag `./dev image` and
+    `docker build -t lbspeaker:dev .` make (nothing unpublished is pulled)."""
+    overlay = render(MANIFESTS / "overlays" / "local-image")
+    images = [
+        c["image"]
+        for o in overlay
+        if o["kind"] in ("Deployment", "DaemonSet")
+        for c in o["spec"]["template"]["spec"]["containers"]
+    ]
+    assert images == ["lbspeaker:dev", "lbspeaker:dev"]
+    dev_script = (MANIFESTS.parent / "dev").read_text()
+    assert "IMAGE_TAG=lbspeaker:dev" in dev_script
+
+    def without_images(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = yaml.safe_load(yaml.safe_dump(objs))
+        for o in out:
+            for c in ((o.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []:
+                c.pop("image")
+        return list(out)
+
+    assert without_images(overlay) == without_images(objects)

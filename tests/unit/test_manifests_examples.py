@@ -168,19 +168,33 @@ def test_ipvs_strictarp_example() -> None:
 
 
 def dockerfile_stages() -> list[list[tuple[str, str]]]:
-    """Instructions per stage, continuation lines joined, comments dropped."""
+    """Instructions per stage, continuation lines joined, comments dropped; `${ARG}` in FROM
+    replaced by the default of an ARG declared before the first FROM (what `docker build` uses)."""
     text = (REPO / "Dockerfile").read_text()
     text = re.sub(r"\\\n", " ", text)
     stages: list[list[tuple[str, str]]] = []
+    global_args: dict[str, str] = {}
     for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         instr, _, rest = line.partition(" ")
+        if instr.upper() == "ARG" and not stages:
+            name, _, default = rest.strip().partition("=")
+            global_args[name] = default
+            continue
         if instr.upper() == "FROM":
             stages.append([])
+            rest = re.sub(r"\$\{(\w+)\}", lambda m: global_args[m.group(1)], rest)
         stages[-1].append((instr.upper(), rest.strip()))
     return stages
+
+
+def test_dockerfile_base_is_a_build_argument() -> None:
+    """Every stage is FROM the BASE argument, so `./dev image` can swap in a local base."""
+    text = (REPO / "Dockerfile").read_text()
+    froms = re.findall(r"^FROM (\S+)", text, re.M)
+    assert froms and all(f == "${BASE}" for f in froms), froms
 
 
 def test_dockerfile_runs_as_numeric_non_root() -> None:
