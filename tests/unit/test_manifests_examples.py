@@ -257,3 +257,15 @@ def test_same_as_kubectl_kustomize(example: str) -> None:
     theirs = {ident(o): o for o in yaml.safe_load_all(proc.stdout) if o}
     ours = {ident(o): o for o in render(EXAMPLES / example)}
     assert theirs == ours
+
+
+@pytest.mark.parametrize("doc", ["README.md", "manifests/examples/kind/README.md"])
+def test_kind_quickstart_pulls_nothing_unpublished(doc: str) -> None:
+    """Build, `kind load`, apply the local-image overlay: in that order, and said plainly."""
+    text = (REPO / doc).read_text()
+    steps = ["docker build -t lbspeaker:dev .", "kind load docker-image lbspeaker:dev",
+             "kubectl apply -k manifests/overlays/local-image/"]
+    positions = [text.find(s) for s in steps]
+    assert -1 not in positions and positions == sorted(positions), positions
+    assert "kubectl apply -k manifests/ " not in text and "kubectl apply -k manifests/\n" not in text
+    assert "No image is published yet" in text or "no image is published yet" in text
