@@ -17,13 +17,20 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from lab import containers, demo
 from lbspeaker.api.constants import API_VERSION, BGPPEER_VERSION, GROUP, NAMESPACE
 from lbspeaker.kube.client import load_api_client
-from lbspeaker.kube.resources import BGPADVERTISEMENTS, BGPPEERS, IPADDRESSPOOLS, L2ADVERTISEMENTS
+from lbspeaker.kube.resources import (
+    BGPADVERTISEMENTS,
+    BGPPEERS,
+    IPADDRESSPOOLS,
+    L2ADVERTISEMENTS,
+    Resource,
+)
 from lbspeaker.kube.rest import Rest
 
 pytestmark = pytest.mark.e2e
@@ -58,6 +65,19 @@ def proc_status(pid: int) -> dict[str, str]:
     return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
 
 
+def pool_and_advertisement(rest: Rest, name: str, pool_spec: dict[str, Any], adv: Resource) -> None:
+    """An IPAddressPool and an L2/BGP advertisement of it, both called `name`."""
+    demo.apply(rest, IPADDRESSPOOLS, {
+        "apiVersion": API_VERSION, "kind": "IPAddressPool",
+        "metadata": {"name": name, "namespace": NAMESPACE}, "spec": pool_spec,
+    })
+    kind = "L2Advertisement" if adv is L2ADVERTISEMENTS else "BGPAdvertisement"
+    demo.apply(rest, adv, {
+        "apiVersion": API_VERSION, "kind": kind,
+        "metadata": {"name": name, "namespace": NAMESPACE}, "spec": {"ipAddressPools": [name]},
+    })
+
+
 def test_l2_and_bgp_stories_from_the_image(image_lab) -> None:  # type: ignore[no-untyped-def]
     lab = image_lab
     state = lab.state()
@@ -82,33 +102,18 @@ def test_l2_and_bgp_stories_from_the_image(image_lab) -> None:  # type: ignore[n
     assert sa == "lbspeaker-system"
 
     rest = Rest(load_api_client(str(lab.kubeconfig)))
-    demo.apply(rest, IPADDRESSPOOLS, {
-        "apiVersion": API_VERSION, "kind": "IPAddressPool",
-        "metadata": {"name": "img-l2", "namespace": NAMESPACE},
-        "spec": {"addresses": ["172.18.255.200-172.18.255.250"]},
-    })
-    demo.apply(rest, L2ADVERTISEMENTS, {
-        "apiVersion": API_VERSION, "kind": "L2Advertisement",
-        "metadata": {"name": "img-l2", "namespace": NAMESPACE}, "spec": {"ipAddressPools": ["img-l2"]},
-    })
+    pool_and_advertisement(rest, "img-l2", {"addresses": ["172.18.255.200-172.18.255.250"]}, L2ADVERTISEMENTS)
     demo.web_pods(rest, "web", 3)
     ip = demo.lb_service(rest, "web", "web", "img-l2")
     assert demo.curl_from("client", ip, 60).startswith("NODE: kind-worker")
 
-    demo.apply(rest, IPADDRESSPOOLS, {
-        "apiVersion": API_VERSION, "kind": "IPAddressPool",
-        "metadata": {"name": "img-bgp", "namespace": NAMESPACE},
-        "spec": {"addresses": ["198.51.100.0/24"], "autoAssign": False, "avoidBuggyIPs": True},
-    })
     demo.apply(rest, BGPPEERS, {
         "apiVersion": f"{GROUP}/{BGPPEER_VERSION}", "kind": "BGPPeer",
         "metadata": {"name": "lab-router", "namespace": NAMESPACE},
         "spec": {"myASN": demo.NODE_ASN, "peerASN": demo.ROUTER_ASN, "peerAddress": demo.ROUTER_IP},
     })
-    demo.apply(rest, BGPADVERTISEMENTS, {
-        "apiVersion": API_VERSION, "kind": "BGPAdvertisement",
-        "metadata": {"name": "img-bgp", "namespace": NAMESPACE}, "spec": {"ipAddressPools": ["img-bgp"]},
-    })
+    pool_spec = {"addresses": ["198.51.100.0/24"], "autoAssign": False, "avoidBuggyIPs": True}
+    pool_and_advertisement(rest, "img-bgp", pool_spec, BGPADVERTISEMENTS)
     demo.web_pods(rest, "web-bgp", 3)
     bgp_ip = demo.lb_service(rest, "web-bgp", "web-bgp", "img-bgp")
     assert demo.curl_from("ext-client", bgp_ip, 90).startswith("NODE: kind-worker")
