@@ -18,7 +18,11 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python3 -m venv /opt/lbspeaker
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# Dependencies first, from pyproject.toml alone: a change to lbspeaker's code reuses this layer.
+COPY pyproject.toml ./
+RUN /opt/lbspeaker/bin/python -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+ && /opt/lbspeaker/bin/pip install --no-compile -r /tmp/requirements.txt
+COPY README.md ./
 COPY lbspeaker ./lbspeaker
 # Trim what no program of the image runs (each checked below by importing and running them):
 # - the installers: pip, setuptools, wheel;
@@ -29,7 +33,7 @@ COPY lbspeaker ./lbspeaker
 #   bytecode of what the programs DO import is compiled here (importing them writes it): without
 #   it every start recompiles in memory, seconds of CPU per speaker. ExaBGP (started by the
 #   speaker as `python -m exabgp`) is compiled whole.
-RUN /opt/lbspeaker/bin/pip install --no-compile . \
+RUN /opt/lbspeaker/bin/pip install --no-compile --no-deps . \
  && /opt/lbspeaker/bin/pip uninstall -q -y aiohttp aiohttp-retry aiosignal aiohappyeyeballs \
         frozenlist multidict propcache yarl \
  && /opt/lbspeaker/bin/python -m pip uninstall -q -y pip setuptools \
