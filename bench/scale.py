@@ -1,0 +1,871 @@
+"""Scale benchmark on the lab: N Services created back to back, half over layer 2, half over BGP.
+
+The whole product runs as in `lbspeaker-lab up` (3 workers by default): the lab API
+server, the controller, one speaker per node (each with its ExaBGP), the lab agents
+(EndpointSlices) and the router (FRR). This script
+
+* configures a layer-2 pool (172.18.64.0/18, with an L2Advertisement) and a BGP pool
+  (198.18.0.0/18, RFC 2544's benchmarking range, with a BGPAdvertisement and a BGPPeer to
+  the lab router), and one pod per worker that every Service selects;
+* creates `--services` Services back to back (one keep-alive HTTP connection, the next
+  POST as soon as the last one is answered), alternately in the L2 and the BGP pool;
+* follows, each with the system-wide monotonic clock:
+  - its own watch on the Services: when each one got its IP (create -> IP);
+  - layer 2: a raw-socket ARP prober in the `client` namespace (who-has for each
+    allocated IP, re-asked every 0.5 s until answered, at most `--arp-rate` requests a
+    second): when the owner answered, and with which MAC (create -> announced);
+  - BGP: `ip -j -4 route show proto bgp` in the `router` namespace, re-read as fast as it
+    can be parsed (at most every `--fib-interval` s): when the /32 had a next hop via
+    every worker (create -> announced);
+  - every second, /proc of every process the lab recorded (state.json): CPU seconds,
+    RSS and peak RSS (VmHWM) of the API server, controller, agents, each speaker and its
+    ExaBGP;
+* profiles the API server, the controller and one speaker with py-spy for
+  `--profile-seconds` in the middle of the create phase (the top functions go into the
+  JSON), and names the component that limits the run: the stage with the largest lag and
+  the process that sat at a full core (one Python process cannot use more).
+
+Printed and written to ``bench/results/scale.json``. Targets (issue 9): everything
+announced within 10 s of the last create; speaker RSS <= 200 MiB; speaker CPU <= 2 s per
+1,000 Service events.
+
+    python bench/scale.py [--services 1000] [--workers 3] [--settle 300] [--out FILE]
+
+Needs root; brings up its own lab (and takes it down) unless lab namespaces exist, in
+which case it refuses rather than disturb someone's lab. Run it under the lab lock.
+Bounded: creating stops after `--create-timeout` s, waiting after `--settle` s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import http.client
+import itertools
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from lab import netns as nsops  # noqa: E402
+from lab import topology as topo  # noqa: E402
+from lbspeaker.api.constants import API_VERSION, BGPPEER_VERSION, GROUP, NAMESPACE  # noqa: E402
+from tests.e2e.conftest import Lab, lab_cli, lab_namespaces  # noqa: E402
+
+DEFAULT_OUT = ROOT / "bench" / "results" / "scale.json"
+NS = "scale"
+L2_POOL = "172.18.64.0/18"  # inside the lab's node subnet, clear of nodes (.0.x) and client (.0.100)
+BGP_POOL = "198.18.0.0/18"  # RFC 2544 benchmarking range
+PEER = "lab-router"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+TARGETS = {
+    "announced_after_last_create_s": 10.0,
+    "speaker_rss_mib": 200.0,
+    "speaker_cpu_s_per_1000_services": 2.0,
+}
+
+# --- processes run inside lab namespaces (their own interpreter; ended by PID) ------------------
+
+ARP_PROBER = r"""
+import os, select, socket, struct, sys, time
+iface, my_ip, rate, retry = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+end = time.monotonic() + float(sys.argv[5])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+s.bind((iface, 0x0806))
+s.setblocking(False)
+my_mac = s.getsockname()[4]
+spa = socket.inet_aton(my_ip)
+arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + my_mac + spa + b"\0" * 6
+head = b"\xff" * 6 + my_mac + b"\x08\x06" + arp
+pending, seen, buf, order = {}, {}, b"", []
+stdin = sys.stdin.fileno()
+os.set_blocking(stdin, False)
+budget, last = rate, time.monotonic()
+eof = False
+while time.monotonic() < end and not (eof and not pending):
+    now = time.monotonic()
+    budget = min(rate, budget + (now - last) * rate)
+    last = now
+    for ip, due in list(pending.items()):
+        if budget < 1:
+            break
+        if due <= now:
+            s.send(head + socket.inet_aton(ip))
+            pending[ip] = now + retry
+            budget -= 1
+    rl = [s] + ([] if eof else [stdin])
+    r, _, _ = select.select(rl, [], [], 0.02)
+    if stdin in r:
+        chunk = os.read(stdin, 65536)
+        if not chunk:
+            eof = True
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            ip = line.decode().strip()
+            if ip and ip not in seen:
+                pending[ip] = 0.0
+                seen[ip] = set()
+    if s in r:
+        while True:
+            try:
+                frame = s.recv(128)
+            except BlockingIOError:
+                break
+            if len(frame) < 42 or frame[12:14] != b"\x08\x06" or frame[20:22] != b"\x00\x02":
+                continue
+            ip = socket.inet_ntoa(frame[28:32])
+            mac = frame[22:28].hex(":")
+            t = time.monotonic()
+            if ip in seen and mac not in seen[ip]:
+                seen[ip].add(mac)
+                pending.pop(ip, None)
+                print(f"{t:.6f} {ip} {mac}", flush=True)
+"""
+
+FIB_POLLER = r"""
+import json, subprocess, sys, time
+interval, end = float(sys.argv[1]), time.monotonic() + float(sys.argv[2])
+last = {}
+while time.monotonic() < end:
+    t0 = time.monotonic()
+    argv = ["ip", "-j", "-4", "route", "show", "proto", "bgp"]
+    out = subprocess.run(argv, capture_output=True, text=True).stdout
+    t = time.monotonic()
+    cur = {}
+    for r in json.loads(out or "[]"):
+        hops = [h.get("gateway") for h in r.get("nexthops", [])] or [r.get("gateway")]
+        cur[r["dst"].split("/")[0]] = sorted(h for h in hops if h)
+    changed = {k: v for k, v in cur.items() if last.get(k) != v}
+    gone = [k for k in last if k not in cur]
+    if changed or gone:
+        print(json.dumps({"t": t, "set": changed, "del": gone, "n": len(cur)}), flush=True)
+    last = cur
+    spent = time.monotonic() - t0
+    time.sleep(max(interval, 2 * spent))
+"""
+
+
+# --- the API, over one keep-alive connection per user ----------------------------------------------
+
+
+class Api:
+    """A minimal JSON client for the lab API server (plain http, no token), one connection."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        cfg = yaml.safe_load(kubeconfig.read_text())
+        url = urlsplit(cfg["clusters"][0]["cluster"]["server"])
+        self.host, self.port = url.hostname or "127.0.0.1", url.port or 80
+        self.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Accept": "application/json", "Content-Type": "application/json"}
+        for attempt in (0, 1):
+            try:
+                self.conn.request(method, path, body=data, headers=headers)
+                resp = self.conn.getresponse()
+                raw = resp.read()
+                return resp.status, json.loads(raw) if raw else None
+            except (http.client.HTTPException, OSError):
+                self.conn.close()
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def ensure(self, path: str, obj: dict[str, Any]) -> None:
+        status, body = self.call("POST", path, obj)
+        if status not in (200, 201, 409):
+            raise AssertionError(f"POST {path}: {status} {body}")
+
+    def watch(self, path: str, rv: str) -> http.client.HTTPResponse:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=3600)
+        conn.request(
+            "GET",
+            f"{path}?watch=true&resourceVersion={rv}&allowWatchBookmarks=true&timeoutSeconds=3600",
+            headers={"Accept": "application/json"},
+        )
+        return conn.getresponse()
+
+
+def configure(api: Api, workers: list[str]) -> None:
+    """Namespace, both pools and their advertisements, the BGPPeer, one pod per worker."""
+    sysns = f"/apis/{API_VERSION}/namespaces/{NAMESPACE}"
+    api.ensure("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    for name, cidr in (("scale-l2", L2_POOL), ("scale-bgp", BGP_POOL)):
+        api.ensure(
+            f"{sysns}/ipaddresspools",
+            {
+                "apiVersion": API_VERSION,
+                "kind": "IPAddressPool",
+                "metadata": {"name": name},
+                "spec": {"addresses": [cidr], "autoAssign": False},
+            },
+        )
+    api.ensure(
+        f"{sysns}/l2advertisements",
+        {
+            "apiVersion": API_VERSION,
+            "kind": "L2Advertisement",
+            "metadata": {"name": "scale-l2"},
+            "spec": {"ipAddressPools": ["scale-l2"]},
+        },
+    )
+    api.ensure(
+        f"{sysns}/bgpadvertisements",
+        {
+            "apiVersion": API_VERSION,
+            "kind": "BGPAdvertisement",
+            "metadata": {"name": "scale-bgp"},
+            "spec": {"ipAddressPools": ["scale-bgp"]},
+        },
+    )
+    api.ensure(
+        f"/apis/{GROUP}/{BGPPEER_VERSION}/namespaces/{NAMESPACE}/bgppeers",
+        {
+            "apiVersion": f"{GROUP}/{BGPPEER_VERSION}",
+            "kind": "BGPPeer",
+            "metadata": {"name": PEER},
+            "spec": {
+                "myASN": topo.NODE_ASN,
+                "peerASN": topo.ROUTER_ASN,
+                "peerAddress": topo.ROUTER_IP_V4,
+                "holdTime": "9s",
+            },
+        },
+    )
+    for i, node in enumerate(workers):
+        api.ensure(
+            f"/api/v1/namespaces/{NS}/pods",
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": f"scale-{i}", "labels": {"app": "scale"}},
+                "spec": {
+                    "nodeName": node,
+                    "containers": [
+                        {"name": "web", "image": "lab/host-echo", "ports": [{"containerPort": 8080}]}
+                    ],
+                },
+            },
+        )
+
+
+def service(name: str, pool: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "annotations": {f"{GROUP}/address-pool": pool}},
+        "spec": {
+            "type": "LoadBalancer",
+            "selector": {"app": "scale"},
+            "ports": [{"name": "http", "port": 80, "targetPort": 8080}],
+        },
+    }
+
+
+# --- observers -------------------------------------------------------------------------------------
+
+
+class Timeline:
+    """Every observation, by Service name and by IP, under one lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Condition()
+        self.created: dict[str, float] = {}  # name -> the POST was answered
+        self.call_s: list[float] = []  # POST latencies
+        self.proto: dict[str, str] = {}  # name -> "l2" | "bgp"
+        self.ip: dict[str, str] = {}  # name -> IP
+        self.by_ip: dict[str, str] = {}  # IP -> name
+        self.ip_at: dict[str, float] = {}  # name -> the IP was seen on our watch
+        self.announced: dict[str, float] = {}  # name -> owner answered ARP / all next hops in the FIB
+        self.arp_macs: dict[str, set[str]] = collections.defaultdict(set)  # IP -> MACs that answered
+        self.fib: dict[str, list[str]] = {}
+        self.fib_reads = 0
+        self.errors: list[str] = []
+
+    def pending(self) -> int:
+        with self.lock:
+            return len(self.created) - len(self.announced)
+
+
+def watch_services(
+    api: Api, tl: Timeline, rv: str, arp_in: Any, hops: set[str], stop: threading.Event
+) -> None:
+    """Our own watch on the Services: the moment each got its IP; hands L2 IPs to the prober."""
+    resp = api.watch(f"/api/v1/namespaces/{NS}/services", rv)
+    while not stop.is_set():
+        line = resp.readline()
+        if not line:
+            with tl.lock:
+                tl.errors.append("the Services watch ended early")
+            return
+        ev = json.loads(line)
+        obj = ev.get("object") or {}
+        if ev.get("type") not in ("ADDED", "MODIFIED"):
+            continue
+        ing = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+        name = obj["metadata"]["name"]
+        if not ing or name in tl.ip_at:
+            continue
+        t = time.monotonic()
+        ip = ing[0].get("ip")
+        with tl.lock:
+            tl.ip_at[name], tl.ip[name], tl.by_ip[ip] = t, ip, name
+            if tl.proto.get(name) == "bgp" and set(tl.fib.get(ip, [])) >= hops:
+                tl.announced.setdefault(name, t)  # was already in the FIB (cannot be earlier than the IP)
+            tl.lock.notify_all()
+        if tl.proto.get(name) == "l2" and arp_in is not None:
+            arp_in.write(f"{ip}\n")
+            arp_in.flush()
+
+
+def read_arp(proc: subprocess.Popen[str], tl: Timeline) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        t_s, ip, mac = line.split()
+        with tl.lock:
+            tl.arp_macs[ip].add(mac)
+            name = tl.by_ip.get(ip)
+            if name is not None:
+                tl.announced.setdefault(name, float(t_s))
+            tl.lock.notify_all()
+
+
+def read_fib(proc: subprocess.Popen[str], tl: Timeline, hops: set[str]) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        ev = json.loads(line)
+        with tl.lock:
+            tl.fib_reads += 1
+            for k in ev["del"]:
+                tl.fib.pop(k, None)
+            for ip, hs in ev["set"].items():
+                tl.fib[ip] = hs
+                name = tl.by_ip.get(ip)
+                if name is not None and set(hs) >= hops:
+                    tl.announced.setdefault(name, ev["t"])
+            tl.lock.notify_all()
+
+
+# --- /proc of the lab's processes ------------------------------------------------------------------
+
+
+def proc_cpu_s(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def proc_runq_wait_s(pid: int) -> float:
+    """Seconds the process's threads waited for a CPU (schedstat): how starved the machine keeps it."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                total += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[1])
+    return total / 1e9
+
+
+def proc_mem_kib(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) in KiB, 0 if gone."""
+    rss = hwm = 0
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+            elif line.startswith("VmHWM:"):
+                hwm = int(line.split()[1])
+    return rss, hwm
+
+
+def descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{p}/task"):
+                kids = Path(f"/proc/{p}/task/{task}/children").read_text().split()
+                out += [int(k) for k in kids]
+                todo += [int(k) for k in kids]
+    return out
+
+
+def components(lab: Lab) -> dict[str, list[int]]:
+    """Component name -> PIDs: apiserver, controller, agents, speaker-<node>, exabgp-<node>."""
+    out: dict[str, list[int]] = {}
+    for rec in lab.state()["processes"]:
+        name, pid = rec["name"], int(rec["pid"])
+        if name in ("apiserver", "controller", "agents") or name.startswith("speaker-"):
+            out[name] = [pid]
+            if name.startswith("speaker-"):
+                out["exabgp-" + name.removeprefix("speaker-")] = descendants(pid)
+    return out
+
+
+class Sampler:
+    """CPU seconds and memory of every component, once a second (and the machine's load)."""
+
+    def __init__(self, comps: dict[str, list[int]], interval: float = 1.0) -> None:
+        self.comps, self.interval = comps, interval
+        self.samples: list[tuple[float, dict[str, float], dict[str, int], dict[str, float]]] = []
+        self.hwm: dict[str, int] = collections.defaultdict(int)
+        self.stop_ev = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> tuple[float, dict[str, float], dict[str, int], dict[str, float]]:
+        t = time.monotonic()
+        cpu, rss, wait = {}, {}, {}
+        for name, pids in self.comps.items():
+            cpu[name] = sum(c for c in (proc_cpu_s(p) for p in pids) if c is not None)
+            wait[name] = sum(proc_runq_wait_s(p) for p in pids)
+            mem = [proc_mem_kib(p) for p in pids]
+            rss[name] = sum(m[0] for m in mem)
+            self.hwm[name] = max(self.hwm[name], sum(m[1] for m in mem), rss[name])
+        self.samples.append((t, cpu, rss, wait))
+        return t, cpu, rss, wait
+
+    def _run(self) -> None:
+        while not self.stop_ev.wait(self.interval):
+            self.sample()
+
+    def start(self) -> Sampler:
+        self.sample()
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stop_ev.set()
+        self.thread.join(5)
+        self.sample()
+
+    def between(self, t0: float, t1: float) -> dict[str, dict[str, float]]:
+        """Per component over [t0, t1]: CPU seconds, mean cores, and the share of seconds at >= 0.9 core."""
+        win = [s for s in self.samples if t0 - self.interval <= s[0] <= t1 + self.interval]
+        out: dict[str, dict[str, float]] = {}
+        if len(win) < 2:
+            return out
+        for name in self.comps:
+            busy = sum(
+                1
+                for a, b in itertools.pairwise(win)
+                if (b[1][name] - a[1][name]) / max(b[0] - a[0], 1e-6) >= 0.9
+            )
+            cpu = win[-1][1][name] - win[0][1][name]
+            wall = win[-1][0] - win[0][0]
+            out[name] = {
+                "cpu_s": round(cpu, 2),
+                "mean_cores": round(cpu / wall, 3),
+                "saturated_share": round(busy / (len(win) - 1), 3),
+            }
+        return out
+
+
+# --- profiling -------------------------------------------------------------------------------------
+
+
+def py_spy() -> str | None:
+    here = Path(sys.executable).parent / "py-spy"
+    return str(here) if here.exists() else shutil.which("py-spy")
+
+
+def start_profiles(comps: dict[str, list[int]], seconds: int, out_dir: Path) -> dict[str, Any]:
+    exe = py_spy()
+    if exe is None:
+        return {}
+    speaker = sorted(n for n in comps if n.startswith("speaker-") and "control-plane" not in n)[:1]
+    procs = {}
+    for name in ["apiserver", "controller", *speaker]:
+        path = out_dir / f"{name}.collapsed"
+        argv = [
+            exe,
+            "record",
+            "--pid",
+            str(comps[name][0]),
+            "--duration",
+            str(seconds),
+            "--rate",
+            "50",
+            "--nonblocking",
+            "--format",
+            "raw",
+            "--output",
+            str(path),
+        ]
+        procs[name] = (subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), path)
+    return procs
+
+
+def summarize_profile(path: Path, top: int = 12) -> dict[str, Any]:
+    """Top functions by own samples and by samples on the stack, from py-spy's collapsed stacks."""
+    own: collections.Counter[str] = collections.Counter()
+    incl: collections.Counter[str] = collections.Counter()
+    total = 0
+    with contextlib.suppress(OSError):
+        for line in path.read_text().splitlines():
+            stack, _, n_s = line.rpartition(" ")
+            if not stack or not n_s.isdigit():
+                continue
+            n = int(n_s)
+            total += n
+            frames = [_frame(f) for f in stack.split(";")]
+            own[frames[-1]] += n
+            for f in set(frames):
+                incl[f] += n
+    share = (lambda c: [[f, round(k / total, 3)] for f, k in c.most_common(top)]) if total else (lambda c: [])
+    return {"samples": total, "own": share(own), "on_stack": share(incl)}
+
+
+def _frame(f: str) -> str:
+    """'fn (path/to/mod.py:123)' -> 'fn (mod.py)'; threads' names pass through."""
+    fn, _, where = f.partition(" (")
+    if not where:
+        return f
+    file = where.rstrip(")").rsplit(":", 1)[0]
+    parts = Path(file).parts
+    return f"{fn} ({'/'.join(parts[-2:])})"
+
+
+# --- figures ---------------------------------------------------------------------------------------
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
+
+
+def dist(values: list[float]) -> dict[str, Any]:
+    return {
+        "n": len(values),
+        "p50_s": pct(values, 0.5),
+        "p99_s": pct(values, 0.99),
+        "max_s": round(max(values), 3) if values else None,
+    }
+
+
+def loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def limiter(res: dict[str, Any], usage: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """The stage that adds the most lag at the end, and the process that sat at a full core."""
+    stages = {
+        "apiserver (create calls)": res["create_call_s"]["p99_s"] or 0.0,
+        "controller (create -> IP)": res["create_to_ip"]["p99_s"] or 0.0,
+        "speakers (IP -> announced)": max(
+            res["ip_to_announced"]["l2"]["p99_s"] or 0.0, res["ip_to_announced"]["bgp"]["p99_s"] or 0.0
+        ),
+    }
+    stage = max(stages, key=lambda k: stages[k])
+    python = {k: v for k, v in usage.items() if not k.startswith("exabgp-")}
+    busiest = (
+        max(python, key=lambda k: (python[k]["saturated_share"], python[k]["mean_cores"])) if python else None
+    )
+    return {
+        "stage_p99_s": {k: round(v, 3) for k, v in stages.items()},
+        "slowest_stage": stage,
+        "busiest_process": busiest,
+        "busiest_saturated_share": python[busiest]["saturated_share"] if busiest else None,
+    }
+
+
+# --- the run ---------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace, lab: Lab, out: dict[str, Any]) -> None:
+    lab.up(workers=args.workers, router=args.router)
+    workers = [n for n in lab.plan.nodes if not n.control_plane]
+    hops = {n.ipv4 for n in workers}
+    api = Api(lab.kubeconfig)
+    configure(api, [n.name for n in workers])
+    tl = Timeline()
+    duration = args.create_timeout + args.settle + 120
+    fib_proc = nsops.popen_in(
+        topo.ROUTER,
+        [sys.executable, "-c", FIB_POLLER, str(args.fib_interval), str(duration)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    arp_proc = nsops.popen_in(
+        topo.CLIENT,
+        [
+            sys.executable,
+            "-c",
+            ARP_PROBER,
+            "eth0",
+            topo.CLIENT_IP_V4,
+            str(args.arp_rate),
+            "0.5",
+            str(duration),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    stop = threading.Event()
+    comps: dict[str, list[int]] = {}
+    sampler = Sampler(comps)
+    profiles: dict[str, Any] = {}
+    try:
+        threading.Thread(target=read_fib, args=(fib_proc, tl, hops), daemon=True).start()
+        threading.Thread(target=read_arp, args=(arp_proc, tl), daemon=True).start()
+        # Warm-up: one Service per protocol announced, so BGP sessions are up before the clock runs.
+        status, lst = api.call("GET", f"/api/v1/namespaces/{NS}/services")
+        rv = lst["metadata"]["resourceVersion"]
+        threading.Thread(
+            target=watch_services, args=(api, tl, rv, arp_proc.stdin, hops, stop), daemon=True
+        ).start()
+        for name, pool, proto in (("warm-l2", "scale-l2", "l2"), ("warm-bgp", "scale-bgp", "bgp")):
+            tl.proto[name] = proto
+            api.ensure(f"/api/v1/namespaces/{NS}/services", service(name, pool))
+            tl.created[name] = time.monotonic()
+        with tl.lock:
+            if not tl.lock.wait_for(lambda: "warm-l2" in tl.announced and "warm-bgp" in tl.announced, 120):
+                raise AssertionError(f"warm-up Services not announced in 120 s: {tl.announced}, {tl.ip}")
+            for name in ("warm-l2", "warm-bgp"):
+                out.setdefault("warmup_s", {})[name] = round(tl.announced[name] - tl.created[name], 3)
+            tl.created.clear()
+            tl.announced.clear()
+        time.sleep(2)  # let the speakers settle after the warm-up
+        comps = components(lab)  # after the warm-up: every speaker has started its ExaBGP
+        out["components"] = comps
+        sampler.comps = comps
+        out["loadavg_before"] = loadavg()
+        sampler.start()
+        before = sampler.samples[-1]
+        names = [f"s-{i}" for i in range(args.services)]
+        t_start = time.monotonic()
+        profile_at = args.services // 3
+        for i, name in enumerate(names):
+            if i == profile_at and args.profile_seconds > 0:
+                profiles = start_profiles(
+                    comps, args.profile_seconds, Path(tempfile.mkdtemp(prefix="scale-prof-"))
+                )
+            proto = "l2" if i % 2 == 0 else "bgp"
+            tl.proto[name] = proto
+            t0 = time.monotonic()
+            status, body = api.call(
+                "POST", f"/api/v1/namespaces/{NS}/services", service(name, f"scale-{proto}")
+            )
+            t1 = time.monotonic()
+            if status != 201:
+                tl.errors.append(f"create {name}: {status} {body}")
+                continue
+            with tl.lock:
+                tl.created[name] = t1
+                tl.call_s.append(t1 - t0)
+            if (i + 1) % max(1, args.services // 10) == 0:
+                print(
+                    f"  created {i + 1}/{args.services} in {t1 - t_start:.1f} s; "
+                    f"IPs {len(tl.ip_at)}, announced {len(tl.announced)}; load {loadavg()[0]}",
+                    flush=True,
+                )
+            if t1 - t_start > args.create_timeout:
+                print(f"  stopping creates after {args.create_timeout} s", flush=True)
+                break
+        t_last_create = time.monotonic()
+        n = len(tl.created)
+        with tl.lock:
+            done = tl.lock.wait_for(lambda: len(tl.announced) >= n and len(tl.ip_at) >= n, args.settle)
+        t_end = time.monotonic()
+        sampler.stop()
+        after = sampler.samples[-1]
+        out["loadavg_after"] = loadavg()
+        res = figures(tl, t_start, t_last_create, t_end, done, n)
+        usage = sampler.between(t_start, t_end)
+        res["usage"] = usage
+        res["cpu_s"] = {k: round(after[1][k] - before[1][k], 2) for k in comps}
+        res["rss_mib"] = {k: round(after[2][k] / 1024, 1) for k in comps}
+        res["peak_rss_mib"] = {k: round(sampler.hwm[k] / 1024, 1) for k in comps}
+        per_k = {
+            k: round(v / (n / 1000), 2) for k, v in res["cpu_s"].items() if k.startswith("speaker-") and n
+        }
+        res["speaker_cpu_s_per_1000_services"] = per_k
+        res["limiter"] = limiter(res, usage)
+        for name, (proc, path) in profiles.items():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=args.profile_seconds + 30)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            res.setdefault("profiles", {})[name] = summarize_profile(path)
+        out["run"] = res
+    finally:
+        stop.set()
+        for proc in (fib_proc, arp_proc):
+            with contextlib.suppress(Exception):
+                proc.terminate()
+                proc.wait(timeout=5)
+        with contextlib.suppress(Exception):
+            sampler.stop()
+
+
+def figures(
+    tl: Timeline, t_start: float, t_last_create: float, t_end: float, done: bool, n: int
+) -> dict[str, Any]:
+    with tl.lock:
+        names = list(tl.created)
+        ip_lat = [tl.ip_at[k] - tl.created[k] for k in names if k in tl.ip_at]
+        ann = {
+            p: [tl.announced[k] - tl.created[k] for k in names if k in tl.announced and tl.proto[k] == p]
+            for p in ("l2", "bgp")
+        }
+        ip_ann = {
+            p: [
+                tl.announced[k] - tl.ip_at[k]
+                for k in names
+                if k in tl.announced and k in tl.ip_at and tl.proto[k] == p
+            ]
+            for p in ("l2", "bgp")
+        }
+        last_ip = max((tl.ip_at[k] for k in names if k in tl.ip_at), default=float("nan"))
+        last_ann = {
+            p: max(
+                (tl.announced[k] for k in names if k in tl.announced and tl.proto[k] == p),
+                default=float("nan"),
+            )
+            for p in ("l2", "bgp")
+        }
+        multi = sorted(ip for ip, macs in tl.arp_macs.items() if len(macs) > 1)
+        missing = {
+            p: sum(1 for k in names if tl.proto[k] == p and k not in tl.announced) for p in ("l2", "bgp")
+        }
+        owners = collections.Counter(next(iter(m)) for m in tl.arp_macs.values() if m)
+        res = {
+            "services_created": n,
+            "all_announced": done,
+            "not_announced": missing,
+            "create_phase_s": round(t_last_create - t_start, 2),
+            "create_rate_per_s": round(n / max(t_last_create - t_start, 1e-6), 1),
+            "create_call_s": dist(tl.call_s),
+            "create_to_ip": dist(ip_lat),
+            "create_to_announced": {p: dist(v) for p, v in ann.items()},
+            "ip_to_announced": {p: dist(v) for p, v in ip_ann.items()},
+            "last_ip_after_last_create_s": round(last_ip - t_last_create, 2),
+            "last_announced_after_last_create_s": {
+                p: round(v - t_last_create, 2) for p, v in last_ann.items()
+            },
+            "waited_s": round(t_end - t_last_create, 2),
+            "l2_ips_with_several_arp_answers": multi[:20],
+            "l2_answers_by_mac": dict(owners),
+            "fib_reads": tl.fib_reads,
+            "errors": tl.errors[:20],
+        }
+    return res
+
+
+def report(out: dict[str, Any]) -> None:
+    r = out.get("run")
+    if not r:
+        return
+
+    def d(x: dict[str, Any]) -> str:
+        return f"p50 {x['p50_s']} s, p99 {x['p99_s']} s, max {x['max_s']} s (n={x['n']})"
+
+    print(
+        f"\n{r['services_created']} Services created in {r['create_phase_s']} s "
+        f"({r['create_rate_per_s']}/s); load average {out['loadavg_before']} -> {out['loadavg_after']}"
+    )
+    print(f"  create call:          {d(r['create_call_s'])}")
+    print(f"  create -> IP:         {d(r['create_to_ip'])}")
+    for p in ("l2", "bgp"):
+        print(f"  create -> announced {p:3}: {d(r['create_to_announced'][p])}")
+    print(
+        f"  last IP {r['last_ip_after_last_create_s']} s after the last create; last announced "
+        f"{r['last_announced_after_last_create_s']} s after it (target <= "
+        f"{TARGETS['announced_after_last_create_s']} s); all announced: {r['all_announced']} "
+        f"(missing {r['not_announced']})"
+    )
+    for k in sorted(r["cpu_s"]):
+        u = r["usage"].get(k, {})
+        print(
+            f"  {k:28} CPU {r['cpu_s'][k]:7.2f} s  mean {u.get('mean_cores', 0):5.2f} cores  "
+            f"at a full core {u.get('saturated_share', 0) * 100:3.0f}% of the time  "
+            f"RSS {r['rss_mib'][k]:6.1f} MiB (peak {r['peak_rss_mib'][k]:6.1f})"
+        )
+    print(
+        f"  speaker CPU per 1,000 Services: {r['speaker_cpu_s_per_1000_services']} "
+        f"(target <= {TARGETS['speaker_cpu_s_per_1000_services']} s)"
+    )
+    lim = r["limiter"]
+    print(
+        f"  limits: {lim['slowest_stage']} (p99 per stage {lim['stage_p99_s']}); busiest process "
+        f"{lim['busiest_process']} (at a full core {lim['busiest_saturated_share']} of the time)"
+    )
+    for name, prof in (r.get("profiles") or {}).items():
+        print(f"  profile {name} ({prof['samples']} samples), own time:")
+        for f, share in prof["own"][:8]:
+            print(f"      {share * 100:5.1f}%  {f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--services", type=int, default=10000)
+    ap.add_argument("--workers", type=int, default=3)
+    ap.add_argument("--router", choices=["frr", "bird"], default="frr")
+    ap.add_argument("--create-timeout", type=float, default=1800, help="stop creating after this many s")
+    ap.add_argument("--settle", type=float, default=300, help="wait at most this long after the last create")
+    ap.add_argument("--arp-rate", type=float, default=2000, help="ARP requests per second, at most")
+    ap.add_argument("--fib-interval", type=float, default=0.2, help="FIB re-read interval (s), at least")
+    ap.add_argument("--profile-seconds", type=int, default=15, help="py-spy per component; 0: off")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("needs root (network namespaces)", file=sys.stderr)
+        return 2
+    if lab_namespaces():
+        print(f"lab namespaces exist ({', '.join(lab_namespaces())}): not disturbing them", file=sys.stderr)
+        return 2
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    out: dict[str, Any] = {
+        "benchmark": "scale",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commit": commit,
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "services": args.services,
+        "workers": args.workers,
+        "router": args.router,
+        "targets": TARGETS,
+        "method": "creates back to back over one keep-alive connection, alternately L2 and BGP; create = "
+        "the POST was answered; IP = seen on the bench's own Services watch; announced: L2 = "
+        "first ARP reply to a raw who-has from `client`, BGP = the /32 has a next hop via every "
+        "worker in the router's kernel FIB (ip -j route, re-read as fast as it parses)",
+    }
+    lab = Lab(state_dir=Path(tempfile.mkdtemp(prefix="lbt-s-bench-")))
+    try:
+        run(args, lab, out)
+    finally:
+        lab_cli("down", "--state-dir", str(lab.state_dir), check=False, timeout=300)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2, default=sorted) + "\n")
+    report(out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
