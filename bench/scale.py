@@ -218,24 +218,10 @@ def configure(api: Api, workers: list[str]) -> None:
                 "spec": {"addresses": [cidr], "autoAssign": False},
             },
         )
-    api.ensure(
-        f"{sysns}/l2advertisements",
-        {
-            "apiVersion": API_VERSION,
-            "kind": "L2Advertisement",
-            "metadata": {"name": "scale-l2"},
-            "spec": {"ipAddressPools": ["scale-l2"]},
-        },
-    )
-    api.ensure(
-        f"{sysns}/bgpadvertisements",
-        {
-            "apiVersion": API_VERSION,
-            "kind": "BGPAdvertisement",
-            "metadata": {"name": "scale-bgp"},
-            "spec": {"ipAddressPools": ["scale-bgp"]},
-        },
-    )
+    for kind, plural, pool in (("L2Advertisement", "l2advertisements", "scale-l2"),
+                               ("BGPAdvertisement", "bgpadvertisements", "scale-bgp")):
+        api.ensure(f"{sysns}/{plural}", {"apiVersion": API_VERSION, "kind": kind, "metadata": {"name": pool},
+                                         "spec": {"ipAddressPools": [pool]}})
     api.ensure(
         f"/apis/{GROUP}/{BGPPEER_VERSION}/namespaces/{NAMESPACE}/bgppeers",
         {
@@ -474,6 +460,7 @@ class Sampler:
             out[name] = {
                 "cpu_s": round(cpu, 2),
                 "mean_cores": round(cpu / wall, 3),
+                "runqueue_wait_s": round(win[-1][3][name] - win[0][3][name], 2),
                 "saturated_share": round(busy / (len(win) - 1), 3),
             }
         return out
@@ -505,6 +492,7 @@ def start_profiles(comps: dict[str, list[int]], seconds: int, out_dir: Path) -> 
             "--rate",
             "50",
             "--nonblocking",
+            "--gil",
             "--format",
             "raw",
             "--output",
@@ -801,6 +789,7 @@ def report(out: dict[str, Any]) -> None:
         print(
             f"  {k:28} CPU {r['cpu_s'][k]:7.2f} s  mean {u.get('mean_cores', 0):5.2f} cores  "
             f"at a full core {u.get('saturated_share', 0) * 100:3.0f}% of the time  "
+            f"waited for a CPU {u.get('runqueue_wait_s', 0):6.2f} s  "
             f"RSS {r['rss_mib'][k]:6.1f} MiB (peak {r['peak_rss_mib'][k]:6.1f})"
         )
     print(

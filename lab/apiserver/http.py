@@ -38,6 +38,9 @@ JSONPATCH = "application/json-patch+json"
 APPLY = "application/apply-patch+yaml"
 
 
+LINE_CACHE_SIZE = 4096  # recent events; all watchers of one event read it within a few loop turns
+
+
 def json_response(body: Any, status: int = 200) -> web.Response:
     return web.Response(
         body=json.dumps(body, separators=(",", ":")).encode(), status=status, content_type="application/json"
@@ -62,6 +65,9 @@ class Handlers:
         # kube's watch cache waits this long (blockTimeout) for a resourceVersion it has not reached
         self.rv_block_timeout = rv_block_timeout
         self.open_streams: set[web.StreamResponse] = set()
+        # Encoded watch lines by (type, stored object, version served): each event is encoded once,
+        # not once per watcher. Stored objects are never mutated, and holding one keeps its id unique.
+        self._lines: dict[tuple[str, int, str], tuple[JsonObj, bytes]] = {}
 
     # -- entry ----------------------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -447,21 +453,17 @@ class Handlers:
             await resp.prepare(request)
             next_bookmark = loop.time() + self.bookmark_interval
             while True:
-                now = loop.time()
-                waits = [next_bookmark - now] if bookmarks else []
+                wakes = [next_bookmark] if bookmarks else []
                 if deadline is not None:
-                    waits.append(deadline - now)
-                wait = max(0.0, min(waits)) if waits else None
-                try:
-                    item = await asyncio.wait_for(watcher.queue.get(), wait)
-                except TimeoutError:
+                    wakes.append(deadline)
+                if not await watcher.queue.wait(min(wakes) if wakes else None):
                     if deadline is not None and loop.time() >= deadline:
                         break
                     if self.store.rv >= watcher.min_rv:  # never a bookmark older than the watch
                         await resp.write(self._line("BOOKMARK", self._bookmark(rt)))
                     next_bookmark = loop.time() + self.bookmark_interval
                     continue
-                items = [item]
+                items: list[tuple[str, JsonObj] | None] = []
                 while not watcher.queue.empty() and len(items) < 500:
                     items.append(watcher.queue.get_nowait())
                 if any(i is None for i in items):
@@ -483,6 +485,7 @@ class Handlers:
             pass
         finally:
             self.store.unwatch(watcher)
+            watcher.queue.close()
             self.open_streams.discard(resp)
         return resp
 
@@ -507,7 +510,15 @@ class Handlers:
         if as_table:
             meta = {"resourceVersion": view["metadata"].get("resourceVersion", "")}
             return self._line(type_, self._table(rt, [view], meta, q or {}))
-        return self._line(type_, view)
+        key = (type_, id(obj), rt.api_version)
+        hit = self._lines.get(key)
+        if hit is not None and hit[0] is obj:
+            return hit[1]
+        line = self._line(type_, view)
+        if len(self._lines) >= LINE_CACHE_SIZE:
+            self._lines.clear()
+        self._lines[key] = (obj, line)
+        return line
 
     @staticmethod
     def _line(type_: str, obj: JsonObj) -> bytes:

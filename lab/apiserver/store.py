@@ -61,6 +61,69 @@ class Event:
     old: JsonObj | None
 
 
+class WatchQueue:
+    """A watcher's pending events, used like an `asyncio.Queue` (put_nowait/get_nowait/empty).
+
+    `wait` parks on a plain future and keeps one timer for as long as its deadline stays
+    the same, instead of `asyncio.wait_for(queue.get())`, which costs a task and a timer
+    per event: with every watcher of a busy resource woken for each write, that was most
+    of the server's time.
+    """
+
+    def __init__(self) -> None:
+        self._items: deque[tuple[str, JsonObj] | None] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def put_nowait(self, item: tuple[str, JsonObj] | None) -> None:
+        self._items.append(item)
+        self._wake()
+
+    def get_nowait(self) -> tuple[str, JsonObj] | None:
+        if not self._items:
+            raise asyncio.QueueEmpty
+        return self._items.popleft()
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    async def wait(self, until: float | None) -> bool:
+        """Until something is queued or the loop's clock reaches `until`; whether something is queued."""
+        loop = asyncio.get_running_loop()
+        while not self._items:
+            if until is not None:
+                if loop.time() >= until:
+                    return False
+                if self._timer is None or self._timer.when() != until:
+                    self.close()
+                    self._timer = loop.call_at(until, self._on_timer)
+            fut: asyncio.Future[None] = loop.create_future()
+            self._waiter = fut
+            try:
+                await fut
+            finally:
+                self._waiter = None
+        return True
+
+    def close(self) -> None:
+        """Drop the timer (the stream ended)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
 @dataclass(eq=False)
 class Watcher:
     """One open watch stream; the HTTP handler drains `queue`."""
@@ -69,7 +132,7 @@ class Watcher:
     namespace: str | None
     labels: list[Requirement]
     fields: list[FieldRequirement]
-    queue: asyncio.Queue[tuple[str, JsonObj] | None] = field(default_factory=asyncio.Queue)
+    queue: WatchQueue = field(default_factory=WatchQueue)
     cut: bool = False
     # kube's cache watcher sends only events (and bookmarks) newer than the resourceVersion it was
     # opened at: a watch from a resourceVersion the store has not reached yet stays silent until then
