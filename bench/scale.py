@@ -569,12 +569,42 @@ def limiter(res: dict[str, Any], usage: dict[str, dict[str, float]]) -> dict[str
     busiest = (
         max(python, key=lambda k: (python[k]["saturated_share"], python[k]["mean_cores"])) if python else None
     )
+    # Group the lab's CPU by role: on a small machine the sum of them is what starves the others.
+    roles: dict[str, float] = collections.defaultdict(float)
+    for k, v in usage.items():
+        roles[k.split("-", 1)[0] + ("s" if "-" in k else "")] += v["cpu_s"]
+    total = sum(roles.values()) or 1.0
     return {
         "stage_p99_s": {k: round(v, 3) for k, v in stages.items()},
         "slowest_stage": stage,
         "busiest_process": busiest,
         "busiest_saturated_share": python[busiest]["saturated_share"] if busiest else None,
+        "lab_cpu_share_by_role": {
+            k: round(v / total, 3) for k, v in sorted(roles.items(), key=lambda kv: -kv[1])
+        },
+        "lab_cpu_cores": round(total / max(res["create_phase_s"] + res["waited_s"], 1e-6), 2),
     }
+
+
+def resource_version(api: Api) -> int:
+    """The server's current resourceVersion (the lab's counts writes)."""
+    _, body = api.call("GET", "/api/v1/namespaces?limit=1")
+    return int(body["metadata"]["resourceVersion"])
+
+
+def object_counts(api: Api) -> dict[str, int]:
+    """How many objects the run left, per kind the product writes for a Service."""
+    paths = {
+        "endpointslices": f"/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices",
+        "servicel2statuses": f"/apis/{API_VERSION}/namespaces/{NAMESPACE}/servicel2statuses",
+        "servicebgpstatuses": f"/apis/{API_VERSION}/namespaces/{NAMESPACE}/servicebgpstatuses",
+        "events": f"/api/v1/namespaces/{NS}/events",
+    }
+    out = {}
+    for kind, path in paths.items():
+        status, body = api.call("GET", path)
+        out[kind] = len(body.get("items") or []) if status == 200 else -1
+    return out
 
 
 # --- the run ---------------------------------------------------------------------------------------
@@ -642,6 +672,7 @@ def run(args: argparse.Namespace, lab: Lab, out: dict[str, Any]) -> None:
         sampler.start()
         before = sampler.samples[-1]
         names = [f"s-{i}" for i in range(args.services)]
+        rv_start = resource_version(api)
         t_start = time.monotonic()
         profile_at = args.services // 3
         for i, name in enumerate(names):
@@ -680,6 +711,8 @@ def run(args: argparse.Namespace, lab: Lab, out: dict[str, Any]) -> None:
         after = sampler.samples[-1]
         out["loadavg_after"] = loadavg()
         res = figures(tl, t_start, t_last_create, t_end, done, n)
+        res["api_writes"] = resource_version(api) - rv_start  # one resourceVersion per write
+        res["objects_at_end"] = object_counts(api)
         usage = sampler.between(t_start, t_end)
         res["usage"] = usage
         res["cpu_s"] = {k: round(after[1][k] - before[1][k], 2) for k in comps}
@@ -696,7 +729,7 @@ def run(args: argparse.Namespace, lab: Lab, out: dict[str, Any]) -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-            res.setdefault("profiles", {})[name] = summarize_profile(path)
+            res.setdefault("profiles", {})[name] = {**summarize_profile(path), "collapsed_stacks": str(path)}
         out["run"] = res
     finally:
         stop.set()
@@ -796,11 +829,15 @@ def report(out: dict[str, Any]) -> None:
         f"  speaker CPU per 1,000 Services: {r['speaker_cpu_s_per_1000_services']} "
         f"(target <= {TARGETS['speaker_cpu_s_per_1000_services']} s)"
     )
+    cpu_api = r["cpu_s"].get("apiserver", 0.0)
+    print(f"  API writes in the run: {r['api_writes']} ({cpu_api * 1000 / max(r['api_writes'], 1):.2f} ms "
+          f"API server CPU each); objects left: {r['objects_at_end']}")
     lim = r["limiter"]
     print(
         f"  limits: {lim['slowest_stage']} (p99 per stage {lim['stage_p99_s']}); busiest process "
         f"{lim['busiest_process']} (at a full core {lim['busiest_saturated_share']} of the time)"
     )
+    print(f"  the lab used {lim['lab_cpu_cores']} cores on average; by role {lim['lab_cpu_share_by_role']}")
     for name, prof in (r.get("profiles") or {}).items():
         print(f"  profile {name} ({prof['samples']} samples), own time:")
         for f, share in prof["own"][:8]:
