@@ -3,10 +3,12 @@
 * ``inprocess``: the pure allocator alone: 100,000 Services from one large IPv4 pool
   (seconds, µs per allocation, peak memory), then release/re-allocate and a restart
   rebuild (restore of every assignment into a fresh allocator).
+* ``shared``: 10,000 Services onto ONE shared IP (same allow-shared-ip key, distinct
+  ports): allocate, idempotent resync, restart restore, release. Linear, not quadratic.
 * ``api``: Services created through the lab API server with the controller running
   (p50/p99 from create to IP in status) — filled in by the controller shell's author.
 
-    python bench/allocation.py [--only inprocess|api] [--services N] [--out FILE]
+    python bench/allocation.py [--only inprocess|shared|api] [--services N] [--out FILE]
 
 Results are merged into ``bench/results/allocation.json`` (one key per part) and a
 readable summary is printed.
@@ -170,6 +172,45 @@ def bench_inprocess(services: int = 100_000, cidr: str = "10.0.0.0/8", churn: fl
             "retained_bytes_per_service": round((current - base_current) / services),
             "ru_maxrss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         },
+        "python": platform.python_version(),
+    }
+
+
+def bench_shared(services: int = 10_000) -> dict[str, Any]:
+    """`services` Services sharing one IP: every call must cost O(1) in the number of holders."""
+    pool = Pool(name="shared", ranges=(parse_address_range("10.0.0.0/24"),))
+    reqs = [ServiceRequest(key=f"bench/shared-{i}", namespace="bench", sharing_key="one",
+                           ports=((("TCP", "UDP")[i // 65535 % 2], 1 + i % 65535),))
+            for i in range(services)]
+    gc.collect()
+    alloc = Allocator([pool])
+    total_s, per_call = _timed_allocations(alloc, reqs)
+    assert {ips for ips in alloc.assignments().values()} == {("10.0.0.0",)}, "not all on one IP"
+    t0 = time.perf_counter()
+    for r in reqs:
+        res = alloc.allocate(r)
+        assert res.ok and not res.changed
+    resync_s = time.perf_counter() - t0
+    state = alloc.assignments()
+    t0 = time.perf_counter()
+    fresh = Allocator([pool])
+    for r in reqs:
+        assert fresh.restore(r.key, state[r.key], r).ok
+    fresh.pool_stats("shared")  # restores are lazy: include the rebuild
+    restore_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for r in reqs:
+        alloc.release(r.key)
+    release_s = time.perf_counter() - t0
+    assert alloc.assignments() == {}
+    return {
+        "services": services,
+        "allocate_total_s": round(total_s, 3),
+        "allocate_per_call_us": {"mean": round(statistics.fmean(per_call), 2),
+                                 "p99": round(_pct(per_call, 0.99), 2)},
+        "resync_idempotent_total_s": round(resync_s, 3),
+        "restart_restore_total_s": round(restore_s, 3),
+        "release_total_s": round(release_s, 3),
         "python": platform.python_version(),
     }
 
@@ -349,6 +390,13 @@ def _summary(results: dict[str, Any]) -> str:
             f"{mem['tracemalloc_retained_mib']} MiB ({mem['retained_bytes_per_service']} B/Service); "
             f"process max RSS {mem['ru_maxrss_mib']} MiB",
         ]
+    sh = results.get("shared")
+    if sh:
+        lines.append(
+            f"one shared IP: {sh['services']:,} Services allocated in {sh['allocate_total_s']} s "
+            f"({sh['allocate_per_call_us']['mean']} µs mean, p99 {sh['allocate_per_call_us']['p99']}); "
+            f"resync {sh['resync_idempotent_total_s']} s; restart restore {sh['restart_restore_total_s']} s; "
+            f"release {sh['release_total_s']} s")
     api = results.get("api")
     if api:
         for mode in ("burst", "paced"):
@@ -368,7 +416,7 @@ def _summary(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--only", choices=("inprocess", "api"), help="run only one part")
+    parser.add_argument("--only", choices=("inprocess", "shared", "api"), help="run only one part")
     parser.add_argument("--services", type=int, help="number of Services (default 100000 / 1000)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file (merged)")
     args = parser.parse_args(argv)
@@ -381,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
             results = {}
     if args.only in (None, "inprocess"):
         results["inprocess"] = bench_inprocess(services=args.services or 100_000)
+    if args.only in (None, "shared"):
+        results["shared"] = bench_shared(services=args.services or 10_000)
     if args.only in (None, "api"):
         try:
             results["api"] = bench_api(services=args.services or 1_000)

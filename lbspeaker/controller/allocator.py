@@ -25,7 +25,8 @@ Rules (MetalLB's, with the differences called out):
   lowest over all ranges of the pool (MetalLB walks CIDRs in config order).
   ``avoidBuggyIPs`` skips every IPv4 address whose last octet is 0 or 255 (MetalLB's
   ``ipConfusesBuggyFirmwares``: *every* x.y.z.0 / x.y.z.255, not only range edges),
-  and refuses such an address when it is requested.
+  and refuses such an address when it is requested. The unspecified address (0.0.0.0,
+  ``::``) is in no pool: never handed out, refused when requested (see ``_merged``).
 * **Families** (``ServiceRequest.families`` is spec.ipFamilies, primary first):
   ``SingleStack`` one address of the first family; ``RequireDualStack`` one of each,
   from one pool; ``PreferDualStack`` both from the first pool offering both, else one
@@ -246,13 +247,25 @@ def _parse_ip(text: str) -> tuple[int, int]:
 
 
 def _merged(ranges: Iterable[AddressRange], family: int) -> list[tuple[int, int]]:
+    """Disjoint sorted intervals of the pool's addresses of `family`, without the unspecified address.
+
+    0.0.0.0 and :: (value 0) are never handed out, counted or matched to a pool: they mean
+    "any address" and no client can reach a Service on them, so a 0.0.0.0/0 or ::/0 pool
+    starts at 0.0.0.1 / ::1. Network and broadcast addresses of a CIDR *are* handed out,
+    as MetalLB does (its allocator walks every address of a CIDR; a LoadBalancer IP is a
+    /32 or /128 on no link, so x.y.z.0 is an ordinary host address); `avoidBuggyIPs` is
+    MetalLB's and our way to skip them for CPE firmwares that mistreat them.
+    """
     out: list[tuple[int, int]] = []
     for r in sorted(r for r in ranges if r.family == family):
-        if out and r.first <= out[-1][1] + 1:
+        first = max(r.first, 1)
+        if first > r.last:
+            continue
+        if out and first <= out[-1][1] + 1:
             if r.last > out[-1][1]:
                 out[-1] = (out[-1][0], r.last)
         else:
-            out.append((r.first, r.last))
+            out.append((first, r.last))
     return out
 
 
@@ -459,6 +472,25 @@ class _IPUse:
     sharing_key: str | None
     backend_key: str | None
     holders: dict[str, tuple[tuple[str, int], ...]]    # svc -> its ports
+    port_owners: dict[tuple[str, int], set[str]] = field(default_factory=dict)  # port -> its holders
+
+    def hold(self, key: str, ports: tuple[tuple[str, int], ...]) -> None:
+        """Record (or update) `key`'s ports on this IP: O(its ports), whatever the holder count."""
+        self.drop(key)
+        self.holders[key] = ports
+        for port in ports:
+            self.port_owners.setdefault(port, set()).add(key)
+
+    def drop(self, key: str) -> None:
+        for port in self.holders.pop(key, ()):
+            owners = self.port_owners.get(port)
+            if owners is not None:
+                owners.discard(key)
+                if not owners:
+                    del self.port_owners[port]
+
+    def shared_with_others(self, key: str) -> bool:
+        return len(self.holders) > (1 if key in self.holders else 0)
 
 
 @dataclass(slots=True)
@@ -721,7 +753,7 @@ class Allocator:
                 self._uses[(fam, value)] = use
                 if lazy:
                     self._dirty = True
-                    use.holders[key] = req.ports
+                    use.hold(key, req.ports)
                     continue
                 if p is not None:
                     st = self._pools[p]
@@ -734,7 +766,7 @@ class Allocator:
                 self._share_remove(use)
                 use.sharing_key, use.backend_key = req.sharing_key, req.backend_key
                 self._share_add(use)
-            use.holders[key] = req.ports
+            use.hold(key, req.ports)
         self._held[key] = _Held(addrs, pool, req, tuple(_ip_text(f, v) for f, v in addrs))
         self._pool_holders.setdefault(pool or "", set()).add(key)
 
@@ -749,7 +781,7 @@ class Allocator:
                 del self._pool_holders[held.pool or ""]
         for addr in held.addrs:
             use = self._uses[addr]
-            del use.holders[key]
+            use.drop(key)
             if use.holders:
                 continue
             del self._uses[addr]
@@ -802,34 +834,42 @@ class Allocator:
         return bool(fams) and fams <= set(wanted)
 
     def _sharing_problem(self, use: _IPUse, req: ServiceRequest) -> tuple[str, str] | None:
-        """Why `req` may not hold `use`'s IP alongside its other holders, or None."""
-        others = {k: p for k, p in use.holders.items() if k != req.key}
-        if not others:
+        """Why `req` may not hold `use`'s IP alongside its other holders, or None.
+
+        Linear in the request's ports, not in the holder count: thousands of Services
+        sharing one IP each cost O(1) per call (the holder list is only sorted to word a failure).
+        """
+        if not use.shared_with_others(req.key):
             return None
         ip = _ip_text(use.family, use.value)
-        names = ", ".join(sorted(others))
+
+        def names() -> str:
+            return ", ".join(sorted(k for k in use.holders if k != req.key))
+
         if not use.sharing_key:
-            return Reason.IP_IN_USE, (f"{ip} is held by {names}, which does not allow sharing; "
+            return Reason.IP_IN_USE, (f"{ip} is held by {names()}, which does not allow sharing; "
                                       "pick another address, or give both Services the same "
                                       "allow-shared-ip annotation")
         if not req.sharing_key:
-            return Reason.IP_IN_USE, (f"{ip} is held by {names} (sharing key {use.sharing_key!r}); "
+            return Reason.IP_IN_USE, (f"{ip} is held by {names()} (sharing key {use.sharing_key!r}); "
                                       f"set allow-shared-ip: {use.sharing_key!r} on {req.key} to share it")
         if req.sharing_key != use.sharing_key:
             return Reason.SHARING_KEY_MISMATCH, (
-                f"{ip} is shared by {names} under sharing key {use.sharing_key!r}, not {req.sharing_key!r}; "
-                "use the same allow-shared-ip value on all Services sharing an address")
+                f"{ip} is shared by {names()} under sharing key {use.sharing_key!r}, "
+                f"not {req.sharing_key!r}; use the same allow-shared-ip value on all Services sharing "
+                "an address")
         if req.backend_key != use.backend_key:
             return Reason.BACKEND_MISMATCH, (
-                f"{ip} is held by {names} with a different externalTrafficPolicy/pod selector; Services "
+                f"{ip} is held by {names()} with a different externalTrafficPolicy/pod selector; Services "
                 "sharing an address with externalTrafficPolicy Local must select the same pods")
         mine = set(req.ports)
-        for other, ports in sorted(others.items()):
-            clash = sorted(mine.intersection(ports))
-            if clash:
-                text = ", ".join(f"{proto}/{port}" for proto, port in clash)
-                return Reason.PORT_CONFLICT, (f"port {text} is already used on {ip} by {other}; "
-                                              "Services sharing an address need distinct ports")
+        clashing = {k for port in mine for k in use.port_owners.get(port, ()) if k != req.key}
+        if clashing:
+            other = min(clashing)
+            clash = sorted(mine.intersection(use.holders[other]))
+            text = ", ".join(f"{proto}/{port}" for proto, port in clash)
+            return Reason.PORT_CONFLICT, (f"port {text} is already used on {ip} by {other}; "
+                                          "Services sharing an address need distinct ports")
         return None
 
     def _request_change(self, held: _Held, req: ServiceRequest) -> str | None:
@@ -859,7 +899,7 @@ class Allocator:
         if req != held.request:
             for addr in addrs:
                 use = self._uses[addr]
-                use.holders[key] = req.ports
+                use.hold(key, req.ports)
                 if use.sharing_key != req.sharing_key or use.backend_key != req.backend_key:
                     # key is the sole holder (co-holders would have made this a request change)
                     self._share_remove(use)
@@ -997,8 +1037,12 @@ class Allocator:
                 f"{'one address of each family' if required and len(wanted) > 1 else 'matching addresses'}"))
         pools: list[str] = []
         for fam, value in addrs:
-            name = self._pool_for(fam, value)
             text = _ip_text(fam, value)
+            if value == 0:
+                raise _Fail(Reason.INVALID_REQUEST, (
+                    f"{text} is the unspecified address (it means any address) and cannot be a "
+                    "Service's IP: request a real address"))
+            name = self._pool_for(fam, value)
             if name is None:
                 raise _Fail(Reason.IP_OUTSIDE_POOLS, (
                     f"{text} is not inside any IPAddressPool"

@@ -170,6 +170,53 @@ def test_sharing_picks_lowest_compatible_or_free() -> None:
         == ("10.0.0.4",)
 
 
+def test_port_index_follows_port_changes_and_releases() -> None:
+    """The per-IP port index (what makes sharing linear) agrees with the holders at every step."""
+    alloc = Allocator([pool("p", "10.0.0.1-10.0.0.3")])
+    assert alloc.allocate(req("a", sharing_key="k", ports=ports("tcp/80", "tcp/443"))).ips == ("10.0.0.1",)
+    assert alloc.allocate(req("b", sharing_key="k", ports=ports("tcp/81"))).ips == ("10.0.0.1",)
+    clash = alloc.allocate(req("x", sharing_key="k", ports=ports("tcp/443"), requested_ips=("10.0.0.1",)))
+    assert clash.reason == Reason.PORT_CONFLICT
+    assert "port TCP/443 is already used on 10.0.0.1 by a" in clash.message
+    # both a and b clash with x: the message names the first by name, with a's clashing ports only
+    both = alloc.allocate(req("x", sharing_key="k", ports=ports("tcp/81", "tcp/80"),
+                              requested_ips=("10.0.0.1",)))
+    assert both.reason == Reason.PORT_CONFLICT
+    assert "port TCP/80 is already used on 10.0.0.1 by a;" in both.message
+    # a moves off 443 (same IP, new ports): 443 is free on the IP again
+    assert alloc.allocate(req("a", sharing_key="k", ports=ports("tcp/80"))).ips == ("10.0.0.1",)
+    assert alloc.allocate(req("x", sharing_key="k", ports=ports("tcp/443"))).ips == ("10.0.0.1",)
+    # b's release frees 81; a restore records ports as well
+    alloc.release("b")
+    assert alloc.allocate(req("y", sharing_key="k", ports=ports("tcp/81"))).ips == ("10.0.0.1",)
+    fresh = Allocator([pool("p", "10.0.0.1-10.0.0.3")])
+    for key, p in (("a", "tcp/80"), ("x", "tcp/443"), ("y", "tcp/81")):
+        assert fresh.restore(key, ["10.0.0.1"], req(key, sharing_key="k", ports=ports(p))).ok
+    assert fresh.allocate(req("z", sharing_key="k", ports=ports("tcp/81"))).ips == ("10.0.0.2",)
+    assert fresh.allocate(req("w", sharing_key="k", ports=ports("tcp/82"))).ips == ("10.0.0.1",)
+    assert fresh.services_on("10.0.0.1") == ["a", "w", "x", "y"]
+
+
+@pytest.mark.parametrize(("cidr", "first", "capacity"), [
+    ("0.0.0.0/0", "0.0.0.1", (2**32 - 1, 0)),
+    ("0.0.0.0/30", "0.0.0.1", (3, 0)),
+    ("0.0.0.0-0.0.0.0", None, (0, 0)),
+    ("::/0", "::1", (0, 2**128 - 1)),
+    ("::/127", "::1", (0, 1)),
+    ("10.0.0.0/30", "10.0.0.0", (4, 0)),   # a network address is handed out, as MetalLB does
+])
+def test_unspecified_address_is_never_handed_out(cidr: str, first: str | None,
+                                                 capacity: tuple[int, int]) -> None:
+    fam = 6 if ":" in cidr else 4
+    alloc = Allocator([pool("p", cidr)])
+    assert alloc.pool_capacity("p") == capacity
+    got = alloc.allocate(req("a", families=(fam,)))
+    assert (got.ips[0] if got.ok else None) == first
+    unspecified = "::" if fam == 6 else "0.0.0.0"
+    asked = alloc.allocate(req("b", families=(fam,), requested_ips=(unspecified,)))
+    assert asked.reason == Reason.INVALID_REQUEST and "unspecified address" in asked.message
+
+
 # --------------------------------------------------------------------------------------------
 # avoidBuggyIPs, lowest-free-first, stats
 
