@@ -627,13 +627,16 @@ class Allocator:
         return held.ips if held else ()
 
     def restore(self, key: str, ips: Sequence[str], request: ServiceRequest | None = None,
-                pool: str | None = None) -> Result:
+                pool: str | None = None, lazy: bool = True) -> Result:
         """Re-record IPs found in a Service's status at start-up, whatever the pools say now.
 
         `pool` is the Service's ip-allocated-from-pool annotation: remembered as the IPs'
         origin when no current pool covers them, so holders(pool) and a pool request
-        naming it do not move the Service.
+        naming it do not move the Service. `lazy=False` updates the free intervals at
+        once instead of in bulk before the next allocation (one restore between allocations).
         """
+        if not lazy:
+            self._sync()
         req = request if request is not None else ServiceRequest(key=key)
         if req.key != key:
             req = replace(req, key=key)
@@ -662,7 +665,7 @@ class Allocator:
         where = [self._pool_for(f, v) for f, v in addrs]
         covering = [p for p in where if p is not None]
         origin = covering[0] if covering else pool
-        self._assign(key, addrs, origin, req, lazy=True)
+        self._assign(key, addrs, origin, req, lazy=lazy)
         warnings: list[str] = []
         for (f, v), p in zip(addrs, where, strict=True):
             if p is None:

@@ -22,14 +22,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from lbspeaker.api import constants as C
 from lbspeaker.controller import translate as T
 from lbspeaker.controller.advertisements import advertisement_conditions
-from lbspeaker.controller.allocator import Allocator
+from lbspeaker.controller.allocator import Allocator, ServiceRequest
 from lbspeaker.controller.metrics import ControllerMetrics
 from lbspeaker.health import HealthServer
 from lbspeaker.kube.cache import WatchCache, wait_all_synced
@@ -48,6 +48,12 @@ from lbspeaker.kube.rest import ApiError, Rest
 from lbspeaker.kube.status import patch_annotations, update_status
 
 log = logging.getLogger("lbspeaker.controller")
+
+# The allocator key under which IPs still named by a Service's status, but not (or no longer)
+# allocated to it, stay taken until the status stops naming them: nothing new is handed out
+# on top of an IP some Service's status still names (a failed write, a type or class change
+# while the controller was down, another implementation's Service). Not a valid object name.
+OLD_STATUS = " (old status)"
 
 POOLS_KEY = "pools"
 ADVERTISEMENTS_KEY = "advertisements"
@@ -227,6 +233,7 @@ class Controller:
         self._reported_problems: dict[str, str] = {}
         self._failed: dict[str, str] = {}          # key -> last failure message (Event sent once)
         self._orphans: dict[str, tuple[str, ...]] = {}  # key -> IPs no pool covers (Event sent once)
+        self._claims: dict[str, dict[str, str | None]] = {}  # key -> its status claims (-> pool)
         self._pools_loaded = False
 
         self._node_ips: dict[str, str] = {}
@@ -464,6 +471,7 @@ class Controller:
                             self.cfg.cache_sync_timeout)
                 deadline = time.monotonic() + self.cfg.cache_sync_timeout
         self.alloc = Allocator()
+        self._claims.clear()
         self._pool_status_pending.clear()
         self._failed.clear()
         self._orphans.clear()
@@ -490,6 +498,11 @@ class Controller:
                 log.warning("restore: service=%s ips=%s not kept: %s (%s)", key, ",".join(ips), out.message,
                             out.reason)
                 conflicts.append((svc, out.message))
+        # Then every IP a status names that restore did not give to that Service (a Service no
+        # longer for us, or in conflict): taken until the status stops naming it.
+        for svc in services:
+            if T.ingress_ips(svc):
+                self._track_status(T.key_of(svc), svc, T.ingress_ips(svc), {})
         self.stats["restored"] = restored
         log.info("restored %d Service allocations from their status; now allocating", restored)
         self._ready_to_write.set()
@@ -577,6 +590,8 @@ class Controller:
         """Service key -> its IPs that no current pool covers."""
         out: dict[str, tuple[str, ...]] = {}
         for key, ips in self.alloc.assignments().items():
+            if OLD_STATUS in key:
+                continue
             a = self.alloc.assigned(key)
             if a is not None and a.orphaned:
                 pools = self._poolset.active.values()
@@ -599,6 +614,8 @@ class Controller:
         out = []
         pools = self._poolset.active.values()
         for key in self.alloc.holders(name):
+            if OLD_STATUS in key:
+                continue
             a = self.alloc.assigned(key)
             if a is not None and a.orphaned:
                 out.append((key, tuple(ip for ip in a.ips if not any(p.covers(ip) for p in pools))))
@@ -697,6 +714,19 @@ class Controller:
 
     def _sync_service(self, key: str) -> None:
         svc = self._svc_by_key(key)
+        # The Service may take back an IP its own old status names: lift its claims meanwhile.
+        before = self._claims.pop(key, {})
+        for claim in before:
+            self.alloc.release(claim)
+        named = T.ingress_ips(svc) if svc is not None else []
+        try:
+            named = self._converge_service(key, svc)
+        finally:
+            # whatever happened (a write may have failed), the IPs its status names stay taken
+            self._track_status(key, svc, named, before)
+
+    def _converge_service(self, key: str, svc: dict[str, Any] | None) -> list[str]:
+        """Allocate or release for one Service and write it; return the IPs its status now names."""
         assignment = self.alloc.assigned(key)
         held = list(assignment.ips) if assignment else []
         pool = assignment.pool if assignment else None
@@ -710,9 +740,15 @@ class Controller:
                 log.info("service=%s ips=%s pool=%s reason=ServiceDeleted: released",
                          key, ",".join(held), pool)
                 self._after_release(pool)
-            return
+            return []
         if not T.wants_ip(svc, self.cfg.lb_class):
             self._failed.pop(key, None)
+            named = T.ingress_ips(svc)
+            if self._ours_to_clear(svc, held):
+                # Status first: if the write fails the IP stays held and the retry clears it.
+                self._check_leader()
+                self._write_service(svc, [], None)
+                named = []
             if held:
                 self.alloc.release(key)
                 self._orphans.pop(key, None)
@@ -720,28 +756,27 @@ class Controller:
                 self.metrics.allocations.labels(result="released").inc()
                 self.stats["released"] += 1
                 log.info("service=%s ips=%s pool=%s reason=%s: released", key, ",".join(held), pool, why)
-                if set(T.ingress_ips(svc)) == set(held):
-                    self._check_leader()
-                    self._write_service(svc, [], None)
                 self._after_release(pool)
-            return
+            return named
         try:
             info = T.service_info(svc, self._ns_labels(svc))
         except T.ServiceError as exc:
             self._fail(svc, key, "InvalidRequest", str(exc))
-            return
+            return self._status_to_holdings(svc, held, pool)
         out = self.alloc.allocate(T.to_request(info))
         if not out.ok:
             self._fail(svc, key, out.reason, out.message)
-            return
+            return self._status_to_holdings(svc, list(out.ips), out.pool)
         self._failed.pop(key, None)
         new_ips = list(out.ips)
         current = T.ingress_ips(svc)
         old_pool, pool = pool, out.pool
         moved = set(new_ips) != set(current)
+        named = current
         if moved or self._pool_annotation(svc) != pool or not self._ingress_is_ours(svc, new_ips):
             self._check_leader()
             self._write_service(svc, new_ips, pool)
+            named = new_ips
         if moved:
             result = "allocated"
             self.stats["allocated"] += 1
@@ -755,6 +790,7 @@ class Controller:
             self._publish_pool_metrics()
         for warning in out.warnings:
             log.warning("service=%s ips=%s pool=%s: %s", key, ",".join(new_ips), pool, warning)
+        return named
 
     def _after_release(self, pool: str | None) -> None:
         """Freed space may satisfy a Service that failed; the pool's counts changed."""
@@ -763,6 +799,65 @@ class Controller:
         for other in list(self._failed):
             self.queue.add(SVC + other)
         self._publish_pool_metrics()
+
+    def _status_to_holdings(self, svc: Mapping[str, Any], held: list[str], pool: str | None) -> list[str]:
+        """After a failed allocation: a status naming IPs the Service does not hold (a restore
+        conflict, a status written by hand) is set back to what it holds, as MetalLB clears it;
+        return the IPs the status names now."""
+        current = T.ingress_ips(svc)
+        if set(current) <= set(held):
+            return current
+        self._check_leader()
+        self._write_service(svc, held, pool if held else None)
+        log.info("service=%s ips=%s: status named %s, which it does not hold; set to what it holds",
+                 T.key_of(svc), ",".join(held) or "-", ",".join(current))
+        return held
+
+    def _ours_to_clear(self, svc: Mapping[str, Any], held: list[str]) -> bool:
+        """Should the status and pool annotation of a Service that is not for us be cleared?
+
+        A Service that is not type LoadBalancer: always (MetalLB's clearServiceState does the
+        same; its ingress means nothing). Another loadBalancerClass: only what we wrote (our
+        pool annotation, or the IPs we hold), never another implementation's status.
+        """
+        if not T.is_load_balancer(svc):
+            return bool(T.ingress_ips(svc)) or self._pool_annotation(svc) is not None
+        if self._pool_annotation(svc) is not None:
+            return True
+        return bool(held) and set(T.ingress_ips(svc)) == set(held)
+
+    def _track_status(self, key: str, svc: Mapping[str, Any] | None, named: list[str],
+                      before: Mapping[str, str | None]) -> None:
+        """Keep every IP that the status of `key` names (`named`) but `key` does not hold taken.
+
+        Each under its own allocator key `<key> (old status) <ip>`, with the Service's own
+        sharing settings, so only a Service that could share with it anyway may use the IP
+        meanwhile. Released as soon as the status stops naming the IP. `before`: the claims
+        lifted for this reconcile (claim key -> pool).
+        """
+        assignment = self.alloc.assigned(key)
+        mine = assignment.ips if assignment else ()
+        extra = [ip for ip in dict.fromkeys(named) if ip not in mine]
+        kept: dict[str, str | None] = {}
+        if extra and svc is not None:
+            try:
+                request = T.to_request(T.service_info_lenient(svc, self._ns_labels(svc)))
+            except T.ServiceError:
+                request = ServiceRequest(key=key)
+            for ip in extra:
+                claim = f"{key}{OLD_STATUS} {ip}"
+                out = self.alloc.restore(claim, [ip], replace(request, key=claim), lazy=False)
+                if out.ok:  # else another Service holds it already, which keeps it just as taken
+                    kept[claim] = out.pool
+                    if claim not in before:
+                        log.info("service=%s ip=%s: still named in its status, kept out of allocation "
+                                 "until the status stops naming it", key, ip)
+                        self._queue_pool_status(out.pool)
+        if kept:
+            self._claims[key] = kept
+        for claim, pool in before.items():
+            if claim not in kept:
+                self._after_release(pool)
 
     def _fail(self, svc: Mapping[str, Any], key: str, reason: str, message: str) -> None:
         self.metrics.allocations.labels(result="failed").inc()
