@@ -23,7 +23,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from lbspeaker.api.addresses import AddressRange, AddressSyntaxError, parse_address_range
 from lbspeaker.api.constants import API_VERSION, BGPPEER_VERSION, GROUP
@@ -156,6 +164,16 @@ def parse_duration(text: str) -> float:
         total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
         pos = m.end()
     return sign * total
+
+
+_DURATION_RE = re.compile(DURATION_PATTERN)
+
+
+def check_duration(value: object) -> float:
+    """Seconds of a duration as the CRD accepts it (the pattern), else ValueError with the syntax."""
+    if not isinstance(value, str) or len(value) > DURATION_LEN or not _DURATION_RE.match(value):
+        raise ValueError(f"invalid duration {value!r}: use e.g. 90s, 1m30s or 500ms")
+    return parse_duration(value)
 
 
 def format_duration(seconds: float) -> str:
@@ -827,12 +845,29 @@ class BGPPeerSpec(_Model):
     dualStackAddressFamily: bool = False
     """Carry both address families on this session."""
 
-    @field_validator("holdTime", "keepaliveTime", "connectTime")
+    @field_validator("holdTime", "keepaliveTime", "connectTime", mode="before")
     @classmethod
-    def _duration_parses(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_duration(value)
+    def _duration_parses(cls, value: Any, info: ValidationInfo) -> Any:
+        """The CEL rules again, for objects that never met the API server (lbctl, tests, a speaker
+        reading an object written before the rule): a friendly message, never the raw pattern."""
+        if value is None:
+            return value
+        seconds = check_duration(value)
+        if info.field_name == "holdTime" and seconds != 0 and not 3 <= seconds <= 65535:
+            raise ValueError(f"{value!r}: {_HOLD_RULE['message']}")
+        if info.field_name == "connectTime":
+            if not 1 <= seconds <= 65535:
+                raise ValueError(f"{value!r}: {_CONNECT_RULES[0]['message']}")
+            if seconds != int(seconds):
+                raise ValueError(f"{value!r}: {_CONNECT_RULES[1]['message']}")
         return value
+
+    @model_validator(mode="after")
+    def _keepalive_within_hold(self) -> BGPPeerSpec:
+        if self.keepaliveTime is not None and parse_duration(self.keepaliveTime) > self.hold_time_seconds():
+            raise ValueError("keepaliveTime must not exceed holdTime (90s when unset); a third of holdTime "
+                             "is usual")
+        return self
 
     def hold_time_seconds(self) -> float:
         """Hold time in seconds (MetalLB's default 90s when unset)."""

@@ -190,7 +190,7 @@ def validate_peer(peer: PeerSpec) -> list[ConfigProblem]:
     elif peer_ip.version == 6 and not peer.source_address:
         bad("an IPv6 session needs routerID (no IPv4 address to take it from)")
     hold = round(peer.hold_time)
-    if hold != 0 and not 3 <= hold <= 65535:
+    if peer.hold_time != 0 and not 3 <= peer.hold_time <= 65535:  # 0.4s must not round to 0 (off)
         bad(f"holdTime {peer.hold_time}s: must be 0 or 3s-65535s")
     if peer.keepalive_time is not None and hold and abs(peer.keepalive_time - hold / 3) >= 1:
         bad(

@@ -324,6 +324,40 @@ def test_duration_round_trip(seconds: int) -> None:
     assert parse_duration(format_duration(seconds)) == seconds
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("holdTime", "500ms", "holdTime must be 0s (no keepalives) or between 3s and 65535s"),
+        ("holdTime", "0.4s", "holdTime must be 0s"),
+        ("holdTime", "2s", "holdTime must be 0s"),
+        ("holdTime", "18h13m", "holdTime must be 0s"),
+        ("holdTime", "90 seconds", "invalid duration '90 seconds': use e.g. 90s, 1m30s or 500ms"),
+        ("holdTime", "-3s", "invalid duration '-3s': use e.g. 90s"),
+        ("holdTime", "+90s", "invalid duration '+90s': use e.g. 90s"),
+        ("holdTime", "1" * 40 + "s", "invalid duration"),
+        ("connectTime", "0.5s", "connectTime must be between 1s and 65535s"),
+        ("connectTime", "1.5s", "connectTime must be a whole number of seconds"),
+        ("keepaliveTime", "1d", "invalid duration '1d'"),
+        ("keepaliveTime", "91s", "keepaliveTime must not exceed holdTime (90s when unset)"),
+    ],
+)
+def test_bad_durations_get_the_rule_not_the_pattern(field: str, value: str, message: str) -> None:
+    """The CEL rules hold without the API server too, and the message is the friendly one."""
+    with pytest.raises(ValidationError) as info:
+        BGPPeer.model_validate({"spec": {"myASN": 1, field: value}})
+    assert message in str(info.value)
+    assert "pattern" not in str(info.value) and "^(" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("spec", "hold"),
+    [({"holdTime": "0s"}, 0), ({"holdTime": "0"}, 0), ({"holdTime": "3s"}, 3), ({"holdTime": "3.5s"}, 3.5),
+     ({"holdTime": "18h12m15s"}, 65535), ({"holdTime": "9s", "keepaliveTime": "3s"}, 9), ({}, 90)],
+)
+def test_good_hold_times(spec: dict[str, str], hold: float) -> None:
+    assert BGPPeer.model_validate({"spec": {"myASN": 1, **spec}}).spec.hold_time_seconds() == hold
+
+
 def test_bgppeer_timer_helpers() -> None:
     peer = BGPPeer.model_validate({"spec": {"myASN": 1, "holdTime": "1m30s", "connectTime": "5s"}})
     assert peer.spec.hold_time_seconds() == 90
