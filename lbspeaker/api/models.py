@@ -532,10 +532,12 @@ CommunityRef = Annotated[
 class BGPAdvertisementSpec(_Model):
     """Which pools are announced over BGP, to which peers, with which attributes."""
 
-    aggregationLength: int = Field(default=32, ge=0, le=32)
-    """Prefix length IPv4 routes are announced with (32: one route per IP)."""
-    aggregationLengthV6: int = Field(default=128, ge=0, le=128)
-    """Prefix length IPv6 routes are announced with (128: one route per IP)."""
+    aggregationLength: int = Field(default=32, ge=1, le=32)
+    """Prefix length IPv4 routes are announced with (32: one route per IP); at least the longest prefix
+    of the pool's addresses (0 would be a default route)."""
+    aggregationLengthV6: int = Field(default=128, ge=1, le=128)
+    """Prefix length IPv6 routes are announced with (128: one route per IP); at least the longest prefix
+    of the pool's addresses."""
     localPref: Uint32 | None = None
     """BGP LOCAL_PREF of the routes (iBGP only)."""
     communities: list[CommunityRef] = Field(default_factory=list, max_length=MAX_COMMUNITIES)

@@ -43,6 +43,7 @@ from pydantic import ValidationError
 
 from lbspeaker.api.constants import EXCLUDE_FROM_LB_LABEL
 from lbspeaker.api.models import BGPAdvertisementSpec, BGPPeerSpec
+from lbspeaker.bgp.aggregation import aggregation_problems, prefix_within
 from lbspeaker.bgp.config import PeerSpec, peer_spec_from_bgppeer, validate_peer
 from lbspeaker.bgp.routes import (
     AdvertisementSpec,
@@ -50,6 +51,7 @@ from lbspeaker.bgp.routes import (
     RouteTable,
     advertisement_from_model,
     desired_routes,
+    route_prefix,
 )
 from lbspeaker.election import NodeFacts
 from lbspeaker.plan import PoolFacts, Problem, ServiceFacts, pool_of
@@ -343,6 +345,23 @@ def service_wanted_here(svc: ServiceFacts, node: str) -> bool:
     return len(svc.serving_endpoints) > 0
 
 
+def _within_pool(ip: str, adv: BGPAdvertisementFacts, pool: PoolFacts, plan: BGPPlan) -> bool:
+    """Last line of defence: never announce a prefix with addresses outside the pool (the
+    controller already marks such an advertisement Ready=False; `bgp.aggregation`)."""
+    try:
+        prefix = ipaddress.ip_network(route_prefix(ip, adv.route))
+    except ValueError:
+        return True  # desired_routes reports an impossible prefix itself
+    if prefix_within(prefix, pool.ranges):
+        return True
+    plan.problems.append(Problem(
+        "BGPAdvertisement", adv.name, "AggregationOutsidePool",
+        f"not announcing {prefix} for {ip}: it covers addresses outside pool {pool.name!r}; "
+        + "; ".join(aggregation_problems(pool.name, pool.ranges, adv.route.aggregation_length,
+                                         adv.route.aggregation_length_v6) or ["lengthen the aggregation"])))
+    return False
+
+
 def compute_bgp_plan(
     node: str,
     node_facts: NodeFacts | None,
@@ -387,7 +406,8 @@ def compute_bgp_plan(
             pool = pool_of(svc, ip, pool_map)
             if pool is None:
                 continue
-            here = [a for a in advs if a.matches_pool(pool) and a.selects_node(labels)]
+            here = [a for a in advs if a.matches_pool(pool) and a.selects_node(labels)
+                    and _within_pool(ip, a, pool, plan)]
             # Only advertisements that apply on this node can disagree here: different localPref
             # for different nodes (zone a prefers 100, zone b 200) is a design, not a conflict.
             prefs = {a.name: a.route.local_pref for a in here if a.route.local_pref is not None}

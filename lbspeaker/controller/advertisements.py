@@ -20,6 +20,7 @@ from typing import Any
 
 from lbspeaker.api.constants import EXCLUDE_FROM_LB_LABEL
 from lbspeaker.api.models import CONDITION_READY
+from lbspeaker.bgp.aggregation import aggregation_problems
 from lbspeaker.bgp.plan import BGPAdvertisementFacts, LocalPrefLoss, local_pref_conflicts
 from lbspeaker.controller.translate import condition
 from lbspeaker.election import (
@@ -28,7 +29,7 @@ from lbspeaker.election import (
     advertisement_matches_pool,
     advertisement_selects_node,
 )
-from lbspeaker.plan import Problem, advertisement_problems, pool_facts
+from lbspeaker.plan import PoolFacts, Problem, advertisement_problems, pool_facts
 from lbspeaker.selectors import label_selector_matches
 
 MAX_LISTED = 10  # names listed in a message before "and N more"
@@ -60,6 +61,19 @@ def local_pref_problems(
             for loss in losses.get(name, ())]
 
 
+def aggregation_length_problems(adv: Mapping[str, Any], pool_map: Mapping[str, PoolFacts]) -> list[Problem]:
+    """AggregationLengthTooShort for every selected pool whose prefixes are longer than the
+    advertisement's aggregation (MetalLB rejects that; the speakers refuse such prefixes)."""
+    facts = BGPAdvertisementFacts.from_object(adv)
+    if facts.error:
+        return []
+    route = facts.route
+    return [Problem("BGPAdvertisement", facts.name, "AggregationLengthTooShort", text)
+            for name, pool in sorted(pool_map.items()) if facts.matches_pool(pool)
+            for text in aggregation_problems(name, pool.ranges, route.aggregation_length,
+                                             route.aggregation_length_v6)]
+
+
 def advertisement_conditions(
     adv: Mapping[str, Any],
     pools: Sequence[Mapping[str, Any]],
@@ -79,10 +93,11 @@ def advertisement_conditions(
     problems = advertisement_problems("", node_map, pool_map, [facts], links=None)
     conflicts = (local_pref_problems(adv, bgp_advertisements, pool_map, node_map)
                  if bgp_advertisements is not None else [])
+    too_wide = aggregation_length_problems(adv, pool_map) if bgp_advertisements is not None else []
     prev = {str(c.get("type")): c for c in previous or () if isinstance(c, Mapping)}
     generation = (adv.get("metadata") or {}).get("generation")
-    if problems or conflicts:
-        every = [*problems, *conflicts]
+    if problems or conflicts or too_wide:
+        every = [*problems, *too_wide, *conflicts]
         reason = every[0].reason if len({p.reason for p in every}) == 1 else "InvalidConfiguration"
         fixes = []
         if problems:

@@ -243,6 +243,8 @@ def test_bgppeer_api_version_is_v1beta2() -> None:
         ({"kind": "BGPPeer", "spec": {"myASN": 1, "holdTime": "90 seconds"}}, "holdTime"),
         ({"kind": "BGPAdvertisement", "spec": {"aggregationLength": 33}}, "aggregationLength"),
         ({"kind": "BGPAdvertisement", "spec": {"aggregationLengthV6": 129}}, "aggregationLengthV6"),
+        ({"kind": "BGPAdvertisement", "spec": {"aggregationLength": 0}}, "aggregationLength"),  # 0.0.0.0/0
+        ({"kind": "BGPAdvertisement", "spec": {"aggregationLengthV6": 0}}, "aggregationLengthV6"),
         (
             {
                 "kind": "L2Advertisement",
