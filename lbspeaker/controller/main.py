@@ -80,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     disable_created_metrics()  # `*_created` series only double the scrape size
     from lbspeaker.controller.reconciler import Controller, ControllerConfig
     from lbspeaker.kube.client import load_api_client
+    from lbspeaker.kube.memberlist import SecretKeeper
     from lbspeaker.kube.rest import Rest
 
     rest = Rest(load_api_client(args.kubeconfig))
@@ -112,8 +113,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("lbspeaker-controller starting: identity=%s namespace=%s lb-class=%s leader-elect=%s",
              args.identity, args.namespace, args.lb_class or "<none>", args.leader_elect)
     ctrl.start()
+    secret_keeper = SecretKeeper(rest, args.namespace)  # the speakers' heartbeat key, made if missing
+    secret_keeper.start()
     while not stopping.wait(1.0):
         pass
+    secret_keeper.stop()
     # Writes stop at once inside stop(); the rest (Lease release, caches) gets a bounded time so a
     # wedged connection can never keep a process that may no longer lead from exiting.
     stopper = threading.Thread(target=ctrl.stop, kwargs={"release": exit_code["code"] == 0}, daemon=True)

@@ -1,4 +1,4 @@
-"""Direct speaker-to-speaker UDP heartbeats: failure detection in about a second.
+"""Direct speaker-to-speaker UDP heartbeats: failure detection in about a second, authenticated.
 
 Why: a Lease can only say a speaker died after its duration (10 s by default), and
 the hard-failure target is a p50 of 2 s. Every speaker sends a small datagram to
@@ -7,10 +7,32 @@ default; 7473 is the metrics port, both on the host network) and remembers when 
 last heard from each. On SIGTERM it sends `LEAVING` three times, so the others hand
 over at once instead of waiting for the Lease watch.
 
-Wire format (network order), 26 bytes + name::
+Every datagram is signed (HMAC-SHA256 over all the bytes before the tag) with a key
+from the Secret `lbspeaker-memberlist` (`lbspeaker.kube.memberlist`): the source
+address of a UDP datagram is trivially forged on the node network, so it proves
+nothing. Wire format (network order), 33 bytes + key id + name + 32-byte tag::
 
-    magic "LBHB" | version u8 (1) | type u8 (1 alive, 2 leaving)
-    | incarnation u64 (sender's start time, ns) | seq u64 | name length u16 | name (UTF-8)
+    magic "LBHB" | version u8 (2) | type u8 (1 alive, 2 leaving)
+    | incarnation u64 (sender's start time, ns) | seq u64 (per-incarnation counter)
+    | sent_at u64 (sender's wall clock, ns) | key id length u8 | name length u16
+    | key id (ASCII) | name (UTF-8) | HMAC-SHA256(key, everything before)
+
+`verify()` (pure) accepts a datagram only if, in this order: it parses; its key id is
+one of ours and the tag matches; the sender is a Node we know (so forged names cannot
+grow the table) and the source address is one of its addresses; `sent_at` is within
+`max_skew` of our clock (a recorded datagram cannot be replayed later, e.g. after we
+restarted and forgot the sequence numbers); and the incarnation is not after `sent_at`
+(no jump to 2^64-1 that would outrank every later real heartbeat). Each refusal has a
+`Reason`, counted per reason and logged at most once a minute per reason.
+
+Without any key (Secret not there yet, or not readable) a speaker neither sends nor
+trusts heartbeats: it forgets what it heard (every peer UNKNOWN) and membership falls
+back to Leases alone, slower but never fooled.
+
+Keys rotate without an outage (`signing_key`): every key of the Secret is accepted;
+a speaker signs with the newest one (the last name in sort order) that it has known
+for `key_delay` seconds, so every other speaker has seen a new key before anyone
+signs with it.
 
 `PeerTable` (pure, clock injected) turns messages into per-node states:
 ALIVE (heard within `timeout`), SILENT (heard before, not within `timeout`), LEFT
@@ -23,27 +45,53 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import hashlib
+import hmac
 import logging
 import socket
 import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 log = logging.getLogger(__name__)
 
 MAGIC: Final = b"LBHB"
-VERSION: Final = 1
-HEADER: Final = struct.Struct("!4sBBQQH")
+VERSION: Final = 2
+HEADER: Final = struct.Struct("!4sBBQQQBH")
+TAG_SIZE: Final = hashlib.sha256().digest_size
 MAX_NAME: Final = 253
+MAX_KEY_ID: Final = 64
 DEFAULT_PORT: Final = 7474
+DEFAULT_MAX_SKEW_S: Final = 30.0
+DEFAULT_KEY_DELAY_S: Final = 10.0
+LOG_EVERY_S: Final = 60.0
 
 
 class MsgType(enum.IntEnum):
     ALIVE = 1
     LEAVING = 2
+
+
+class Reason(enum.Enum):
+    """Why a datagram was refused (the `reason` label of the rejected counter)."""
+
+    MALFORMED = "malformed"  # not a heartbeat of this version, or truncated/garbled
+    NO_KEY = "no_key"  # we have no key at all: Lease-only membership
+    UNKNOWN_KEY = "unknown_key"  # signed with a key id we do not hold
+    BAD_MAC = "bad_mac"  # tag does not match: forged or corrupted
+    UNKNOWN_NODE = "unknown_node"  # no Node of that name
+    SOURCE = "source"  # not sent from one of the node's addresses
+    STALE = "stale"  # sent_at too far from our clock: a replay, or clocks far apart
+    INCARNATION = "incarnation"  # incarnation later than the send time
+
+
+class Rejected(ValueError):
+    def __init__(self, reason: Reason, detail: str = "") -> None:
+        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -52,31 +100,87 @@ class Message:
     node: str
     incarnation: int
     seq: int
+    sent_at: int = 0  # sender's wall clock, ns
 
 
-def encode(msg: Message) -> bytes:
-    """Message -> datagram. Raises ValueError for a name that does not fit."""
+Keys = Mapping[str, bytes]  # key id -> secret bytes
+
+
+def encode(msg: Message, key_id: str, key: bytes) -> bytes:
+    """Message -> signed datagram. Raises ValueError for a name or key id that does not fit."""
     name = msg.node.encode()
+    kid = key_id.encode("ascii")
     if not name or len(name) > MAX_NAME:
         raise ValueError(f"bad node name {msg.node!r}")
-    return HEADER.pack(MAGIC, VERSION, int(msg.type), msg.incarnation, msg.seq, len(name)) + name
+    if not kid or len(kid) > MAX_KEY_ID:
+        raise ValueError(f"bad key id {key_id!r}")
+    body = HEADER.pack(MAGIC, VERSION, int(msg.type), msg.incarnation, msg.seq, msg.sent_at,
+                       len(kid), len(name)) + kid + name
+    return body + hmac.new(key, body, hashlib.sha256).digest()
 
 
-def decode(data: bytes) -> Message:
-    """Datagram -> Message. Raises ValueError for anything malformed (never anything else)."""
-    if len(data) < HEADER.size:
-        raise ValueError("short heartbeat")
-    magic, version, mtype, inc, seq, n = HEADER.unpack_from(data)
+def parse(data: bytes) -> tuple[Message, str, bytes, bytes]:
+    """Datagram -> (message, key id, signed bytes, tag), unverified. Raises Rejected(MALFORMED) only."""
+    if len(data) < HEADER.size + TAG_SIZE:
+        raise Rejected(Reason.MALFORMED, "short datagram")
+    magic, version, mtype, inc, seq, sent_at, nk, nn = HEADER.unpack_from(data)
     if magic != MAGIC or version != VERSION:
-        raise ValueError("not a heartbeat of this version")
-    if n == 0 or n > MAX_NAME or len(data) != HEADER.size + n:
-        raise ValueError("bad name length")
+        raise Rejected(Reason.MALFORMED, "not a heartbeat of this version")
+    if not 0 < nk <= MAX_KEY_ID or not 0 < nn <= MAX_NAME or len(data) != HEADER.size + nk + nn + TAG_SIZE:
+        raise Rejected(Reason.MALFORMED, "bad lengths")
+    end = HEADER.size + nk + nn
     try:
-        node = data[HEADER.size :].decode()
+        kid = data[HEADER.size : HEADER.size + nk].decode("ascii")
+        node = data[HEADER.size + nk : end].decode()
         kind = MsgType(mtype)
     except (UnicodeDecodeError, ValueError):
-        raise ValueError("bad heartbeat body") from None
-    return Message(kind, node, inc, seq)
+        raise Rejected(Reason.MALFORMED, "bad body") from None
+    return Message(kind, node, inc, seq, sent_at), kid, data[:end], data[end:]
+
+
+def verify(
+    data: bytes,
+    src: str,
+    keys: Keys,
+    peers: Mapping[str, Iterable[str]],
+    now_ns: int,
+    max_skew_s: float = DEFAULT_MAX_SKEW_S,
+) -> Message:
+    """The authenticated message in `data` from address `src`, or Rejected with the reason (pure).
+
+    `peers` maps every known Node name to its addresses (an empty list: any source).
+    """
+    msg, kid, signed, tag = parse(data)
+    if not keys:
+        raise Rejected(Reason.NO_KEY)
+    key = keys.get(kid)
+    if key is None:
+        raise Rejected(Reason.UNKNOWN_KEY, kid)
+    if not hmac.compare_digest(hmac.new(key, signed, hashlib.sha256).digest(), tag):
+        raise Rejected(Reason.BAD_MAC)
+    addrs = peers.get(msg.node)
+    if addrs is None:
+        raise Rejected(Reason.UNKNOWN_NODE, msg.node)
+    allowed = set(addrs)
+    if allowed and src not in allowed and src.removeprefix("::ffff:") not in allowed:
+        raise Rejected(Reason.SOURCE, f"{msg.node} from {src}")
+    skew = int(max_skew_s * 1e9)
+    if abs(now_ns - msg.sent_at) > skew:
+        raise Rejected(Reason.STALE, f"{msg.node} sent {(now_ns - msg.sent_at) / 1e9:.1f}s ago")
+    if msg.incarnation > msg.sent_at + skew:
+        raise Rejected(Reason.INCARNATION, msg.node)
+    return msg
+
+
+def signing_key(keys: Keys, first_seen: Mapping[str, float], now: float,
+                delay: float = DEFAULT_KEY_DELAY_S) -> str | None:
+    """The key id to sign with (pure): the newest (last in name order) known for `delay` seconds,
+    else the oldest, so a speaker never signs with a key the others may not have loaded yet."""
+    if not keys:
+        return None
+    names = sorted(keys)
+    aged = [n for n in names if now - first_seen.get(n, now) >= delay]
+    return aged[-1] if aged else names[0]
 
 
 class PeerState(enum.Enum):
@@ -120,15 +224,50 @@ class PeerTable:
     def states(self, now: float) -> dict[str, PeerState]:
         return {n: self.state(n, now) for n in self._peers}
 
+    def __len__(self) -> int:
+        return len(self._peers)
+
     def forget(self, node: str) -> None:
         self._peers.pop(node, None)
+
+    def retain(self, nodes: Iterable[str]) -> None:
+        """Forget every node not in `nodes` (deleted Nodes): the table stays as big as the cluster."""
+        keep = set(nodes)
+        for n in [n for n in self._peers if n not in keep]:
+            del self._peers[n]
+
+    def clear(self) -> None:
+        self._peers.clear()
+
+
+@dataclass
+class RejectLog:
+    """Counts refusals per reason; says so in the log at most once per `every` seconds per reason."""
+
+    every: float = LOG_EVERY_S
+    counts: dict[Reason, int] = field(default_factory=dict)
+    _last_log: dict[Reason, float] = field(default_factory=dict)
+    _since_log: dict[Reason, int] = field(default_factory=dict)
+
+    def add(self, exc: Rejected, src: str, now: float) -> str | None:
+        """Count it; the log line to print now, if one is due (pure: the caller logs)."""
+        r = exc.reason
+        self.counts[r] = self.counts.get(r, 0) + 1
+        self._since_log[r] = self._since_log.get(r, 0) + 1
+        last = self._last_log.get(r)
+        if last is not None and now - last < self.every:
+            return None
+        n = self._since_log.pop(r)
+        self._last_log[r] = now
+        return f"heartbeat refused ({exc}) from {src}; {n} refused for {r.value} since the last such line"
 
 
 class Heartbeater:
     """The socket side: send ALIVE to every peer address every `interval`, receive into a PeerTable.
 
-    `peers()` returns {node: [addresses]} (refreshed each round, from the Node cache);
-    `on_change()` is called (from the heartbeat thread) whenever a peer's state changes.
+    `peers()` returns {node: [addresses]} of every other Node (refreshed each round, from the
+    Node cache); `keys()` the current heartbeat keys ({} = none: Lease-only, see the module
+    docstring); `on_change()` is called (from the heartbeat thread) whenever a peer's state changes.
     """
 
     def __init__(
@@ -140,20 +279,28 @@ class Heartbeater:
         bind: str = "",
         interval: float = 0.2,
         timeout: float = 1.0,
+        keys: Callable[[], Keys] = dict,
+        key_delay: float = DEFAULT_KEY_DELAY_S,
+        max_skew: float = DEFAULT_MAX_SKEW_S,
     ) -> None:
         self.node = node
         self.port = port
         self.interval = interval
+        self.key_delay = key_delay
+        self.max_skew = max_skew
         self.table = PeerTable(timeout)
         self._peers = peers
+        self._keys_source = keys
+        self._keys: dict[str, bytes] = {}
+        self._key_first_seen: dict[str, float] = {}
+        self._peer_view: dict[str, list[str]] = {}
         self._on_change = on_change
         self._incarnation = time.time_ns()
         self._seq = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.malformed = 0
-        self.spoofed = 0
+        self.rejects = RejectLog()
         self.received = 0
         self.send_errors = 0
         self._socks: list[socket.socket] = []
@@ -174,6 +321,60 @@ class Heartbeater:
                 self._sock6 = s6
         self._last_states: dict[str, PeerState] = {}
         self._change_lock = threading.Lock()
+        self.refresh()
+
+    @property
+    def authenticated(self) -> bool:
+        """True while we hold a key (heartbeats flow); False: Lease-only membership."""
+        return bool(self._keys)
+
+    @property
+    def signing_key_id(self) -> str | None:
+        """The key id our heartbeats are signed with now (None: no key, not sending)."""
+        with self._lock:
+            return signing_key(self._keys, self._key_first_seen, time.monotonic(), self.key_delay)
+
+    def stats(self) -> dict[str, object]:
+        """Counters for the metrics collector (`rejected` per reason)."""
+        return {
+            "received": self.received,
+            "send_errors": self.send_errors,
+            "keys": len(self._keys),
+            "peers_alive": sum(1 for s in self.states().values() if s is PeerState.ALIVE),
+            "rejected": {r.value: self.rejects.counts.get(r, 0) for r in Reason},
+        }
+
+    def refresh(self) -> None:
+        """Re-read peers and keys (each send round). Losing every key forgets every peer: fail safe."""
+        try:
+            view = {n: list(a) for n, a in self._peers().items() if n != self.node}
+        except Exception:
+            log.exception("heartbeat peer list failed; keeping the last one")
+            view = self._peer_view
+        try:
+            keys = dict(self._keys_source())
+        except Exception:
+            log.exception("reading the heartbeat keys failed; keeping the last ones")
+            keys = self._keys
+        now = time.monotonic()
+        with self._lock:
+            had = bool(self._keys)
+            for kid in keys:
+                self._key_first_seen.setdefault(kid, now)
+            for kid in set(self._key_first_seen) - set(keys):
+                del self._key_first_seen[kid]
+            self._keys = keys
+            self._peer_view = view
+            self.table.retain(view)
+            if had and not keys:
+                self.table.clear()
+        if had != bool(keys):
+            if keys:
+                log.info("heartbeat keys loaded (%d): heartbeats authenticated", len(keys))
+            else:
+                log.warning("no heartbeat key (Secret missing, empty or unreadable): heartbeats off, "
+                            "failure detection falls back to Leases alone")
+            self._check_changes()
 
     def start(self) -> None:
         for i, s in enumerate(self._socks):
@@ -192,20 +393,21 @@ class Heartbeater:
         with self._lock:
             return self.table.state(node, time.monotonic())
 
-    def _next(self, kind: MsgType) -> bytes:
+    def _next(self, kind: MsgType) -> bytes | None:
         with self._lock:
+            kid = signing_key(self._keys, self._key_first_seen, time.monotonic(), self.key_delay)
+            if kid is None:
+                return None
             self._seq += 1
-            return encode(Message(kind, self.node, self._incarnation, self._seq))
+            msg = Message(kind, self.node, self._incarnation, self._seq, time.time_ns())
+            return encode(msg, kid, self._keys[kid])
 
-    def _send_all(self, data: bytes) -> None:
-        try:
-            peers = self._peers()
-        except Exception:
-            log.exception("heartbeat peer list failed")
+    def _send_all(self, data: bytes | None) -> None:
+        if data is None:
             return
-        for node, addrs in peers.items():
-            if node == self.node:
-                continue
+        with self._lock:
+            peers = self._peer_view
+        for addrs in peers.values():
             for addr in addrs:
                 sock = self._sock6 if ":" in addr else self._socks[0]
                 if sock is None:
@@ -217,6 +419,7 @@ class Heartbeater:
 
     def _send_loop(self) -> None:
         while not self._stop.is_set():
+            self.refresh()
             self._send_all(self._next(MsgType.ALIVE))
             self._check_changes()
             self._stop.wait(self.interval / 2 if self.interval > 0.1 else self.interval)
@@ -245,41 +448,30 @@ class Heartbeater:
                     return
                 time.sleep(0.1)
                 continue
-            try:
-                msg = decode(data)
-            except ValueError:
-                self.malformed += 1
-                continue
-            if msg.node == self.node:
-                continue
-            known = self._known_addrs(msg.node)
-            if known is not None and src[0] not in known:
-                self.spoofed += 1
-                continue
-            self.received += 1
-            with self._lock:
-                now = time.monotonic()
-                was_left = self.table.state(msg.node, now) is PeerState.LEFT
-                counted = self.table.observe(msg, now)
-            if counted and msg.type is MsgType.LEAVING:
-                if not was_left:
-                    log.info("speaker on %s is leaving", msg.node)
-                self._check_changes()
-            elif counted and self._last_states.get(msg.node) is not PeerState.ALIVE:
-                self._check_changes()
+            self.handle(data, str(src[0]))
 
-    def _known_addrs(self, node: str) -> set[str] | None:
+    def handle(self, data: bytes, src: str) -> None:
+        """One received datagram: verify, then record (the receive threads call this)."""
+        with self._lock:
+            keys, peers = self._keys, self._peer_view
         try:
-            addrs = self._peers().get(node)
-        except Exception:
-            return None
-        if not addrs:
-            return None
-        out = set()
-        for a in addrs:
-            out.add(a)
-            out.add(f"::ffff:{a}")
-        return out
+            msg = verify(data, src, keys, peers, time.time_ns(), self.max_skew)
+        except Rejected as exc:
+            line = self.rejects.add(exc, src, time.monotonic())
+            if line is not None:
+                log.warning("%s", line)
+            return
+        self.received += 1
+        with self._lock:
+            now = time.monotonic()
+            was_left = self.table.state(msg.node, now) is PeerState.LEFT
+            counted = self.table.observe(msg, now)
+        if counted and msg.type is MsgType.LEAVING:
+            if not was_left:
+                log.info("speaker on %s is leaving", msg.node)
+            self._check_changes()
+        elif counted and self._last_states.get(msg.node) is not PeerState.ALIVE:
+            self._check_changes()
 
     def leave(self, repeats: int = 3) -> None:
         """Tell every peer we are going (SIGTERM): they hand our IPs over at once."""

@@ -45,6 +45,7 @@ from typing import Any, Protocol
 from lbspeaker.api.constants import NAMESPACE, SPEAKER_NAME
 from lbspeaker.election import L2AdvertisementFacts, NodeFacts
 from lbspeaker.health import HealthServer
+from lbspeaker.kube import memberlist
 from lbspeaker.kube.cache import WatchCache
 from lbspeaker.kube.client import Timeouts
 from lbspeaker.kube.events import EventRecorder
@@ -56,6 +57,7 @@ from lbspeaker.kube.resources import (
     L2ADVERTISEMENTS,
     LEASES,
     NODES,
+    SECRETS,
     SERVICEBGPSTATUSES,
     SERVICEL2STATUSES,
     SERVICES,
@@ -115,6 +117,7 @@ class Config:
     heartbeat_bind: str = ""
     heartbeat_interval: float = 0.2
     heartbeat_timeout: float = 1.0
+    heartbeat_key_delay: float = 10.0
     metrics_addr: str = DEFAULT_METRICS_ADDR
     interfaces: list[str] = field(default_factory=list)
     ignore_exclude_lb: bool = False
@@ -192,8 +195,10 @@ class Speaker:
                                    label_selector=node_selector(cfg.node))
         self.bgp_statuses = WatchCache(rest, SERVICEBGPSTATUSES, namespace=ns,
                                        label_selector=node_selector(cfg.node))
+        self.hb_secret = WatchCache(rest, SECRETS, namespace=ns,  # heartbeat keys (only this Secret)
+                                    field_selector=f"metadata.name={memberlist.SECRET_NAME}")
         self.caches = [self.services, self.slices, self.nodes, self.leases, self.pools, self.advs,
-                       self.kube_proxy, self.statuses]
+                       self.kube_proxy, self.statuses, self.hb_secret]
         self.recorder = EventRecorder(rest, SPEAKER_NAME, host=cfg.node)
         self.lock = LeaseLock(rest, ns, lease_name(cfg.node), cfg.node, cfg.lease_duration,
                               labels={"app.kubernetes.io/component": "speaker"})
@@ -203,17 +208,14 @@ class Speaker:
                 self.heartbeat = Heartbeater(
                     cfg.node, self._peer_addresses, kick, port=cfg.heartbeat_port, bind=cfg.heartbeat_bind,
                     interval=cfg.heartbeat_interval, timeout=cfg.heartbeat_timeout,
+                    keys=lambda: memberlist.keys_of(self.hb_secret.get(ns, memberlist.SECRET_NAME)),
+                    key_delay=cfg.heartbeat_key_delay,
                 )
             except OSError as exc:
                 log.error("cannot bind heartbeat port udp/%d (%s): failure detection falls back to "
                           "Leases only (%ds)", cfg.heartbeat_port, exc, cfg.lease_duration)
         if self.heartbeat is not None:
-            hb = self.heartbeat
-            self.metrics.attach_heartbeat(lambda: {
-                "received": hb.received, "malformed": hb.malformed, "spoofed": hb.spoofed,
-                "send_errors": hb.send_errors,
-                "peers_alive": sum(1 for s in hb.states().values() if s is PeerState.ALIVE),
-            })
+            self.metrics.attach_heartbeat(self.heartbeat.stats)
         self.membership = Membership(
             cfg.node, self.lock, self.leases.items, self._hb_states, lambda: self.leases.watching, kick,
             renew_interval=cfg.renew_interval,
@@ -573,6 +575,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat-interval", type=float, default=0.2, help="seconds between heartbeats")
     p.add_argument("--heartbeat-timeout", type=float, default=1.0,
                    help="a speaker silent this long (after heartbeats were established) is dead")
+    p.add_argument("--heartbeat-key-delay", type=float, default=10.0,
+                   help="seconds a new key of Secret lbspeaker-memberlist is accepted before this speaker "
+                        "signs with it (every speaker must have loaded it by then)")
     p.add_argument("--metrics-addr", default=DEFAULT_METRICS_ADDR,
                    help="host:port for /metrics, /healthz, /readyz (empty: off)")
     p.add_argument("--interfaces", default="",
@@ -605,6 +610,7 @@ def main(argv: list[str] | None = None) -> int:
         node=args.node_name, namespace=args.namespace, lease_duration=args.lease_duration,
         renew_interval=args.renew_interval, heartbeat_port=args.heartbeat_port,
         heartbeat_interval=args.heartbeat_interval, heartbeat_timeout=args.heartbeat_timeout,
+        heartbeat_key_delay=args.heartbeat_key_delay,
         metrics_addr=args.metrics_addr, interfaces=[i for i in args.interfaces.split(",") if i.strip()],
         ignore_exclude_lb=args.ignore_exclude_lb, enforce_strict_arp=args.enforce_strict_arp,
         lb_class=args.lb_class, run_dir=args.run_dir,

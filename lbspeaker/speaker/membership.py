@@ -7,11 +7,12 @@ therefore their elections, agree whenever their inputs agree):
   name, `--lease-duration` 10 s, renewed every `--renew-interval` 2 s). On SIGTERM it
   stops answering, releases the Lease (empty holder) and sends heartbeat LEAVING:
   the others take over at once instead of waiting for expiry.
-* Lease state per node (`LeaseTracker`, pure): RELEASED (no Lease, or no holder),
-  FRESH, EXPIRED. Expiry is judged as client-go does, by how long *we* have seen the
-  record unchanged on our monotonic clock, and also by the writer's renewTime against
-  our wall clock (plus `skew`), so a speaker that starts next to a dead node's old
-  Lease does not count it live for a whole duration.
+* Lease state per node (`LeaseTracker`, pure): RELEASED (no Lease, no holder, or a holder
+  other than the node itself: speaker-<node> counts only when that node holds it), FRESH,
+  EXPIRED. Expiry is judged as client-go does, by how long *we* have seen the record unchanged
+  on our monotonic clock, and also by the writer's renewTime against our wall clock (plus
+  `skew`), so a speaker that starts next to a dead node's old Lease does not count it live for
+  a whole duration.
 * Heartbeat state per node (`heartbeat.PeerTable`): ALIVE, SILENT, LEFT, UNKNOWN.
 * A node is live when (`is_live`): its Lease is not RELEASED, it has not said LEAVING,
   and either its heartbeats are ALIVE, or they were never established (UNKNOWN) and
@@ -123,7 +124,7 @@ class LeaseTracker:
 
     def state(self, node: str, now_mono: float, now_wall: datetime, api_ok: bool = True) -> LeaseState:
         spec = self._specs.get(node)
-        if spec is None or not spec.get("holderIdentity"):
+        if spec is None or spec.get("holderIdentity") != node:  # released, or held by someone else
             return LeaseState.RELEASED
         if not api_ok or now_mono < self.grace_until:
             return LeaseState.FRESH

@@ -45,7 +45,7 @@ class _L2Collector(Collector):
 
 
 class _HeartbeatCollector(Collector):
-    def __init__(self, stats: Callable[[], Mapping[str, float]]) -> None:
+    def __init__(self, stats: Callable[[], Mapping[str, Any]]) -> None:
         self._stats = stats
 
     def collect(self) -> Iterator[Any]:
@@ -54,6 +54,13 @@ class _HeartbeatCollector(Collector):
         except Exception:
             return
         for key, value in sorted(s.items()):
+            if isinstance(value, Mapping):  # {reason: n}: refused datagrams, a counter per reason
+                rej = CounterMetricFamily(f"lbspeaker_speaker_heartbeat_{key}",
+                                          f"Heartbeat datagrams {key}, by reason", labels=["reason"])
+                for reason, n in sorted(value.items()):
+                    rej.add_metric([str(reason)], float(n))
+                yield rej
+                continue
             doc = f"Heartbeat {key.replace('_', ' ')}"
             fam = GaugeMetricFamily(f"lbspeaker_speaker_heartbeat_{key}", doc)
             fam.add_metric([], float(value))
@@ -120,7 +127,7 @@ class SpeakerMetrics:
     def attach_announcer(self, totals: Callable[[], Mapping[str, Any]]) -> None:
         self.registry.register(_L2Collector(totals))
 
-    def attach_heartbeat(self, stats: Callable[[], Mapping[str, float]]) -> None:
+    def attach_heartbeat(self, stats: Callable[[], Mapping[str, Any]]) -> None:
         self.registry.register(_HeartbeatCollector(stats))
 
     def attach_bgp(self, stats: Callable[[], Mapping[str, Any]] | None = None) -> None:

@@ -16,6 +16,7 @@ import pytest
 from lab.apiserver import LabApiServer
 from lbspeaker.election import elect_l2
 from lbspeaker.kube.client import Timeouts, load_api_client
+from lbspeaker.kube.memberlist import new_secret
 from lbspeaker.kube.resources import (
     CONFIGMAPS,
     ENDPOINTSLICES,
@@ -25,6 +26,7 @@ from lbspeaker.kube.resources import (
     LEASES,
     NAMESPACES,
     NODES,
+    SECRETS,
     SERVICEL2STATUSES,
     SERVICES,
 )
@@ -104,6 +106,7 @@ def rest(apiserver_with_crds: LabApiServer, kubeconfig: Path) -> Rest:
         create(r, NAMESPACES, {"metadata": {"name": ns}})
     for name, ip in NODES_.items():
         create(r, NODES, node_obj(name, ip))
+    create(r, SECRETS, new_secret(NS), NS)  # the heartbeat key (the controller's job in a cluster)
     r.create(IPADDRESSPOOLS, {"metadata": {"name": "pool", "namespace": NS},
                               "spec": {"addresses": ["172.18.255.200-172.18.255.250"]}})
     r.create(L2ADVERTISEMENTS, {"metadata": {"name": "l2", "namespace": NS},

@@ -64,6 +64,7 @@ def test_renders_everything(objects: list[dict[str, Any]]) -> None:
     assert {
         "CustomResourceDefinition", "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
         "Role", "RoleBinding", "Deployment", "DaemonSet", "Service", "PodDisruptionBudget",
+        "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
     } <= kinds
     crds = {o["metadata"]["name"] for o in objects if o["kind"] == "CustomResourceDefinition"}
     on_disk = {p.name for p in (MANIFESTS / "crds").glob("lbspeaker.io_*.yaml")}
@@ -124,7 +125,8 @@ def test_all_in_our_namespace(objects: list[dict[str, Any]]) -> None:
     labels = ns["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "privileged"
     for obj in objects:
-        if obj["kind"] in ("Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"):
+        if obj["kind"] in ("Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding",
+                           "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
             assert "namespace" not in obj["metadata"], identity(obj)
             continue
         expected = "kube-system" if obj["metadata"]["name"].endswith("kube-proxy") else NAMESPACE

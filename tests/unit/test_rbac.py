@@ -76,9 +76,48 @@ def test_speaker_cannot_write_services(objects: list[dict]) -> None:
                 and g.need.group == ""]
 
 
-def test_controller_cannot_touch_pods_or_secrets(objects: list[dict]) -> None:
+def bound_rules(objects: list[dict], service_account: str) -> list[dict]:
+    """The raw rules (with resourceNames) of every role bound to the service account."""
+    roles = {(o["kind"], o["metadata"].get("namespace") or "", o["metadata"]["name"]): o.get("rules") or []
+             for o in objects if o.get("kind") in ("Role", "ClusterRole")}
+    out: list[dict] = []
+    for b in objects:
+        if b.get("kind") not in ("RoleBinding", "ClusterRoleBinding") or not any(
+            s.get("kind") == "ServiceAccount" and s.get("name") == service_account
+            and s.get("namespace") == NAMESPACE for s in b.get("subjects") or []
+        ):
+            continue
+        ref = b["roleRef"]
+        ns = "" if ref["kind"] == "ClusterRole" else b["metadata"].get("namespace") or ""
+        out += roles[(ref["kind"], ns, ref["name"])]
+    return out
+
+
+def test_controller_cannot_touch_pods_or_other_secrets(objects: list[dict]) -> None:
+    """No Pods ever. Of Secrets, the controller reads only the speakers' heartbeat key, by name, and may
+    create (RBAC cannot limit create by name: the admission policy does, see test_admission_policy)."""
     have = grants_for(objects, NAMESPACE, "controller")
-    assert not [g for g in have if g.need.resource.split("/")[0] in ("pods", "secrets")]
+    assert not [g for g in have if g.need.resource.split("/")[0] == "pods"]
+    for rule in bound_rules(objects, "controller"):
+        if "secrets" not in rule["resources"]:
+            continue
+        assert rule["resources"] == ["secrets"], rule
+        assert rule["verbs"] == ["create"] or (
+            set(rule["verbs"]) <= {"get"} and rule.get("resourceNames") == ["lbspeaker-memberlist"]), rule
+
+
+@pytest.mark.parametrize("service_account, resource, verbs, names", [
+    # The controller's own Lease only, by name (create: see the admission policy).
+    ("controller", "leases", {"get", "update"}, ["lbspeaker-controller"]),
+    # The speakers watch only the heartbeat key Secret (get stays open: BGP passwords by any name).
+    ("speaker", "secrets", {"list", "watch"}, ["lbspeaker-memberlist"]),
+])
+def test_narrowed_by_resource_name(objects: list[dict], service_account: str, resource: str,
+                                   verbs: set[str], names: list[str]) -> None:
+    rules = [r for r in bound_rules(objects, service_account) if resource in r["resources"]]
+    for verb in verbs:
+        granting = [r for r in rules if verb in r["verbs"]]
+        assert granting and all(r.get("resourceNames") == names for r in granting), (verb, granting)
 
 
 def test_no_wildcards(objects: list[dict]) -> None:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from lbspeaker.api.constants import class_matches
 from lbspeaker.kube.lease import micro_time
 from lbspeaker.speaker import strictarp
-from lbspeaker.speaker.heartbeat import Message, MsgType, PeerState, PeerTable, decode, encode
+from lbspeaker.speaker.heartbeat import Message, MsgType, PeerState, PeerTable, encode, parse
 from lbspeaker.speaker.main import build_parser, node_addresses
 from lbspeaker.speaker.membership import LeaseState, LeaseTracker, is_live, live_set, node_of_lease
 from lbspeaker.speaker.status import BGP_STATUS, L2_STATUS, bgp_fields, diff_status, l2_fields
@@ -57,23 +57,23 @@ def test_strictarp_missing_or_garbage() -> None:
        st.integers(0, 2**64 - 1))
 def test_heartbeat_roundtrip(kind: MsgType, node: str, inc: int, seq: int) -> None:
     msg = Message(kind, node, inc, seq)
-    assert decode(encode(msg)) == msg
+    assert parse(encode(msg, "key-1", b"k" * 32))[0] == msg
 
 
 @given(st.binary(max_size=80))
 def test_heartbeat_garbage_only_valueerror(data: bytes) -> None:
     with contextlib.suppress(ValueError):
-        decode(data)
+        parse(data)
 
 
 def test_heartbeat_decode_rejects() -> None:
-    good = encode(Message(MsgType.ALIVE, "kind-worker", 1, 1))
+    good = encode(Message(MsgType.ALIVE, "kind-worker", 1, 1), "key-1", b"k" * 32)
     for bad in (good[:-1], good + b"x", b"XXXX" + good[4:], good[:4] + b"\x09" + good[5:],
                 good[:5] + b"\x07" + good[6:]):
         with pytest.raises(ValueError):
-            decode(bad)
+            parse(bad)
     with pytest.raises(ValueError):
-        encode(Message(MsgType.ALIVE, "", 1, 1))
+        encode(Message(MsgType.ALIVE, "", 1, 1), "key-1", b"k" * 32)
 
 
 def test_peer_table_states() -> None:
@@ -125,8 +125,10 @@ def test_lease_tracker() -> None:
     now = datetime.now(UTC)
     t = LeaseTracker(skew_s=2)
     t.update([lease("a", "a", now), lease("b", "", now), lease("c", "c", now - timedelta(seconds=60)),
+              lease("d", "a", now),  # another node's Lease taken over (issue 13 #8): not d's
               {"metadata": {"name": "lbspeaker-controller"}, "spec": {"holderIdentity": "x"}}], 100.0)
-    assert t.nodes() == ["a", "b", "c"]
+    assert t.nodes() == ["a", "b", "c", "d"]
+    assert t.state("d", 100.0, now) is LeaseState.RELEASED
     assert t.state("a", 100.0, now) is LeaseState.FRESH
     assert t.state("b", 100.0, now) is LeaseState.RELEASED
     assert t.state("c", 100.0, now) is LeaseState.EXPIRED  # stale renewTime at startup
