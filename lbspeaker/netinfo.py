@@ -362,3 +362,49 @@ def enforce_strict_arp(ifnames: Iterable[str], root: str = PROC_SYS) -> dict[str
                     fh.write(f"{value}\n")
                 changed.setdefault(ifname, {})[key] = value
     return changed
+
+
+# --- connected networks (/proc/net) ----------------------------------------------------------------
+
+
+def parse_proc_routes(route_v4: str, route_v6: str = "") -> list[str]:
+    """Directly connected networks (no gateway) from /proc/net/route and /proc/net/ipv6_route (pure)."""
+    import ipaddress
+
+    out = []
+    for line in route_v4.splitlines()[1:]:
+        f = line.split()
+        if len(f) < 8 or f[2] != "00000000" or f[0] == "lo":
+            continue
+        try:  # the kernel prints the addresses as host-order (little-endian) hex
+            dest = ipaddress.IPv4Address(int(f[1], 16).to_bytes(4, "little"))
+            mask = ipaddress.IPv4Address(int(f[7], 16).to_bytes(4, "little"))
+            out.append(str(ipaddress.ip_network(f"{dest}/{mask}", strict=False)))
+        except ValueError:
+            continue
+    for line in route_v6.splitlines():
+        f = line.split()
+        if len(f) < 10 or f[4] != "0" * 32 or f[9] == "lo":
+            continue
+        plen = int(f[1], 16)
+        if plen in (0, 128) or f[0].startswith("fe80") or f[0].startswith("ff"):
+            continue
+        addr = ipaddress.IPv6Address(bytes.fromhex(f[0]))
+        out.append(str(ipaddress.ip_network(f"{addr}/{plen}", strict=False)))
+    return sorted(set(out))
+
+
+def node_networks(root: str = "/proc/net") -> list[str]:
+    """This network namespace's connected networks (where a TTL-1 eBGP peer can be).
+
+    Read from /proc/net (per network namespace) rather than netlink: no extra socket,
+    and nothing to import concurrently with the link watcher's pyroute2.
+    """
+    with open(os.path.join(root, "route")) as f:
+        v4 = f.read()
+    try:
+        with open(os.path.join(root, "ipv6_route")) as f:
+            v6 = f.read()
+    except OSError:
+        v6 = ""
+    return parse_proc_routes(v4, v6)

@@ -1,26 +1,31 @@
 """lbspeaker-speaker: makes LoadBalancer IPs reachable in layer 2 (ARP/NDP) from one node per IP,
 and over BGP (ExaBGP) from every selected node.
 
-Wiring (the thin shell around `lbspeaker.plan`):
+The one loop (`Speaker._loop`), the thin shell around the pure plans:
 
-    WatchCaches (Services, EndpointSlices, Nodes, speaker Leases, IPAddressPools,
-    L2Advertisements, kube-system/kube-proxy ConfigMap, our ServiceL2Statuses)
-    + netlink link events + heartbeat/Lease membership changes
-        -> kick -> debounce (20 ms) -> compute_plan (pure)
-        -> Announcer.set_owned (GARP on take, silence at once on loss)
-        -> ServiceL2Status writer, nodeAssigned Events, metrics, problems as Events
+    WatchCaches (Services, EndpointSlices, Nodes, IPAddressPools, L2Advertisements,
+    BGPAdvertisements, BGPPeers, Communities, kube-system/kube-proxy ConfigMap)
+        -> `snapshot.FactsIndex`: each event is read into facts; only an event whose facts
+           changed wakes the loop (a Lease renewal, a Node heartbeat, a status write does not)
+    + Lease cache, heartbeats -> membership (live speakers); netlink link events -> links
+        -> debounce (20 ms) -> one `Snapshot` (only when an input moved)
+        -> each protocol's `Runner` (own thread, newest snapshot wins; skipped when none of
+           the protocol's inputs moved):
+             layer2.Layer2: compute_plan -> Announcer.set_owned (GARP on take, silence at
+                 once on loss), ServiceL2Status, nodeAssigned, nodeProblems, strictARP
+             bgp.BGP: compute_bgp_plan -> ExaBGP set_peers/set_routes, ServiceBGPStatus,
+                 nodeAssigned, BGPPeer session entries
+        -> one `status.OwnedStatusWriter` thread for both status kinds; Events and problems
+           through `protocol.Reporter`
 
-Fail-static: caches never empty themselves when a watch breaks, a failing plan
-keeps the last applied announcements, and membership freezes Lease judgement while
-our own API view is stale (see `membership.py`). Nothing is planned before every
-cache has listed once, so a speaker that starts while the API is down announces
-nothing rather than a guess.
+BGP can never stall layer 2: each protocol plans and applies on its own thread.
 
-BGP (`speaker/bgp.py`): a `BGPSpeaker` shares the Service/EndpointSlice/Node/pool
-caches, is kicked on their events, and plans and applies in its own threads (one
-ExaBGP per speaker, started when a BGPPeer selects this node), so nothing on the BGP
-side can stall or break layer 2. Its caches (BGPPeers, BGPAdvertisements,
-Communities) are not part of layer-2 readiness.
+Fail-static: caches never empty themselves when a watch breaks, a failing plan keeps the
+last applied announcements, and membership freezes Lease judgement while our own API
+view is stale (see `membership.py`). Nothing is planned before every layer-2 cache has
+listed once, so a speaker that starts while the API is down announces nothing rather
+than a guess; BGP also waits for its own caches (BGPPeers, BGPAdvertisements,
+Communities), which are not part of the speaker's readiness.
 
 SIGTERM: stop answering (announcer emptied) while BGP withdraws every route (in
 parallel, acknowledged by ExaBGP), heartbeat LEAVING, release the Lease, remove our
@@ -37,13 +42,14 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any
 
+from lbspeaker import netinfo
 from lbspeaker.api.constants import NAMESPACE, SPEAKER_NAME
-from lbspeaker.election import L2AdvertisementFacts, NodeFacts
 from lbspeaker.health import HealthServer
 from lbspeaker.kube import memberlist
 from lbspeaker.kube.cache import WatchCache
@@ -51,6 +57,9 @@ from lbspeaker.kube.client import Timeouts
 from lbspeaker.kube.events import EventRecorder
 from lbspeaker.kube.lease import LeaseLock
 from lbspeaker.kube.resources import (
+    BGPADVERTISEMENTS,
+    BGPPEERS,
+    COMMUNITIES,
     CONFIGMAPS,
     ENDPOINTSLICES,
     IPADDRESSPOOLS,
@@ -64,45 +73,26 @@ from lbspeaker.kube.resources import (
 )
 from lbspeaker.kube.rest import Rest
 from lbspeaker.netinfo import LinkInfo
-from lbspeaker.plan import Plan, Problem, compute_plan, pool_facts, services_facts
+from lbspeaker.plan import Plan
+from lbspeaker.speaker import snapshot as S
 from lbspeaker.speaker import strictarp
-from lbspeaker.speaker.bgp import (
-    DEFAULT_RUN_DIR,
-    BGPConfig,
-    BGPSpeaker,
-    ManagerFactory,
-    default_manager_factory,
-    node_networks_proc,
-)
+from lbspeaker.speaker.bgp import BGP, DEFAULT_RUN_DIR, ManagerFactory, default_manager_factory
 from lbspeaker.speaker.heartbeat import DEFAULT_PORT, Heartbeater, PeerState
+from lbspeaker.speaker.layer2 import AnnouncerLike, Enforcer, Layer2
 from lbspeaker.speaker.membership import Membership, lease_name
 from lbspeaker.speaker.metrics import SpeakerMetrics
 from lbspeaker.speaker.nodeproblems import NodeProblemsWriter
-from lbspeaker.speaker.status import (
-    BGP_STATUS,
-    L2_STATUS,
-    OwnedStatusWriter,
-    assigned_message,
-    l2_fields,
-    node_selector,
-)
+from lbspeaker.speaker.protocol import Reporter, Runner
+from lbspeaker.speaker.secrets import PeerPasswords
+from lbspeaker.speaker.sessions import SessionStatus
+from lbspeaker.speaker.snapshot import FactsIndex, Snapshot, readings
+from lbspeaker.speaker.status import BGP_STATUS, L2_STATUS, OwnedStatusWriter, node_selector
 
 # Speakers run with hostNetwork, where the controller's 7472 may be bound on the same node: 7473 for
 # metrics and probes (and 7474/udp for heartbeats).
 DEFAULT_METRICS_ADDR = "0.0.0.0:7473"
 
 log = logging.getLogger("lbspeaker.speaker")
-
-
-class AnnouncerLike(Protocol):
-    """What the speaker needs from `lbspeaker.l2.Announcer` (a fake in component tests)."""
-
-    def start(self) -> None: ...
-    def set_owned(self, ips_by_interface: Mapping[str, Sequence[str]]) -> dict[str, str]: ...
-    def handle_link_event(self, event: str, ifname: str, index: int, up: bool) -> None: ...
-    def totals(self) -> dict[str, Any]: ...
-    def errors(self) -> dict[str, str]: ...
-    def stop(self) -> None: ...
 
 
 @dataclass
@@ -137,7 +127,7 @@ def node_addresses(node: Mapping[str, Any]) -> list[str]:
 
 
 class Speaker:
-    """One node's speaker: caches, membership, plan loop, announcer, status, metrics."""
+    """One node's speaker: caches, membership, the loop, both protocols, status, metrics."""
 
     def __init__(
         self,
@@ -146,7 +136,7 @@ class Speaker:
         announcer: AnnouncerLike,
         list_links: Callable[[], list[LinkInfo]] | None = None,
         watch_links: bool = True,
-        enforce: Callable[[list[str]], dict[str, dict[str, int]]] | None = None,
+        enforce: Enforcer | None = None,
         bgp_manager_factory: ManagerFactory = default_manager_factory,
         node_networks: Callable[[], list[str]] | None = None,
     ) -> None:
@@ -155,50 +145,51 @@ class Speaker:
         self.announcer = announcer
         self._list_links = list_links
         self._watch_links = watch_links
-        self._enforce = enforce
         self.metrics = SpeakerMetrics(cfg.node)
         self.metrics.attach_announcer(announcer.totals)
-        self._kick = threading.Event()
+        self._wake = threading.Event()
         self._stop = threading.Event()
-        self._apply_lock = threading.Lock()
         self._links: list[LinkInfo] | None = None
         self._links_dirty = True
-        self.plan: Plan | None = None
-        self._owned_services: dict[str, set[str]] = {}  # service -> IPs we announce
-        self._problems: set[Problem] = set()
-        self.strictarp_state = strictarp.check(None)
-        self._strict_enforced: dict[str, dict[str, int]] | None = None
-        self._applied: dict[str, list[str]] = {}
         self._last_live: set[str] = set()
-        self.plans = 0
-        self.last_plan_error: str | None = None
         self._loop_alive = 0.0
 
-        def kick(_t: str = "", _o: Any = None) -> None:
-            self._kick.set()
-            bgp = getattr(self, "bgp", None)
-            if bgp is not None:
-                bgp.kick()
+        def wake(*_: Any) -> None:
+            self._wake.set()
 
+        # Caches -> facts index: each event is read, and only a changed reading wakes the loop.
+        self.index = FactsIndex(cfg.node, readings(cfg.lb_class), on_change=wake)
+        on = self.index.handler
         ns = cfg.namespace
-        self.services = WatchCache(rest, SERVICES, on_event=kick)
-        self.slices = WatchCache(rest, ENDPOINTSLICES, on_event=kick)
-        self.nodes = WatchCache(rest, NODES, on_event=kick)
-        self.leases = WatchCache(rest, LEASES, namespace=ns, on_event=kick)
-        self.pools = WatchCache(rest, IPADDRESSPOOLS, namespace=ns, on_event=kick)
-        self.advs = WatchCache(rest, L2ADVERTISEMENTS, namespace=ns, on_event=kick)
+        self.services = WatchCache(rest, SERVICES, on_event=on(S.SERVICES))
+        self.slices = WatchCache(rest, ENDPOINTSLICES, on_event=on(S.ENDPOINTSLICES))
+        self.nodes = WatchCache(rest, NODES, on_event=on(S.NODES))
+        self.pools = WatchCache(rest, IPADDRESSPOOLS, namespace=ns, on_event=on(S.POOLS))
+        self.advs = WatchCache(rest, L2ADVERTISEMENTS, namespace=ns, on_event=on(S.L2ADVERTISEMENTS))
         self.kube_proxy = WatchCache(
             rest, CONFIGMAPS, namespace=strictarp.CONFIGMAP_NAMESPACE,
-            field_selector=f"metadata.name={strictarp.CONFIGMAP_NAME}", on_event=kick,
+            field_selector=f"metadata.name={strictarp.CONFIGMAP_NAME}", on_event=on(S.KUBE_PROXY),
         )
+        self.bgp_peers = WatchCache(rest, BGPPEERS, namespace=ns, on_event=on(S.BGPPEERS))
+        self.bgp_advs = WatchCache(rest, BGPADVERTISEMENTS, namespace=ns, on_event=on(S.BGPADVERTISEMENTS))
+        self.communities = WatchCache(rest, COMMUNITIES, namespace=ns, on_event=on(S.COMMUNITIES))
+        # Membership reads the Leases itself: an event only makes the loop look (renewals change nothing).
+        self.leases = WatchCache(rest, LEASES, namespace=ns, on_event=wake)
         self.statuses = WatchCache(rest, SERVICEL2STATUSES, namespace=ns,
                                    label_selector=node_selector(cfg.node))
         self.bgp_statuses = WatchCache(rest, SERVICEBGPSTATUSES, namespace=ns,
                                        label_selector=node_selector(cfg.node))
         self.hb_secret = WatchCache(rest, SECRETS, namespace=ns,  # heartbeat keys (only this Secret)
                                     field_selector=f"metadata.name={memberlist.SECRET_NAME}")
+        # Layer 2 (and readiness) waits for these; BGP's own caches never make the speaker unready.
         self.caches = [self.services, self.slices, self.nodes, self.leases, self.pools, self.advs,
                        self.kube_proxy, self.statuses, self.hb_secret]
+        self.bgp_caches = [self.bgp_peers, self.bgp_advs, self.communities, self.bgp_statuses]
+        self._indexed = {S.SERVICES: self.services, S.ENDPOINTSLICES: self.slices, S.NODES: self.nodes,
+                         S.POOLS: self.pools, S.L2ADVERTISEMENTS: self.advs, S.KUBE_PROXY: self.kube_proxy,
+                         S.BGPPEERS: self.bgp_peers, S.BGPADVERTISEMENTS: self.bgp_advs,
+                         S.COMMUNITIES: self.communities}
+
         self.recorder = EventRecorder(rest, SPEAKER_NAME, host=cfg.node)
         self.lock = LeaseLock(rest, ns, lease_name(cfg.node), cfg.node, cfg.lease_duration,
                               labels={"app.kubernetes.io/component": "speaker"})
@@ -206,7 +197,7 @@ class Speaker:
         if cfg.heartbeat_port:
             try:
                 self.heartbeat = Heartbeater(
-                    cfg.node, self._peer_addresses, kick, port=cfg.heartbeat_port, bind=cfg.heartbeat_bind,
+                    cfg.node, self._peer_addresses, wake, port=cfg.heartbeat_port, bind=cfg.heartbeat_bind,
                     interval=cfg.heartbeat_interval, timeout=cfg.heartbeat_timeout,
                     keys=lambda: memberlist.keys_of(self.hb_secret.get(ns, memberlist.SECRET_NAME)),
                     key_delay=cfg.heartbeat_key_delay,
@@ -217,27 +208,96 @@ class Speaker:
         if self.heartbeat is not None:
             self.metrics.attach_heartbeat(self.heartbeat.stats)
         self.membership = Membership(
-            cfg.node, self.lock, self.leases.items, self._hb_states, lambda: self.leases.watching, kick,
+            cfg.node, self.lock, self.leases.items, self._hb_states, lambda: self.leases.watching, wake,
             renew_interval=cfg.renew_interval,
         )
+
+        # What the protocols act through.
         self.status = OwnedStatusWriter(rest, ns, cfg.node,
                                         {L2_STATUS: self.statuses, BGP_STATUS: self.bgp_statuses})
         self.node_problems = NodeProblemsWriter(rest, ns, cfg.node)
-        # BGP side: own threads and caches for its CRDs, shares ours; never blocks layer 2
-        self.bgp = BGPSpeaker(
-            BGPConfig(node=cfg.node, namespace=ns, run_dir=cfg.run_dir,
-                      ignore_exclude_lb=cfg.ignore_exclude_lb, lb_class=cfg.lb_class),
-            rest, services=self.services, slices=self.slices, nodes=self.nodes, pools=self.pools,
-            status=self.status, recorder=self.recorder, manager_factory=bgp_manager_factory,
-            node_networks=node_networks if node_networks is not None else (
-                node_networks_proc if list_links is not None else None),
+        self.reporter = Reporter(
+            self.recorder, ns,
+            lookups={"Service": self.services, "Node": self.nodes, "L2Advertisement": self.advs,
+                     "BGPPeer": self.bgp_peers, "BGPAdvertisement": self.bgp_advs},
+            api_versions={"Service": "v1", "Node": "v1", "L2Advertisement": L2ADVERTISEMENTS.api_version,
+                          "BGPPeer": BGPPEERS.api_version, "BGPAdvertisement": BGPADVERTISEMENTS.api_version},
         )
+        self.sessions = SessionStatus(rest, ns, cfg.node, self.reporter)
+
+        # The two protocols, each on its own runner thread.
+        self.layer2 = Layer2(
+            cfg.node, announcer, status=self.status, reporter=self.reporter, metrics=self.metrics,
+            node_problems=self.node_problems, ignore_exclude_lb=cfg.ignore_exclude_lb,
+            interfaces=cfg.interfaces, enforce_strict_arp=cfg.enforce_strict_arp, enforce=enforce,
+        )
+        if node_networks is None and list_links is not None:  # a real node (not a test's fake links)
+            node_networks = netinfo.node_networks
+        self.bgp = BGP(
+            cfg.node, status=self.status, sessions=self.sessions, reporter=self.reporter,
+            passwords=PeerPasswords(rest, ns), workdir=Path(cfg.run_dir) / "bgp" / cfg.node,
+            manager_factory=bgp_manager_factory, node_networks=node_networks,
+            ignore_exclude_lb=cfg.ignore_exclude_lb,
+        )
+        self.l2_runner: Runner[Any] = Runner(self.layer2)
+        self.bgp_runner: Runner[Any] = Runner(self.bgp, pause_after_plan=True)
+        self.runners = [self.l2_runner, self.bgp_runner]
         self.metrics.attach_bgp(self.bgp.metrics_snapshot)
+        self.metrics.attach_planning(self._planning_stats)
         self._link_watcher: Any = None
         self._thread: threading.Thread | None = None
         self.health: HealthServer | None = None
 
-    # --- inputs ----------------------------------------------------------------
+    # --- the loop: caches -> one facts snapshot -> each protocol ------------------------------------------
+
+    def _loop(self) -> None:
+        synced = False
+        start = time.monotonic()
+        offered = -1  # the index generation of the last snapshot handed out
+        while not self._stop.is_set():
+            self._loop_alive = time.monotonic()
+            woke = self._wake.wait(0.25)
+            if self._stop.is_set():
+                return
+            if woke:
+                self._stop.wait(self.cfg.debounce)  # a burst of events makes one snapshot
+                self._wake.clear()
+            if not synced:
+                synced = self.synced()
+                if not synced:
+                    if time.monotonic() - start > self.cfg.sync_timeout:
+                        log.warning("caches not synced after %.0fs; still waiting (announcing nothing yet)",
+                                    self.cfg.sync_timeout)
+                        start = time.monotonic()
+                    continue
+                log.info("caches synced")
+            # Node-local inputs; the Leases are judged anew every pass (expiry is a matter of time).
+            self.index.set(S.SYNCED, frozenset(n for n, c in self._indexed.items() if c.synced))
+            self.index.set(S.LIVE, frozenset(self._membership()))
+            links = self.links()
+            self.index.set(S.LINKS, tuple(links) if links is not None else None)
+            generation = self.index.generation()
+            if generation == offered:
+                continue  # nothing a plan reads moved
+            offered = generation
+            snap = self.index.snapshot()
+            for runner in self.runners:
+                runner.offer(snap)
+
+    def _membership(self) -> set[str]:
+        live = self.membership.live()
+        if live != self._last_live:
+            log.info("live speakers: %s", ", ".join(sorted(live)) or "-")
+            self._last_live = set(live)
+        self.metrics.members.set(len(live))
+        self.metrics.api_ok.set(1 if self.membership.api_ok() else 0)
+        return live
+
+    def snapshot(self) -> Snapshot:
+        """The facts as the loop sees them now (tests, lbctl-like introspection)."""
+        return self.index.snapshot()
+
+    # --- inputs ----------------------------------------------------------------------------------------
 
     def _hb_states(self) -> dict[str, PeerState]:
         return self.heartbeat.states() if self.heartbeat is not None else {}
@@ -255,7 +315,7 @@ class Speaker:
             with contextlib.suppress(Exception):
                 self.announcer.handle_link_event(event, link.name, link.index, link.up)
         self._links_dirty = True
-        self._kick.set()
+        self._wake.set()
 
     def links(self) -> list[LinkInfo] | None:
         if self._list_links is None:
@@ -269,7 +329,7 @@ class Speaker:
                 self._links_dirty = True
         return self._links
 
-    # --- lifecycle --------------------------------------------------------------
+    # --- lifecycle -------------------------------------------------------------------------------------
 
     def start(self, serve_http: bool = True) -> None:
         self.announcer.start()
@@ -281,7 +341,7 @@ class Speaker:
                 self.health.start()
             except OSError as exc:  # announcing matters more than metrics: carry on, loudly
                 log.error("cannot serve metrics/probes on %s: %s", self.cfg.metrics_addr, exc)
-        for c in [*self.caches, self.bgp_statuses]:
+        for c in [*self.caches, *self.bgp_caches]:
             c.start()
         if self._watch_links and self._list_links is not None:
             from lbspeaker.netinfo import LinkWatcher
@@ -293,8 +353,10 @@ class Speaker:
         self.membership.start()
         self.status.start()
         self.node_problems.start()
-        self.bgp.start()
-        self._thread = threading.Thread(target=self._loop, name="speaker-plan", daemon=True)
+        self.sessions.start(self.bgp.refresh_sessions)
+        for runner in self.runners:
+            runner.start()
+        self._thread = threading.Thread(target=self._loop, name="speaker-loop", daemon=True)
         self._thread.start()
 
     def stop(self, release: bool = True, cleanup_budget_s: float = 2.0) -> None:
@@ -303,14 +365,11 @@ class Speaker:
         BGP withdraws in parallel with the layer-2 handover (each has its own
         acknowledgement wait) and is done before the API cleanup starts.
         """
-        bgp_stop = threading.Thread(target=self.bgp.stop, kwargs={"cleanup": False},
-                                    name="bgp-stop", daemon=True)
+        bgp_stop = threading.Thread(target=self.bgp_runner.stop, name="bgp-stop", daemon=True)
         bgp_stop.start()
-        with self._apply_lock:
-            self._stop.set()
-            self._kick.set()
-            with contextlib.suppress(Exception):
-                self.announcer.set_owned({})
+        self._stop.set()
+        self._wake.set()
+        self.l2_runner.stop()  # no layer-2 apply after this; the announcer is emptied
         log.info("stopped answering; handing over")
         if self.heartbeat is not None:
             with contextlib.suppress(Exception):
@@ -319,51 +378,69 @@ class Speaker:
         if self._thread is not None:
             self._thread.join(timeout=2)
         bgp_stop.join(timeout=5)
+        self.sessions.stop()
+        self.status.stop()
         if release:
-            t = threading.Thread(target=self.status.delete_all, daemon=True)
-            t2 = threading.Thread(target=self.bgp.cleanup, daemon=True)
-            self.status.stop()
-            t.start()
-            t2.start()
-            t.join(cleanup_budget_s)
-            t2.join(max(0.1, cleanup_budget_s / 2))
-        else:
-            self.status.stop()
-        self.node_problems.stop(timeout=0.5)
-        self.recorder.close(timeout=1.0)
-        with contextlib.suppress(Exception):
-            self.announcer.stop()
-        if self.heartbeat is not None:
-            self.heartbeat.stop()
-        if self._link_watcher is not None:
-            self._link_watcher.stop()
-        for c in [*self.caches, self.bgp_statuses]:
-            c.stop(timeout=1.0)
-        if self.health is not None:
-            self.health.stop()
+            cleanups = [threading.Thread(target=fn, daemon=True)
+                        for fn in (self.status.delete_all, self.sessions.remove_all)]
+            for t in cleanups:
+                t.start()
+            deadline = time.monotonic() + cleanup_budget_s
+            for t in cleanups:
+                t.join(max(0.1, deadline - time.monotonic()))
+        self._close(node_problems_s=0.5, recorder_s=1.0)
 
     def abort(self) -> None:
         """Simulate a crash (tests): every thread stops, nothing is released or said to the others."""
-        with self._apply_lock:
-            self._stop.set()
-        self._kick.set()
-        self.membership.stop(release=False)
+        self._stop.set()
+        self._wake.set()
+        self.l2_runner.stop(withdraw=False)
         self.bgp.abort()
-        if self.heartbeat is not None:
-            self.heartbeat.stop()
+        self.bgp_runner.stop(withdraw=False, join=1.0)
+        self.membership.stop(release=False)
+        self.sessions.stop()
         self.status.stop()
-        self.node_problems.stop(timeout=0.1)
-        self.recorder.close(timeout=0.1)
+        self._close(node_problems_s=0.1, recorder_s=0.1)
+
+    def _close(self, node_problems_s: float, recorder_s: float) -> None:
+        self.node_problems.stop(timeout=node_problems_s)
+        self.recorder.close(timeout=recorder_s)
         with contextlib.suppress(Exception):
             self.announcer.stop()
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         if self._link_watcher is not None:
             self._link_watcher.stop()
-        for c in [*self.caches, self.bgp_statuses]:
+        for c in [*self.caches, *self.bgp_caches]:
             c.stop(timeout=1.0)
         if self.health is not None:
             self.health.stop()
 
-    # --- probes -----------------------------------------------------------------
+    # --- probes and counters -----------------------------------------------------------------------------
+
+    @property
+    def plan(self) -> Plan | None:
+        """The layer-2 plan applied last."""
+        return self.layer2.applied
+
+    @property
+    def plans(self) -> int:
+        """Layer-2 plans run so far."""
+        return self.l2_runner.plans
+
+    @property
+    def strictarp_state(self) -> strictarp.StrictArpState:
+        return self.layer2.strictarp_state
+
+    def _planning_stats(self) -> dict[str, dict[str, int]]:
+        protocols = {r.proto.name: r for r in self.runners}
+        return {
+            "plans": {n: r.plans for n, r in protocols.items()},
+            "plans_skipped": {n: r.skipped for n, r in protocols.items()},
+            "plan_errors": {n: r.errors for n, r in protocols.items()},
+            "events": dict(self.index.changed),
+            "events_ignored": dict(self.index.ignored),
+        }
 
     def synced(self) -> bool:
         return all(c.synced for c in self.caches)
@@ -387,171 +464,13 @@ class Speaker:
             lines.append(f"lease {self.lock.name}: held" if self.membership.api_ok()
                          else f"lease {self.lock.name}: API view stale (fail-static)")
         lines.append(f"members: {', '.join(sorted(self._last_live)) or '-'}")
-        lines.append(("strictARP: ok: " if self.strictarp_state.ok else "strictARP: WARNING: ")
-                     + self.strictarp_state.detail)
-        if self._strict_enforced is not None:
-            lines.append("strictARP: enforced by the speaker (arp_ignore=1, arp_announce=2)")
-        for ifname, err in sorted(self.announcer.errors().items()):
-            lines.append(f"interface {ifname}: {err}")
-        for p in sorted(self._problems, key=lambda p: (p.kind, p.name, p.reason)):
-            lines.append(f"problem: {p.kind} {p.name}: {p.reason}: {p.message}")
+        lines += self.layer2.readyz_lines()
         with contextlib.suppress(Exception):  # BGP never makes the speaker unready
+            if not all(c.synced for c in self.bgp_caches):
+                lines.append("bgp: caches not synced: "
+                             + ", ".join(c.name for c in self.bgp_caches if not c.synced))
             lines += self.bgp.readyz_lines()
         return ok, ("ready\n" if ok else "not ready\n") + "\n".join(lines)
-
-    # --- the plan loop ------------------------------------------------------------
-
-    def _loop(self) -> None:
-        synced = False
-        start = time.monotonic()
-        while not self._stop.is_set():
-            self._loop_alive = time.monotonic()
-            kicked = self._kick.wait(0.25)
-            if self._stop.is_set():
-                return
-            if kicked:
-                self._stop.wait(self.cfg.debounce)
-                self._kick.clear()
-            if not synced:
-                synced = self.synced()
-                if not synced:
-                    if time.monotonic() - start > self.cfg.sync_timeout:
-                        log.warning("caches not synced after %.0fs; still waiting (announcing nothing yet)",
-                                    self.cfg.sync_timeout)
-                        start = time.monotonic()
-                    continue
-                log.info("caches synced")
-            try:
-                live = self.membership.live()
-                if not kicked and live == self._last_live:
-                    continue
-                self.replan(live)
-            except Exception as exc:
-                self.metrics.plan_errors.inc()
-                self.last_plan_error = repr(exc)
-                log.exception("planning failed; keeping the last announcements")
-
-    def _inputs(self) -> dict[str, Any]:
-        return {
-            "services": services_facts(self.services.items(), self.slices.items(), self.cfg.lb_class),
-            "pools": [pool_facts(p) for p in self.pools.items()],
-            "advertisements": [L2AdvertisementFacts.from_object(a) for a in self.advs.items()],
-            "nodes": [NodeFacts.from_node(n) for n in self.nodes.items()],
-        }
-
-    def replan(self, live: set[str]) -> Plan:
-        """Compute and apply the plan for the current caches and `live` speakers."""
-        if live != self._last_live:
-            log.info("live speakers: %s", ", ".join(sorted(live)) or "-")
-        self._last_live = set(live)
-        self.metrics.members.set(len(live))
-        self.metrics.api_ok.set(1 if self.membership.api_ok() else 0)
-        links = self.links()
-        plan = compute_plan(
-            self.cfg.node, live_speakers=live, links=links, ignore_exclude_label=self.cfg.ignore_exclude_lb,
-            default_interfaces=self.cfg.interfaces or None, **self._inputs(),
-        )
-        self.plans += 1
-        self.metrics.plans.inc()
-        self._check_strict_arp(plan)
-        self.apply(plan)
-        return plan
-
-    def apply(self, plan: Plan) -> None:
-        with self._apply_lock:
-            if self._stop.is_set():
-                return
-            self._apply(plan)
-
-    def _apply(self, plan: Plan) -> None:
-        wanted = plan.by_interface()
-        if wanted != self._applied:
-            errors = self.announcer.set_owned(wanted)
-            for ifname, err in errors.items():
-                log.warning("interface %s: %s", ifname, err)
-            before = {ip for ips in self._applied.values() for ip in ips}
-            after = set(plan.announce)
-            for ip in sorted(after - before):
-                log.info("taking %s (%s) on %s", ip, ", ".join(plan.announce[ip].services),
-                         ", ".join(plan.announce[ip].interfaces) or "no interface")
-            for ip in sorted(before - after):
-                log.info("releasing %s (owner now %s)", ip, plan.owners.get(ip) or "nobody")
-            self._applied = wanted
-        self.plan = plan
-        owned: dict[str, set[str]] = {}
-        for ann in plan.announce.values():
-            for svc in ann.services:
-                owned.setdefault(svc, set()).add(ann.ip)
-        for svc, ips in owned.items():
-            if not ips <= self._owned_services.get(svc, set()):
-                ns, _, name = svc.partition("/")
-                obj = self.services.get(ns, name)
-                if obj is not None:
-                    self.recorder.normal({**obj, "apiVersion": "v1", "kind": "Service"}, "nodeAssigned",
-                                         assigned_message(self.cfg.node, "layer2"))
-        self._owned_services = owned
-        self.status.set_desired(L2_STATUS, {k: l2_fields(v) for k, v in plan.services_announced().items()})
-        self.metrics.set_announced({(svc, ip) for svc, ips in owned.items() for ip in ips})
-        problems = set(plan.problems)
-        for p in sorted(problems - self._problems, key=lambda p: (p.kind, p.name, p.reason)):
-            log.warning("%s %s: %s: %s", p.kind, p.name, p.reason, p.message)
-            self._event_for_problem(p)
-        self._problems = problems
-        self.node_problems.set(problems)
-
-    def _event_for_problem(self, p: Problem) -> None:
-        if p.kind == "L2Advertisement":
-            obj = self.advs.get(self.cfg.namespace, p.name)
-            if obj is not None:
-                self.recorder.warning(
-                    {**obj, "apiVersion": L2ADVERTISEMENTS.api_version, "kind": "L2Advertisement"},
-                    p.reason, p.message)
-        elif p.kind == "Service":
-            ns, _, name = p.name.partition("/")
-            obj = self.services.get(ns, name)
-            if obj is not None:
-                self.recorder.warning({**obj, "apiVersion": "v1", "kind": "Service"}, p.reason, p.message)
-
-    def _node_ref(self) -> dict[str, Any]:
-        node = self.nodes.get(None, self.cfg.node)
-        if node is not None:
-            return {**node, "apiVersion": "v1", "kind": "Node"}
-        return {"apiVersion": "v1", "kind": "Node", "name": self.cfg.node}
-
-    def _check_strict_arp(self, plan: Plan) -> None:
-        cms = self.kube_proxy.items()
-        state = strictarp.check(cms[0] if cms else None)
-        changed = state != self.strictarp_state
-        self.strictarp_state = state
-        self.metrics.strictarp_ok.set(1 if state.ok else 0)
-        if changed:
-            if state.ok:
-                log.info("strictARP: %s", state.detail)
-            else:
-                log.warning("strictARP: %s", state.detail)
-                self.recorder.warning(self._node_ref(), "StrictARPDisabled", state.detail)
-        if not state.ok and self.cfg.enforce_strict_arp and self._enforce is not None:
-            ifaces = sorted({"all", *(i for a in plan.announce.values() for i in a.interfaces),
-                             *self._default_interfaces()})
-            try:
-                done = self._enforce(ifaces)
-            except OSError as exc:
-                log.warning("strictARP: cannot set arp_ignore/arp_announce: %s", exc)
-                return
-            if done or self._strict_enforced is None:
-                msg = (f"set arp_ignore=1, arp_announce=2 on {', '.join(sorted(done))}" if done
-                       else f"arp_ignore/arp_announce already strict on {', '.join(ifaces)}")
-                log.warning("strictARP enforced by the speaker: %s", msg)
-                self.recorder.normal(self._node_ref(), "StrictARPEnforced", msg)
-                self._strict_enforced = done or {}
-
-    def _default_interfaces(self) -> list[str]:
-        from lbspeaker.netinfo import select_interfaces
-
-        links = self.links()
-        if links is None:
-            return []
-        return select_interfaces(links, self.cfg.interfaces or None)
 
 
 # --- CLI ------------------------------------------------------------------------------

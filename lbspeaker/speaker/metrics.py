@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -99,6 +99,34 @@ class _BGPCollector(Collector):
         yield restarts
 
 
+class _PlanningCollector(Collector):
+    """Plans run/skipped/failed per protocol, and cache events per resource by whether they changed
+    what a plan reads: {"plans": {protocol: n}, "plans_skipped": ..., "plan_errors": ...,
+    "events": {resource: n}, "events_ignored": {resource: n}}."""
+
+    FAMILIES = (
+        ("plans", "protocol", "Plans computed and applied"),
+        ("plans_skipped", "protocol", "Snapshots not planned: none of the protocol's inputs moved"),
+        ("plan_errors", "protocol", "Plan computations that failed (the last announcements stay)"),
+        ("events", "resource", "Cache events that changed what a plan reads (each can trigger planning)"),
+        ("events_ignored", "resource", "Cache events that changed nothing a plan reads (no planning)"),
+    )
+
+    def __init__(self, stats: Callable[[], Mapping[str, Mapping[str, int]]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Any]:
+        try:
+            s = self._stats()
+        except Exception:
+            s = {}
+        for key, label, doc in self.FAMILIES:
+            fam = CounterMetricFamily(f"lbspeaker_speaker_{key}", doc, labels=[label])
+            for name, n in sorted((s.get(key) or {}).items()):
+                fam.add_metric([str(name)], float(n))
+            yield fam
+
+
 class SpeakerMetrics:
     """All metrics of one speaker, registered in `self.registry`."""
 
@@ -115,10 +143,6 @@ class SpeakerMetrics:
         self.strictarp_ok.set(1)
         self.members = Gauge(
             "lbspeaker_speaker_members", "Live speakers in this speaker's view", registry=r)
-        self.plans = Counter(
-            "lbspeaker_speaker_plans", "Plan computations", registry=r)
-        self.plan_errors = Counter(
-            "lbspeaker_speaker_plan_errors", "Plan computations that failed", registry=r)
         self.api_ok = Gauge(
             "lbspeaker_speaker_api_ok", "1 while this speaker's API view is current (fail-static when 0)",
             registry=r)
@@ -129,6 +153,10 @@ class SpeakerMetrics:
 
     def attach_heartbeat(self, stats: Callable[[], Mapping[str, Any]]) -> None:
         self.registry.register(_HeartbeatCollector(stats))
+
+    def attach_planning(self, stats: Callable[[], Mapping[str, Mapping[str, int]]]) -> None:
+        """Register the plan and cache-event counters (read at scrape time)."""
+        self.registry.register(_PlanningCollector(stats))
 
     def attach_bgp(self, stats: Callable[[], Mapping[str, Any]] | None = None) -> None:
         """Register the lbspeaker_bgp_* families (empty until `stats` has something)."""

@@ -239,7 +239,7 @@ def test_strictarp_warning_and_fail_static(rest: Rest, speakers: SpeakerFactory,
         enforced.append(ifaces)
         return {i: {"arp_ignore": 1} for i in ifaces}
 
-    spk._enforce = fake_enforce
+    spk.layer2.enforce = fake_enforce
     _spk2, ann2 = speakers("node-b")
     wait_for(lambda: owners({"node-a": ann, "node-b": ann2}) == [elect_l2(IP, ["node-a", "node-b"])],
              timeout=15)

@@ -25,6 +25,7 @@ from lbspeaker.kube.client import Timeouts, load_api_client
 from lbspeaker.kube.resources import (
     BGPADVERTISEMENTS,
     BGPPEERS,
+    COMMUNITIES,
     ENDPOINTSLICES,
     EVENTS,
     IPADDRESSPOOLS,
@@ -278,8 +279,8 @@ def test_password_secret_and_bad_input(rest: Rest, speaker: Fixture) -> None:
     assert [p.name for p in managers[0].peers] == ["router"]
     rest.create(SECRETS, {"metadata": {"name": "bgp-pw", "namespace": NS}, "type": "kubernetes.io/basic-auth",
                           "stringData": {"password": "s3cret"}}, NS)
-    spk.bgp._secrets.clear()  # skip the refresh period
-    spk.bgp.kick()
+    spk.bgp.passwords.forget()  # skip the refresh period
+    spk.bgp_runner.poke()
     wait_for(lambda: [p for p in managers[0].peers if p.name == "secure" and p.password == "s3cret"],
              timeout=10)
     # an unreachable / off-network peer and a peer ExaBGP cannot express: reported, nothing crashes
@@ -288,7 +289,7 @@ def test_password_secret_and_bad_input(rest: Rest, speaker: Fixture) -> None:
     rest.create(BGPPEERS, {"metadata": {"name": "unnumbered", "namespace": NS},
                            "spec": {"myASN": 64513, "peerASN": 64512, "interface": "eth9"}})
     wait_for(lambda: events(rest, NS, "PeerNotOnNodeNetwork") and events(rest, NS, "InvalidPeer"), timeout=10)
-    assert spk.bgp.plan_errors == 0 and spk.plans > 0
+    assert spk.bgp_runner.errors == 0 and spk.plans > 0
     assert f"{BGP_IP}/32" in routes_of(managers)["router"]
     ready = urllib.request.urlopen(f"http://127.0.0.1:{spk.health.port}/readyz", timeout=5)  # type: ignore
     text = ready.read().decode()
@@ -335,3 +336,56 @@ def test_pdeathsig_wrapper_ends_the_child_with_its_parent(tmp_path: Path) -> Non
         if parent.poll() is None:
             parent.kill()
             parent.wait(timeout=5)
+
+
+def plans_metric(spk: Speaker) -> dict[str, float]:
+    """lbspeaker_speaker_plans_total per protocol, as /metrics shows it."""
+    port = spk.health.port  # type: ignore[union-attr]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("lbspeaker_speaker_plans_total{"):
+            out[line.split('protocol="')[1].split('"')[0]] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def test_only_events_that_can_change_a_plan_trigger_planning(rest: Rest, speaker: Fixture) -> None:
+    """Lease renewals, a Service annotation nobody reads, a Node status heartbeat, a BGPPeer label:
+    seen by the caches, ignored by the facts index, no plan. An endpoint change plans both
+    protocols; a Community (BGP only) plans BGP and not layer 2."""
+    spk, _, managers = speaker
+    # settled: BGP announced, and layer 2 planned with this node live (it owns the L2 IP)
+    wait_for(lambda: routes_of(managers) and spk.plan is not None and spk.plan.owners.get(L2_IP) == NODE,
+             timeout=10)
+    before = plans_metric(spk)
+    assert before["layer2"] >= 1 and before["bgp"] >= 1
+    ignored = dict(spk.index.ignored)
+    lease_events = spk.leases.events
+
+    rest.patch(SERVICES, "web", {"metadata": {"annotations": {"team": "payments"}}}, "default")
+    rest.patch_status(NODES, "node-a", {"status": {"conditions": [
+        {"type": "Ready", "status": "True", "lastHeartbeatTime": "2026-01-01T00:00:00Z"}]}})
+    rest.patch(BGPPEERS, "router", {"metadata": {"labels": {"owner": "netops"}}}, NS)
+
+    def seen() -> bool:
+        now = spk.index.ignored
+        return (now.get("services", 0) > ignored.get("services", 0)
+                and now.get("nodes", 0) > ignored.get("nodes", 0)
+                and now.get("bgppeers", 0) > ignored.get("bgppeers", 0)
+                and spk.leases.events >= lease_events + 3)  # three renewals (every 0.5 s)
+
+    wait_for(seen, timeout=10, message=lambda: f"ignored {spk.index.ignored}, leases {spk.leases.events}")
+    assert plans_metric(spk) == before, (plans_metric(spk), before)
+
+    set_endpoints(rest, "web", ["node-a", "node-b"])  # can change both plans
+    wait_for(lambda: all(plans_metric(spk)[p] > before[p] for p in before), timeout=10,
+             message=lambda: f"{plans_metric(spk)} vs {before}")
+    after = plans_metric(spk)
+    skipped = spk.l2_runner.skipped
+    aliases = [{"name": "no-advertise", "value": "65535:65282"}]
+    create(rest, COMMUNITIES, {"metadata": {"name": "aliases", "namespace": NS},
+                               "spec": {"communities": aliases}}, NS)
+    wait_for(lambda: plans_metric(spk)["bgp"] > after["bgp"], timeout=10)
+    wait_for(lambda: spk.l2_runner.skipped > skipped, timeout=10)
+    assert plans_metric(spk)["layer2"] == after["layer2"]

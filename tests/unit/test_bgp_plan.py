@@ -225,10 +225,10 @@ def test_plan_is_order_independent_and_local_means_local(
             assert advs and (NODE in s.serving_endpoints if s.etp_local else s.serving_endpoints)
 
 
-# --- pure helpers of the adapter (speaker/bgp.py) ------------------------------------------------------
+# --- pure helpers of the BGP side (speaker/sessions.py, speaker/secrets.py, netinfo.py) ------------
 
 def test_merge_session_replaces_only_this_node() -> None:
-    from lbspeaker.speaker.bgp import SessionEntry, merge_session
+    from lbspeaker.speaker.sessions import SessionEntry, merge_session
 
     status = {"conditions": [{"type": "X"}], "sessions": [
         {"node": "b", "state": "Established", "reason": ""}, {"node": "a", "state": "Idle", "reason": "old"}]}
@@ -242,7 +242,8 @@ def test_merge_session_replaces_only_this_node() -> None:
 
 
 def test_secret_password_and_proc_routes() -> None:
-    from lbspeaker.speaker.bgp import parse_proc_routes, secret_password
+    from lbspeaker.netinfo import parse_proc_routes
+    from lbspeaker.speaker.secrets import secret_password
 
     assert secret_password({"data": {"password": "czNjcmV0"}}) == "s3cret"
     assert secret_password({"stringData": {"password": "pw"}}) == "pw"

@@ -1,0 +1,186 @@
+"""Layer 2 behind the speaker's `Protocol`: snapshot -> `plan.compute_plan` -> the ARP/NDP announcer.
+
+apply: `Announcer.set_owned` (gratuitous ARP / unsolicited NA on take, silence at once on
+loss), ServiceL2Status through the owned-status writer, `nodeAssigned` Events, the
+announced metric, problems as Events and this node's L2Advertisement `nodeProblems`,
+and the strictARP check (warn, and with --enforce-strict-arp set the ARP sysctls on the
+interfaces this node answers on).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from lbspeaker.netinfo import select_interfaces
+from lbspeaker.plan import Plan, Problem, compute_plan
+from lbspeaker.speaker import snapshot as S
+from lbspeaker.speaker import strictarp
+from lbspeaker.speaker.metrics import SpeakerMetrics
+from lbspeaker.speaker.nodeproblems import NodeProblemsWriter
+from lbspeaker.speaker.protocol import Reporter
+from lbspeaker.speaker.snapshot import Snapshot
+from lbspeaker.speaker.status import L2_STATUS, OwnedStatusWriter, assigned_message, l2_fields
+
+log = logging.getLogger("lbspeaker.speaker")
+
+Enforcer = Callable[[list[str]], dict[str, dict[str, int]]]
+
+
+class AnnouncerLike(Protocol):
+    """What layer 2 needs from `lbspeaker.l2.Announcer` (a fake in component tests)."""
+
+    def start(self) -> None: ...
+    def set_owned(self, ips_by_interface: Mapping[str, Sequence[str]]) -> dict[str, str]: ...
+    def handle_link_event(self, event: str, ifname: str, index: int, up: bool) -> None: ...
+    def totals(self) -> dict[str, Any]: ...
+    def errors(self) -> dict[str, str]: ...
+    def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Layer2Plan:
+    plan: Plan
+    strictarp: strictarp.StrictArpState
+    default_interfaces: tuple[str, ...]  # for strictARP enforcement
+
+
+class Layer2:
+    """The layer-2 protocol of one node (see the module docstring)."""
+
+    name = "layer2"
+    inputs = frozenset({S.SERVICES, S.ENDPOINTSLICES, S.NODES, S.POOLS, S.L2ADVERTISEMENTS, S.KUBE_PROXY,
+                        S.LIVE, S.LINKS, S.SYNCED})
+    poll_interval = 1.0
+    caches = frozenset({S.SERVICES, S.ENDPOINTSLICES, S.NODES, S.POOLS, S.L2ADVERTISEMENTS, S.KUBE_PROXY})
+
+    def __init__(
+        self,
+        node: str,
+        announcer: AnnouncerLike,
+        *,
+        status: OwnedStatusWriter,
+        reporter: Reporter,
+        metrics: SpeakerMetrics,
+        node_problems: NodeProblemsWriter,
+        ignore_exclude_lb: bool = False,
+        interfaces: Sequence[str] = (),
+        enforce_strict_arp: bool = False,
+        enforce: Enforcer | None = None,
+    ) -> None:
+        self.node = node
+        self.announcer = announcer
+        self.status = status
+        self.reporter = reporter
+        self.metrics = metrics
+        self.node_problems = node_problems
+        self.ignore_exclude_lb = ignore_exclude_lb
+        self.interfaces = list(interfaces)
+        self.enforce_strict_arp = enforce_strict_arp
+        self.enforce = enforce
+        self.applied: Plan | None = None  # the plan applied last
+        self.strictarp_state = strictarp.check(None)
+        self.strict_enforced: dict[str, dict[str, int]] | None = None
+        self._applied: dict[str, list[str]] = {}
+        self._owned_services: dict[str, set[str]] = {}  # service -> IPs we announce
+        self.problems: set[Problem] = set()
+
+    # --- Protocol ---------------------------------------------------------------------------------------
+
+    def ready(self, snap: Snapshot) -> bool:
+        return self.caches <= snap.synced
+
+    def plan(self, snap: Snapshot) -> Layer2Plan:
+        plan = compute_plan(
+            self.node, services=snap.services, pools=snap.pools, advertisements=snap.l2_advertisements,
+            nodes=snap.nodes, live_speakers=snap.live_speakers, links=snap.links,
+            ignore_exclude_label=self.ignore_exclude_lb, default_interfaces=self.interfaces or None,
+        )
+        links = list(snap.links) if snap.links is not None else None
+        defaults = select_interfaces(links, self.interfaces or None) if links is not None else []
+        return Layer2Plan(plan, snap.strictarp, tuple(defaults))
+
+    def apply(self, lp: Layer2Plan) -> None:
+        plan = lp.plan
+        wanted = plan.by_interface()
+        if wanted != self._applied:
+            for ifname, err in self.announcer.set_owned(wanted).items():
+                log.warning("interface %s: %s", ifname, err)
+            before = {ip for ips in self._applied.values() for ip in ips}
+            after = set(plan.announce)
+            for ip in sorted(after - before):
+                log.info("taking %s (%s) on %s", ip, ", ".join(plan.announce[ip].services),
+                         ", ".join(plan.announce[ip].interfaces) or "no interface")
+            for ip in sorted(before - after):
+                log.info("releasing %s (owner now %s)", ip, plan.owners.get(ip) or "nobody")
+            self._applied = wanted
+        self.applied = plan
+        owned: dict[str, set[str]] = {}
+        for ann in plan.announce.values():
+            for svc in ann.services:
+                owned.setdefault(svc, set()).add(ann.ip)
+        for svc, ips in sorted(owned.items()):
+            if not ips <= self._owned_services.get(svc, set()):
+                self.reporter.normal("Service", svc, "nodeAssigned", assigned_message(self.node, self.name))
+        self._owned_services = owned
+        self.status.set_desired(L2_STATUS, {k: l2_fields(v) for k, v in plan.services_announced().items()})
+        self.metrics.set_announced({(svc, ip) for svc, ips in owned.items() for ip in ips})
+        problems = set(plan.problems)
+        self.reporter.problems(self.name, self.problems, problems)
+        self.problems = problems
+        self.node_problems.set(problems)
+        self._check_strict_arp(lp)
+
+    def poll(self) -> bool:
+        return False
+
+    def withdraw(self) -> None:
+        with contextlib.suppress(Exception):
+            self.announcer.set_owned({})
+        self._applied = {}
+
+    def finish(self) -> None:
+        pass
+
+    def readyz_lines(self) -> list[str]:
+        st = self.strictarp_state
+        lines = [("strictARP: ok: " if st.ok else "strictARP: WARNING: ") + st.detail]
+        if self.strict_enforced is not None:
+            lines.append("strictARP: enforced by the speaker (arp_ignore=1, arp_announce=2)")
+        for ifname, err in sorted(self.announcer.errors().items()):
+            lines.append(f"interface {ifname}: {err}")
+        for p in sorted(self.problems, key=lambda p: (p.kind, p.name, p.reason)):
+            lines.append(f"problem: {p.kind} {p.name}: {p.reason}: {p.message}")
+        return lines
+
+    # --- strictARP --------------------------------------------------------------------------------------
+
+    def _check_strict_arp(self, lp: Layer2Plan) -> None:
+        state = lp.strictarp
+        changed = state != self.strictarp_state
+        self.strictarp_state = state
+        self.metrics.strictarp_ok.set(1 if state.ok else 0)
+        if changed:
+            if state.ok:
+                log.info("strictARP: %s", state.detail)
+            else:
+                log.warning("strictARP: %s", state.detail)
+                self.reporter.warning("Node", self.node, "StrictARPDisabled", state.detail)
+        if state.ok or not self.enforce_strict_arp or self.enforce is None:
+            return
+        ifaces = sorted({"all", *(i for a in lp.plan.announce.values() for i in a.interfaces),
+                         *lp.default_interfaces})
+        try:
+            done = self.enforce(ifaces)
+        except OSError as exc:
+            log.warning("strictARP: cannot set arp_ignore/arp_announce: %s", exc)
+            return
+        if done or self.strict_enforced is None:
+            msg = (f"set arp_ignore=1, arp_announce=2 on {', '.join(sorted(done))}" if done
+                   else f"arp_ignore/arp_announce already strict on {', '.join(ifaces)}")
+            log.warning("strictARP enforced by the speaker: %s", msg)
+            self.reporter.normal("Node", self.node, "StrictARPEnforced", msg)
+            self.strict_enforced = done or {}

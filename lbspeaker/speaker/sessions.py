@@ -1,0 +1,210 @@
+"""This node's entries in `BGPPeer.status.sessions`, and the BGPSessionUp/Down Events.
+
+Written with `update_status` (read-modify-write, retried on 409 Conflict) only when the
+state *class* changes (Established or not, or the reason), or the exact FSM state
+changed and `min_interval` passed: a peer that is down cycles Idle/Connect/Active every
+few seconds and must not flood the API server. The same rule drives Events:
+`BGPSessionUp` (Normal) / `BGPSessionDown` (Warning, with the reason) on the BGPPeer,
+once per transition. Writes run on their own thread (`retry` seconds between passes).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from lbspeaker.bgp.session import PeerSession
+from lbspeaker.kube.resources import BGPPEERS
+from lbspeaker.kube.rest import ApiError, Rest
+from lbspeaker.kube.status import update_status
+from lbspeaker.speaker.protocol import Reporter
+
+log = logging.getLogger("lbspeaker.speaker.bgp")
+
+
+def rfc3339(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class SessionEntry:
+    """This node's entry in a BGPPeer's status.sessions."""
+
+    state: str
+    reason: str = ""
+    since: str | None = None
+
+    @property
+    def established(self) -> bool:
+        return self.state == "Established"
+
+    def as_dict(self, node: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"node": node, "state": self.state, "reason": self.reason[:1024]}
+        if self.since:
+            out["since"] = self.since
+        return out
+
+
+def merge_session(status: Mapping[str, Any] | None, node: str, entry: SessionEntry | None) -> dict[str, Any]:
+    """BGPPeer status with this node's session entry replaced (None: removed); others untouched."""
+    new = dict(status or {})
+    sessions = [dict(s) for s in (new.get("sessions") or []) if s.get("node") != node]
+    if entry is not None:
+        sessions.append(entry.as_dict(node))
+    new["sessions"] = sorted(sessions, key=lambda s: str(s.get("node")))
+    return new
+
+
+def session_entry(session: PeerSession | None, plan_reason: str) -> SessionEntry:
+    """The entry for one selected peer: its live session state, or why it is not configured."""
+    if session is None:
+        return SessionEntry("Idle", plan_reason or "not configured yet")
+    if session.established:
+        reason = ""
+    elif plan_reason:  # what the plan knows (e.g. not on a node network) explains the error
+        reason = plan_reason + (f" (last error: {session.reason})" if session.reason else "")
+    else:
+        reason = session.reason
+    return SessionEntry(session.state, reason, rfc3339(session.since))
+
+
+class SessionStatus:
+    """Keeps this node's session entries in step with the plan and ExaBGP's sessions.
+
+    `update(selected, live)`: {peer: plan reason} selected for this node, and the
+    manager's live sessions; may be called from any thread (plan, ExaBGP's notifier).
+    """
+
+    def __init__(self, rest: Rest, namespace: str, node: str, reporter: Reporter,
+                 retry: float = 2.0, min_interval: float = 10.0) -> None:
+        self.rest, self.namespace, self.node, self.reporter = rest, namespace, node, reporter
+        self.retry = retry
+        self.min_interval = min_interval
+        self._mu = threading.Lock()
+        self._kick = threading.Event()
+        self._stop = threading.Event()
+        self._quiet = False  # our own shutdown takes the sessions down: not news
+        self._desired: dict[str, SessionEntry] = {}
+        self._written: dict[str, tuple[SessionEntry, float]] = {}
+        self._told: dict[str, tuple[bool, str]] = {}  # peer -> (established, reason) told
+        self._refresh: Callable[[], None] | None = None
+        self._thread = threading.Thread(target=self._run, name="bgp-sessions", daemon=True)
+        self.errors = 0
+        self.last_error: str | None = None
+
+    def start(self, refresh: Callable[[], None]) -> None:
+        """`refresh()` recomputes the entries (calls `update`); the thread runs it every pass."""
+        self._refresh = refresh
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._quiet = True
+        self._stop.set()
+        self._kick.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def quiet(self) -> None:
+        """From now on, sessions going down are ours: no Events."""
+        self._quiet = True
+
+    def update(self, selected: Mapping[str, str], live: Mapping[str, PeerSession]) -> None:
+        desired = {name: session_entry(live.get(name), reason) for name, reason in selected.items()}
+        with self._mu:
+            self._desired = desired
+            self._tell(desired)
+        self._kick.set()
+
+    def _tell(self, desired: Mapping[str, SessionEntry]) -> None:
+        for name, entry in desired.items():
+            if self._quiet:
+                break
+            told = self._told.get(name)
+            now = (entry.established, "" if entry.established else entry.reason)
+            if told == now or (told is None and not entry.established and not entry.reason):
+                continue  # nothing new (a fresh session still connecting is not news)
+            self._told[name] = now
+            if entry.established:
+                log.info("BGP: session to %s established", name)
+                self.reporter.normal("BGPPeer", name, "BGPSessionUp",
+                                     f"node {self.node}: session established")
+            else:
+                log.warning("BGP: session to %s down: %s", name, entry.reason or entry.state)
+                why = entry.reason or "no reason given"
+                self.reporter.warning("BGPPeer", name, "BGPSessionDown",
+                                      f"node {self.node}: {entry.state}: {why}")
+        for name in list(self._told):
+            if name not in desired:
+                del self._told[name]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._kick.wait(self.retry)
+            self._kick.clear()
+            if self._stop.is_set():
+                return
+            try:
+                if self._refresh is not None:
+                    self._refresh()
+                self.reconcile()
+            except Exception as exc:
+                self.errors += 1
+                self.last_error = repr(exc)
+                log.exception("BGP session status reconcile failed")
+
+    def remove_all(self) -> None:
+        """Shutdown: remove this node's entries (after the thread stopped)."""
+        with self._mu:
+            self._desired = {}
+        self.reconcile(force=True)
+
+    def reconcile(self, force: bool = False) -> bool:
+        with self._mu:
+            desired = dict(self._desired)
+        now = time.monotonic()
+        ok = True
+        for name in sorted(set(desired) | set(self._written)):
+            entry = desired.get(name)
+            written = self._written.get(name)
+            if entry is not None and written is not None:
+                old, at = written
+                if old == entry:
+                    continue
+                same_class = (old.established, old.reason) == (entry.established, entry.reason)
+                if same_class and not force and now - at < self.min_interval:
+                    continue  # only the FSM state of a down session moved: not worth a write yet
+            if entry is None and written is None:
+                continue
+
+            def mutate(obj: dict[str, Any], e: SessionEntry | None = entry) -> dict[str, Any]:
+                return merge_session(obj.get("status"), self.node, e)
+
+            try:
+                update_status(self.rest, BGPPEERS, self.namespace, name, mutate)
+            except ApiError as exc:
+                if exc.not_found:  # the BGPPeer is gone: nothing to write
+                    self._written.pop(name, None)
+                    continue
+                ok = self._fail(f"BGPPeer {name} status", exc)
+                continue
+            except OSError as exc:
+                ok = self._fail(f"BGPPeer {name} status", exc)
+                continue
+            if entry is None:
+                self._written.pop(name, None)
+            else:
+                self._written[name] = (entry, now)
+        return ok
+
+    def _fail(self, what: str, exc: Exception) -> bool:
+        self.errors += 1
+        self.last_error = f"{what}: {exc}"
+        log.warning("BGP status: %s", self.last_error)
+        return False

@@ -1,0 +1,206 @@
+"""The speaker's one reading of its caches: per-object facts, kept as events arrive, and the
+snapshot both protocols plan from.
+
+Why per object: a plan is a pure function of facts, so an event can only change a plan
+if it changes the facts read from the object. Each watched resource has a *reading*
+(object -> the facts a plan uses); the index keeps the reading of every cached object
+and compares on each event. A Lease renewal, a kubelet heartbeat on a Node, the
+controller's or our own status writes on a BGPPeer/advertisement, a bare
+resourceVersion bump: the reading is unchanged, the event is counted as ignored, and
+nothing is planned. Whatever changes bumps the resource's *generation*; a protocol
+replans only when a generation it depends on moved (BGP does not replan on a membership
+change, layer 2 not on a Community edit).
+
+Node-local inputs (live speakers, links, which caches have listed) are set on the
+index the same way, so one rule covers all of them. Reading one object is cheap; a
+snapshot is assembled from the stored readings without re-reading every object.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from lbspeaker.api.constants import SERVICE_NAME_LABEL, class_matches
+from lbspeaker.bgp.plan import BGPAdvertisementFacts, PeerFacts, community_aliases
+from lbspeaker.election import L2AdvertisementFacts, NodeFacts, serving_endpoint_nodes
+from lbspeaker.kube.cache import DELETED, Key, key_of
+from lbspeaker.netinfo import LinkInfo
+from lbspeaker.plan import PoolFacts, ServiceFacts, pool_facts, service_facts
+from lbspeaker.speaker import strictarp
+
+Reading = Callable[[Mapping[str, Any]], Any]
+
+# Resource names (the keys of `readings`, of generations and of `Protocol.inputs`).
+SERVICES = "services"
+ENDPOINTSLICES = "endpointslices"
+NODES = "nodes"
+POOLS = "ipaddresspools"
+L2ADVERTISEMENTS = "l2advertisements"
+BGPADVERTISEMENTS = "bgpadvertisements"
+BGPPEERS = "bgppeers"
+COMMUNITIES = "communities"
+KUBE_PROXY = "kube-proxy"
+# Node-local inputs set with `FactsIndex.set`.
+LIVE = "live"
+LINKS = "links"
+SYNCED = "synced"
+
+
+def internal_ips(node: Mapping[str, Any]) -> tuple[str, ...]:
+    """A Node's InternalIP addresses (BGP's router ID and source default)."""
+    return tuple(str(a["address"]) for a in (node.get("status") or {}).get("addresses") or ()
+                 if a.get("type") == "InternalIP" and a.get("address"))
+
+
+def slice_reading(obj: Mapping[str, Any]) -> tuple[tuple[str, str], tuple[str | None, ...]] | None:
+    """An EndpointSlice -> ((namespace, Service name), nodes of its serving endpoints)."""
+    meta = obj.get("metadata") or {}
+    svc = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
+    if not svc:
+        return None
+    return (str(meta.get("namespace") or ""), str(svc)), tuple(serving_endpoint_nodes([obj]))
+
+
+def community_reading(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """What `community_aliases` reads of a Community: its name and spec."""
+    return {"metadata": {"name": (obj.get("metadata") or {}).get("name")}, "spec": obj.get("spec") or {}}
+
+
+def readings(lb_class: str | None) -> dict[str, Reading]:
+    """The reading of every resource the plans use (`lb_class`: the --lb-class flag)."""
+    return {
+        SERVICES: lambda o: service_facts(o) if class_matches(o, lb_class) else None,
+        ENDPOINTSLICES: slice_reading,
+        NODES: lambda o: (NodeFacts.from_node(o), internal_ips(o)),
+        POOLS: pool_facts,
+        L2ADVERTISEMENTS: L2AdvertisementFacts.from_object,
+        BGPADVERTISEMENTS: BGPAdvertisementFacts.from_object,
+        BGPPEERS: PeerFacts.from_object,
+        COMMUNITIES: community_reading,
+        KUBE_PROXY: strictarp.check,
+    }
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything both plans read, from one moment of the caches and of this node.
+
+    `generations` says which inputs moved since an earlier snapshot (see `changed`).
+    """
+
+    node: str
+    generations: Mapping[str, int]
+    services: tuple[ServiceFacts, ...] = ()
+    pools: tuple[PoolFacts, ...] = ()
+    nodes: tuple[NodeFacts, ...] = ()
+    node_addresses: tuple[str, ...] = ()  # this node's InternalIPs
+    l2_advertisements: tuple[L2AdvertisementFacts, ...] = ()
+    bgp_advertisements: tuple[BGPAdvertisementFacts, ...] = ()
+    peers: tuple[PeerFacts, ...] = ()
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    strictarp: strictarp.StrictArpState = field(default_factory=lambda: strictarp.check(None))
+    live_speakers: frozenset[str] = frozenset()
+    links: tuple[LinkInfo, ...] | None = None
+    synced: frozenset[str] = frozenset()  # names of the caches that have listed
+
+    def changed(self, earlier: Snapshot | None, inputs: Iterable[str]) -> bool:
+        """Did any of `inputs` move since `earlier` (None: the first snapshot)?"""
+        if earlier is None:
+            return True
+        return any(self.generations.get(n, 0) != earlier.generations.get(n, 0) for n in inputs)
+
+
+class FactsIndex:
+    """The reading of every cached object, and a generation per input (see the module docstring).
+
+    `handler(name)` is the `on_event` of the cache of resource `name`; `on_change(name)`
+    is called (in the cache's thread) when an event changed a reading.
+    """
+
+    def __init__(self, node: str, readings: Mapping[str, Reading], on_change: Callable[[str], None]) -> None:
+        self.node = node
+        self._readings = dict(readings)
+        self._on_change = on_change
+        self._mu = threading.Lock()
+        self._facts: dict[str, dict[Key, Any]] = {name: {} for name in self._readings}
+        self._local: dict[str, Any] = {}
+        self.generations: dict[str, int] = {}
+        self.changed: dict[str, int] = {}  # events that changed a reading, per resource
+        self.ignored: dict[str, int] = {}  # events that changed none (no plan can move)
+
+    def handler(self, name: str) -> Callable[[str, dict[str, Any]], None]:
+        reading = self._readings[name]
+
+        def on_event(type_: str, obj: dict[str, Any]) -> None:
+            self.update(name, type_, obj, reading)
+
+        return on_event
+
+    def update(self, name: str, type_: str, obj: Mapping[str, Any], reading: Reading | None = None) -> bool:
+        """Record one event; True if it changed what a plan reads."""
+        new = None if type_ == DELETED else (reading or self._readings[name])(obj)
+        key = key_of(obj)
+        with self._mu:
+            facts = self._facts[name]
+            old = facts.get(key)
+            if new == old:
+                self.ignored[name] = self.ignored.get(name, 0) + 1
+                return False
+            if new is None:
+                facts.pop(key, None)
+            else:
+                facts[key] = new
+            self.generations[name] = self.generations.get(name, 0) + 1
+            self.changed[name] = self.changed.get(name, 0) + 1
+        self._on_change(name)
+        return True
+
+    def set(self, name: str, value: Any) -> bool:
+        """Set a node-local input (live speakers, links, synced caches); True if it moved."""
+        with self._mu:
+            if name in self._local and self._local[name] == value:
+                return False
+            self._local[name] = value
+            self.generations[name] = self.generations.get(name, 0) + 1
+        return True
+
+    def generation(self) -> int:
+        """The sum of all generations: equal to an earlier value means nothing moved since."""
+        with self._mu:
+            return sum(self.generations.values())
+
+    def snapshot(self) -> Snapshot:
+        with self._mu:
+            f = {name: list(items.values()) for name, items in self._facts.items()}
+            local = dict(self._local)
+            generations = dict(self.generations)
+        endpoints: dict[tuple[str, str], list[str | None]] = {}
+        for svc, nodes in f[ENDPOINTSLICES]:
+            endpoints.setdefault(svc, []).extend(nodes)
+        services = []
+        for s in f[SERVICES]:
+            eps = endpoints.get((s.namespace, s.name))
+            services.append(replace(s, serving_endpoints=tuple(eps)) if eps else s)
+        nodes = f[NODES]
+        me = [addrs for n, addrs in nodes if n.name == self.node]
+        kube_proxy = f[KUBE_PROXY]
+        links = local.get(LINKS)
+        return Snapshot(
+            node=self.node,
+            generations=generations,
+            services=tuple(sorted(services, key=lambda s: s.key)),
+            pools=tuple(sorted(f[POOLS], key=lambda p: p.name)),
+            nodes=tuple(sorted((n for n, _ in nodes), key=lambda n: n.name)),
+            node_addresses=me[0] if me else (),
+            l2_advertisements=tuple(sorted(f[L2ADVERTISEMENTS], key=lambda a: a.name)),
+            bgp_advertisements=tuple(sorted(f[BGPADVERTISEMENTS], key=lambda a: a.name)),
+            peers=tuple(sorted(f[BGPPEERS], key=lambda p: p.name)),
+            aliases=community_aliases(f[COMMUNITIES]),
+            strictarp=kube_proxy[0] if kube_proxy else strictarp.check(None),
+            live_speakers=frozenset(local.get(LIVE) or ()),
+            links=tuple(links) if links is not None else None,
+            synced=frozenset(local.get(SYNCED) or ()),
+        )
