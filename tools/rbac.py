@@ -10,7 +10,7 @@ How it works:
   `patch_status`, `delete`) and `WatchCache(rest, RESOURCE, ...)` (list + watch). The resource
   argument must be a `lbspeaker.kube.resources` constant.
 * Wrappers are followed: a function whose parameter reaches a primitive's resource argument
-  (`update_status(rest, resource, ...)`, a controller's `_write_status(resource, ...)`) gets a
+  (`update_status(rest, resource, ...)`, the controller's `write_status(ctx, resource, ...)`) gets a
   summary, and each of its call sites with a constant becomes a need of the calling module.
   Helpers with the resource fixed inside (`EventRecorder`, `LeaseLock`) are plain calls with
   constants in their own modules, which join the component when it imports them.

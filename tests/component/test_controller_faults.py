@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from lab.apiserver import LabApiServer
 from lbspeaker.api import constants as C
-from lbspeaker.controller.reconciler import OLD_STATUS, Controller, ControllerConfig
+from lbspeaker.controller.reconciler import Controller, ControllerConfig
+from lbspeaker.controller.services import OLD_STATUS
 from lbspeaker.kube.client import load_api_client
 from lbspeaker.kube.resources import IPADDRESSPOOLS, SERVICES
 from lbspeaker.kube.rest import ApiError, Rest

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from lbspeaker.controller.reconciler import WorkQueue
+from lbspeaker.controller.workqueue import WorkQueue
 
 
 def test_duplicates_coalesce() -> None:

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from lbspeaker.controller.reconciler import Controller, ControllerConfig, NotLeader
+from lbspeaker.controller.context import NotLeader, write_status
+from lbspeaker.controller.reconciler import Controller, ControllerConfig
 from lbspeaker.kube.resources import SERVICES, Resource
 from lbspeaker.kube.rest import ApiError
 
@@ -52,14 +53,14 @@ def set_ip(obj: dict[str, Any]) -> dict[str, Any]:
 
 def test_current_cache_means_one_put() -> None:
     rest = FakeRest(svc("5"), conflicts=0)
-    controller(rest)._write_status(SERVICES, svc("5"), set_ip)
+    write_status(controller(rest).ctx, SERVICES, svc("5"), set_ip)
     assert rest.calls == ["PUT"]
     assert rest.stored["status"]["loadBalancer"]["ingress"][0]["ip"] == "10.0.0.1"
 
 
 def test_stale_cache_rereads_and_keeps_the_other_writers_change() -> None:
     rest = FakeRest(svc("9", labels={"changed": "by-someone-else"}), conflicts=0)
-    controller(rest)._write_status(SERVICES, svc("5"), set_ip)
+    write_status(controller(rest).ctx, SERVICES, svc("5"), set_ip)
     assert rest.calls[0] == "PUT" and "GET" in rest.calls and rest.calls[-1] == "PUT"
     assert rest.stored["metadata"]["labels"] == {"changed": "by-someone-else"}
     assert rest.stored["status"]["loadBalancer"]["ingress"][0]["ip"] == "10.0.0.1"
@@ -67,7 +68,7 @@ def test_stale_cache_rereads_and_keeps_the_other_writers_change() -> None:
 
 def test_repeated_conflicts_are_retried() -> None:
     rest = FakeRest(svc("5"), conflicts=3)
-    controller(rest)._write_status(SERVICES, svc("5"), set_ip)
+    write_status(controller(rest).ctx, SERVICES, svc("5"), set_ip)
     assert rest.calls.count("PUT") == 4
     assert rest.stored["status"]["loadBalancer"]["ingress"][0]["ip"] == "10.0.0.1"
 
@@ -77,5 +78,5 @@ def test_no_write_once_not_leader() -> None:
     ctl = controller(rest)
     ctl._ready_to_write.clear()
     with pytest.raises(NotLeader):
-        ctl._write_status(SERVICES, svc("5"), set_ip)
+        write_status(ctl.ctx, SERVICES, svc("5"), set_ip)
     assert rest.calls == []
