@@ -19,7 +19,9 @@ Rules (MetalLB's, with the differences called out):
   ``serviceSelector`` matches -- if any is set; autoAssign on) by priority (lower
   number first; unset/0 last; ties by name); else the autoAssign pools without such
   selectors (ordered the same way, where MetalLB uses random map order). A pool with
-  selectors never serves a Service it does not match, not even on explicit request.
+  selectors never serves a Service it does not match, not even on explicit request; a
+  Service relabelled out of its pool's selectors is moved (a pool change keeps it, with
+  a warning: configuration changes never move an IP).
 * **Address choice.** Lowest address of the pool that is free or shareable (same
   sharing key, same ETP-Local backend key, no common (protocol, port)); numerically
   lowest over all ranges of the pool (MetalLB walks CIDRs in config order).
@@ -889,6 +891,12 @@ class Allocator:
             return f"the requested pool changed to {req.requested_pool!r}"
         if not self._families_fit({f for f, _ in held.addrs}, req):
             return "the IP families or ipFamilyPolicy changed"
+        st = self._pools.get(held.pool) if held.pool is not None else None
+        if st is not None and st.pool.pinned and _pool_refusal(st.pool, req) is not None \
+                and _pool_refusal(st.pool, held.request) is None:
+            # The Service changed (labels, namespace labels), not the pool: it loses the pool's IP,
+            # as the pool's serviceAllocation says. A pool change keeps it (see _refresh).
+            return f"it no longer matches the serviceAllocation of pool {held.pool!r}"
         for addr in held.addrs:
             problem = self._sharing_problem(self._uses[addr], req)
             if problem is not None:

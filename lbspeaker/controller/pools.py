@@ -21,6 +21,7 @@ log = logging.getLogger("lbspeaker.controller")
 # Allocator keys the Service reconciler holds IPs under while a status still names them
 # (see `controller.services`); they are not Services of a pool.
 OLD_STATUS = " (old status)"
+INT64_MAX = 2**63 - 1
 
 __all__ = ["OLD_STATUS", "PoolsAndAdvertisements"]
 
@@ -83,8 +84,8 @@ class PoolsAndAdvertisements:
             obj = by_name.get(name)
             if obj is not None:
                 self.ctx.event(obj, "Warning", "InvalidConfiguration",
-                            f"{problem.message}." + (" The last valid configuration keeps running."
-                                                     if stale else " The pool is not used."))
+                               f"{problem.message}." + (" The last valid configuration keeps running."
+                                                        if stale else " The pool is not used."))
         for name in list(self._reported_problems):
             if name not in result.problems:
                 del self._reported_problems[name]
@@ -106,9 +107,11 @@ class PoolsAndAdvertisements:
         except KeyError:
             return {"assignedIPv4": 0, "assignedIPv6": 0, "availableIPv4": 0, "availableIPv6": 0,
                     "totalIPv4": 0, "totalIPv6": 0}
-        return {"assignedIPv4": st.assigned_v4, "assignedIPv6": st.assigned_v6,
-                "availableIPv4": st.available_v4, "availableIPv6": st.available_v6,
-                "totalIPv4": cap4, "totalIPv6": cap6}
+        counts = {"assignedIPv4": st.assigned_v4, "assignedIPv6": st.assigned_v6,
+                  "availableIPv4": st.available_v4, "availableIPv6": st.available_v6,
+                  "totalIPv4": cap4, "totalIPv6": cap6}
+        # Kubernetes integers are int64: a /64 has 2^64 addresses. MetalLB saturates; so do we.
+        return {k: min(v, INT64_MAX) for k, v in counts.items()}
 
     def holders_outside(self, name: str) -> list[tuple[str, tuple[str, ...]]]:
         """Services recorded on pool `name` holding IPs no pool covers now (the pool shrank)."""

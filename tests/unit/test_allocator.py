@@ -622,6 +622,21 @@ def test_config_change_excluding_namespace_keeps_ip_with_warning() -> None:
     assert alloc.allocate(req("b/y")).ips == ("10.0.0.1",)
 
 
+def test_service_relabelled_out_of_pool_selectors_moves() -> None:
+    gold = {"matchLabels": {"tier": "gold"}}
+    alloc = Allocator([pool("gold", "10.0.1.0/30", service_selectors=(gold,)), pool("plain", "10.0.2.0/30")])
+    assert alloc.allocate(req("a/x", labels={"tier": "gold"})).ips == ("10.0.1.0",)
+    moved = alloc.allocate(req("a/x", labels={}))
+    assert moved.ok and moved.changed and moved.ips == ("10.0.2.0",) and moved.pool == "plain"
+    assert alloc.allocate(req("a/y", labels={"tier": "gold"})).ips == ("10.0.1.0",)  # freed
+    # nowhere to go: the Service keeps its address and is told why
+    only = Allocator([pool("gold", "10.0.1.0/30", service_selectors=(gold,))])
+    assert only.allocate(req("a/x", labels={"tier": "gold"})).ips == ("10.0.1.0",)
+    kept = only.allocate(req("a/x", labels={}))
+    assert not kept.ok and kept.ips == ("10.0.1.0",)
+    assert "no longer matches the serviceAllocation of pool 'gold'" in kept.message
+
+
 def test_restore_order_does_not_matter_and_next_pick_is_stable() -> None:
     pools = [pool("p", "10.0.0.0/28", "fd00::/124")]
     alloc = Allocator(pools)
