@@ -105,7 +105,7 @@ def advertisement_conditions(
         if conflicts:
             fixes.append("Give these advertisements the same localPref, or make their ipAddressPools, "
                          "nodeSelectors or peers disjoint; until then routes carry the winner's localPref.")
-        message = "; ".join(p.message for p in every) + ". " + " ".join(fixes)
+        message = "; ".join(p.message for p in every) + "." + "".join(" " + f for f in fixes)
         return [condition(prev, CONDITION_READY, False, reason, message, generation, now)]
     selected_pools = sorted(
         name for name, p in pool_map.items()
