@@ -26,75 +26,35 @@ Steps, MetalLB's semantics:
 
 Problems (for status/Events, never fatal): an L2Advertisement that selects this
 node but names interfaces this node does not have, a nodeSelector that matches no
-node, pools/pool selectors that match no pool, an owned IP with no usable interface.
+node, pools/pool selectors that match no pool, an owned IP with no usable interface;
+all `facts.Problem` records.
+
+Entry point: `l2_plan(facts, node, links=None, ignore_exclude_label=False,
+default_interfaces=None) -> Plan`, over one `facts.ClusterFacts` snapshot
+(`compute_plan` takes the same facts as separate iterables).
 """
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from lbspeaker.api.addresses import AddressRange, AddressSyntaxError, parse_address_range
-from lbspeaker.api.constants import IP_ALLOCATED_FROM_POOL, SERVICE_NAME_LABEL, annotation, class_matches
-from lbspeaker.election import (
+from lbspeaker.election import elect_l2, l2_candidates
+from lbspeaker.facts import (
+    ClusterFacts,
     L2AdvertisementFacts,
     NodeFacts,
-    advertisement_matches_pool,
-    advertisement_selects_node,
-    elect_l2,
-    l2_candidates,
-    serving_endpoint_nodes,
+    Pool,
+    Problem,
+    ServiceFacts,
+    ServiceKey,
+    pool_of,
 )
 from lbspeaker.netinfo import LinkInfo, missing_interfaces, select_interfaces
-from lbspeaker.selectors import label_selector_matches
-
-ServiceKey = str  # "namespace/name"
 
 
 @dataclass(frozen=True)
-class ServiceFacts:
-    """What the plan needs from one LoadBalancer Service (+ its EndpointSlices)."""
-
-    namespace: str
-    name: str
-    ips: tuple[str, ...]  # canonical text, in status order
-    pool: str | None = None
-    etp_local: bool = False
-    serving_endpoints: tuple[str | None, ...] = ()  # see election.serving_endpoint_nodes
-
-    @property
-    def key(self) -> ServiceKey:
-        return f"{self.namespace}/{self.name}"
-
-
-@dataclass(frozen=True)
-class PoolFacts:
-    """An IPAddressPool: name, labels (for ipAddressPoolSelectors) and address ranges."""
-
-    name: str
-    labels: Mapping[str, str] = field(default_factory=dict)
-    ranges: tuple[AddressRange, ...] = ()
-
-    def contains(self, ip: str) -> bool:
-        addr = ipaddress.ip_address(ip)
-        return any(r.contains(addr) for r in self.ranges)
-
-
-@dataclass(frozen=True)
-class Problem:
-    """Something the operator should hear about: `kind` is the object kind ("L2Advertisement",
-    "Service"), `name` its namespace/name, `reason` a CamelCase Event reason."""
-
-    kind: str
-    name: str
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class Announcement:
+class L2Announcement:
     """One IP this node announces: the Services behind it and the interfaces to answer on."""
 
     ip: str
@@ -107,7 +67,7 @@ class Plan:
     """The outcome: this node's announcements, the owner of every IP, and problems found."""
 
     node: str
-    announce: dict[str, Announcement] = field(default_factory=dict)
+    announce: dict[str, L2Announcement] = field(default_factory=dict)
     owners: dict[str, str | None] = field(default_factory=dict)  # ip -> elected node (None: nobody)
     service_owners: dict[ServiceKey, dict[str, str | None]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
@@ -129,92 +89,13 @@ class Plan:
         return {k: sorted(v) for k, v in sorted(out.items())}
 
 
-# --- extraction from API objects (plain dicts) ----------------------------------------------------
-
-
-def canonical_ip(text: str) -> str | None:
-    try:
-        return str(ipaddress.ip_address(text.strip()))
-    except ValueError:
-        return None
-
-
-def service_facts(svc: Mapping[str, Any], slices: Iterable[Mapping[str, Any]] = ()) -> ServiceFacts | None:
-    """A LoadBalancer Service dict (+ its EndpointSlices) -> ServiceFacts; None if not ours to plan.
-
-    `loadBalancerClass` filtering is the caller's job (it knows the flag).
-    """
-    meta = svc.get("metadata") or {}
-    spec = svc.get("spec") or {}
-    if spec.get("type") != "LoadBalancer":
-        return None
-    ips: list[str] = []
-    for ing in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or ():
-        ip = canonical_ip(str(ing.get("ip") or ""))
-        if ip and ip not in ips:
-            ips.append(ip)
-    if not ips:
-        return None
-    return ServiceFacts(
-        namespace=str(meta.get("namespace") or ""),
-        name=str(meta.get("name") or ""),
-        ips=tuple(ips),
-        pool=annotation(meta.get("annotations"), IP_ALLOCATED_FROM_POOL),
-        etp_local=spec.get("externalTrafficPolicy") == "Local",
-        serving_endpoints=tuple(serving_endpoint_nodes(slices)),
-    )
-
-
-def services_facts(services: Iterable[Mapping[str, Any]], slices: Iterable[Mapping[str, Any]],
-                   lb_class: str | None) -> list[ServiceFacts]:
-    """ServiceFacts of every Service of our class, each with its EndpointSlices (by the
-    `kubernetes.io/service-name` label): the services both L2 and BGP planning start from."""
-    by_svc: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
-    for sl in slices:
-        meta = sl.get("metadata") or {}
-        svc = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
-        if svc:
-            by_svc.setdefault((str(meta.get("namespace") or ""), str(svc)), []).append(sl)
-    out = []
-    for svc in services:
-        if not class_matches(svc, lb_class):
-            continue
-        meta = svc.get("metadata") or {}
-        facts = service_facts(svc, by_svc.get((str(meta.get("namespace") or ""), str(meta.get("name"))), []))
-        if facts is not None:
-            out.append(facts)
-    return out
-
-
-def pool_facts(obj: Mapping[str, Any]) -> PoolFacts:
-    """An IPAddressPool dict -> PoolFacts (unparsable entries are skipped: the schema rejects them)."""
-    meta = obj.get("metadata") or {}
-    ranges = []
-    for entry in (obj.get("spec") or {}).get("addresses") or ():
-        try:
-            ranges.append(parse_address_range(str(entry)))
-        except AddressSyntaxError:
-            continue
-    return PoolFacts(str(meta.get("name") or ""), dict(meta.get("labels") or {}), tuple(ranges))
-
-
 # --- the plan ---------------------------------------------------------------------------------------
-
-
-def pool_of(svc: ServiceFacts, ip: str, pools: Mapping[str, PoolFacts]) -> PoolFacts | None:
-    """The pool a Service's IP belongs to: the one it was allocated from, else the one containing it."""
-    if svc.pool and svc.pool in pools:
-        return pools[svc.pool]
-    for name in sorted(pools):
-        if pools[name].contains(ip):
-            return pools[name]
-    return None
 
 
 def advertisement_problems(
     node: str,
     nodes: Mapping[str, NodeFacts],
-    pools: Mapping[str, PoolFacts],
+    pools: Mapping[str, Pool],
     advertisements: Sequence[L2AdvertisementFacts],
     links: Sequence[LinkInfo] | None,
 ) -> list[Problem]:
@@ -223,7 +104,7 @@ def advertisement_problems(
     me = nodes.get(node)
     for adv in sorted(advertisements, key=lambda a: a.name):
         if adv.node_selectors and nodes and not any(
-            advertisement_selects_node(adv, n, label_selector_matches) for n in nodes.values()
+            adv.selects_node(n) for n in nodes.values()
         ):
             out.append(Problem("L2Advertisement", adv.name, "NodeSelectorMatchesNothing",
                                "nodeSelectors match no node: nobody announces its pools"))
@@ -232,7 +113,7 @@ def advertisement_problems(
                 out.append(Problem("L2Advertisement", adv.name, "UnknownPool",
                                    f"ipAddressPools names {pool!r}, which does not exist"))
         if adv.ip_address_pool_selectors and not adv.ip_address_pools and not any(
-            advertisement_matches_pool(adv, p.name, p.labels, label_selector_matches) for p in pools.values()
+            adv.matches_pool(p) for p in pools.values()
         ):
             out.append(Problem("L2Advertisement", adv.name, "PoolSelectorMatchesNothing",
                                "ipAddressPoolSelectors match no IPAddressPool"))
@@ -240,7 +121,7 @@ def advertisement_problems(
             links is not None
             and adv.interfaces
             and me is not None
-            and advertisement_selects_node(adv, me, label_selector_matches)
+            and adv.selects_node(me)
         ):
             missing = missing_interfaces(links, list(adv.interfaces))
             if missing:
@@ -252,7 +133,7 @@ def advertisement_problems(
 def compute_plan(
     node: str,
     services: Iterable[ServiceFacts],
-    pools: Iterable[PoolFacts],
+    pools: Iterable[Pool],
     advertisements: Iterable[L2AdvertisementFacts],
     nodes: Iterable[NodeFacts],
     live_speakers: Iterable[str],
@@ -283,20 +164,18 @@ def compute_plan(
             pool = pool_of(svc, ip, pool_map)
             if pool is None:
                 continue
-            matching = [a for a in advs if advertisement_matches_pool(a, pool.name, pool.labels,
-                                                                      label_selector_matches)]
+            matching = [a for a in advs if a.matches_pool(pool)]
             if not matching:
                 continue
             cands = l2_candidates(
-                live, node_map, matching, svc.serving_endpoints, svc.etp_local,
-                ignore_exclude_label, label_selector_matches,
+                live, node_map, matching, svc.serving_endpoints, svc.etp_local, ignore_exclude_label,
             )
             ip_candidates.setdefault(ip, set()).update(cands)
             ip_services.setdefault(ip, set()).add(svc.key)
             mine = ip_advs.setdefault(ip, {})
             me = node_map.get(node)
             for a in matching:
-                if me is not None and advertisement_selects_node(a, me, label_selector_matches):
+                if me is not None and a.selects_node(me):
                     mine[a.name] = a
             # Anchor: the first IP of the first Service (by key) holding this IP, MetalLB's
             # dual-stack rule; services are visited in key order so this is order-free.
@@ -314,10 +193,23 @@ def compute_plan(
             for key in sorted(ip_services[ip]):
                 plan.problems.append(Problem("Service", key, "NoInterface",
                                              f"node {node} owns {ip} but has no usable interface for it"))
-        plan.announce[ip] = Announcement(ip, tuple(sorted(ip_services[ip])), tuple(ifaces))
+        plan.announce[ip] = L2Announcement(ip, tuple(sorted(ip_services[ip])), tuple(ifaces))
 
     plan.problems[:0] = advertisement_problems(node, node_map, pool_map, advs, links)
     return plan
+
+
+def l2_plan(
+    facts: ClusterFacts,
+    node: str,
+    links: Sequence[LinkInfo] | None = None,
+    ignore_exclude_label: bool = False,
+    default_interfaces: Sequence[str] | None = None,
+) -> Plan:
+    """`compute_plan` over one `facts.ClusterFacts` snapshot: the speaker's entry point."""
+    return compute_plan(node, facts.services, facts.pools.values(), facts.l2_advertisements,
+                        facts.nodes.values(), facts.live_speakers, links, ignore_exclude_label,
+                        default_interfaces)
 
 
 def _interfaces_for(

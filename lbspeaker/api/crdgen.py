@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from lbspeaker.api.constants import GROUP
-from lbspeaker.api.models import KINDS, Resource
+from lbspeaker.api.models import KINDS, CustomResource
 
 CATEGORIES = ["lbspeaker"]
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "manifests" / "crds"
@@ -99,14 +99,14 @@ def structural(node: Any, defs: dict[str, Any]) -> Any:
     return out
 
 
-def _field_schema(model: type[Resource], name: str) -> dict[str, Any]:
+def _field_schema(model: type[CustomResource], name: str) -> dict[str, Any]:
     """Structural schema of one top-level field (spec or status) of a kind."""
     full = model.model_json_schema(mode="validation")
     defs = full.get("$defs", {})
     return structural(full["properties"][name], defs)  # type: ignore[no-any-return,unused-ignore]
 
 
-def openapi_schema(model: type[Resource]) -> dict[str, Any]:
+def openapi_schema(model: type[CustomResource]) -> dict[str, Any]:
     """The openAPIV3Schema of one kind."""
     full = model.model_json_schema(mode="validation")
     spec = _field_schema(model, "spec")
@@ -127,7 +127,7 @@ def openapi_schema(model: type[Resource]) -> dict[str, Any]:
     return schema
 
 
-def crd(model: type[Resource]) -> dict[str, Any]:
+def crd(model: type[CustomResource]) -> dict[str, Any]:
     """The CustomResourceDefinition of one kind (apiextensions.k8s.io/v1, namespaced, status subresource)."""
     kind = model.__name__
     version: dict[str, Any] = {

@@ -305,7 +305,7 @@ class ObjectMeta(_Model):
     ownerReferences: list[dict[str, Any]] = Field(default_factory=list)
 
 
-class Resource(_Model):
+class CustomResource(_Model):
     """Common shape of a top-level object; subclasses set the CRD naming class variables."""
 
     PLURAL: ClassVar[str]
@@ -428,7 +428,7 @@ class IPAddressPoolStatus(_Model):
     )
 
 
-class IPAddressPool(Resource):
+class IPAddressPool(CustomResource):
     """A pool of IP addresses that can be allocated to LoadBalancer Services."""
 
     PLURAL: ClassVar[str] = "ipaddresspools"
@@ -494,7 +494,7 @@ class L2AdvertisementSpec(_Model):
     """Node interfaces to answer ARP/NDP on (default: every suitable interface)."""
 
 
-class L2Advertisement(Resource):
+class L2Advertisement(CustomResource):
     """Announce the IPs of some pools in layer 2 mode."""
 
     PLURAL: ClassVar[str] = "l2advertisements"
@@ -561,7 +561,7 @@ class BGPAdvertisementSpec(_Model):
         return value
 
 
-class BGPAdvertisement(Resource):
+class BGPAdvertisement(CustomResource):
     """Announce the IPs of some pools to BGP peers."""
 
     PLURAL: ClassVar[str] = "bgpadvertisements"
@@ -626,7 +626,7 @@ class ConditionsStatus(_Model):
     conditions: Conditions = Field(default_factory=list)
 
 
-class Community(Resource):
+class Community(CustomResource):
     """Named BGP community values."""
 
     PLURAL: ClassVar[str] = "communities"
@@ -687,7 +687,7 @@ class BFDProfileSpec(_Model):
         return self.minimumTtl if self.minimumTtl is not None else BFD_DEFAULT_MINIMUM_TTL
 
 
-class BFDProfile(Resource):
+class BFDProfile(CustomResource):
     """Settings of the BFD sessions that BGPPeers referencing this profile run alongside BGP."""
 
     PLURAL: ClassVar[str] = "bfdprofiles"
@@ -915,7 +915,7 @@ class BGPPeerStatus(_Model):
     """Session state per node, written by each node's speaker."""
 
 
-class BGPPeer(Resource):
+class BGPPeer(CustomResource):
     """A BGP router the speakers peer with."""
 
     PLURAL: ClassVar[str] = "bgppeers"
@@ -970,7 +970,7 @@ class ServiceL2StatusStatus(_Model):
     """Interfaces the IPs are announced on."""
 
 
-class ServiceL2Status(Resource):
+class ServiceL2Status(CustomResource):
     """Layer 2 announcement of one Service by one node (written by that node's speaker)."""
 
     PLURAL: ClassVar[str] = "servicel2statuses"
@@ -1002,7 +1002,7 @@ class ServiceBGPStatusStatus(_Model):
     status)."""
 
 
-class ServiceBGPStatus(Resource):
+class ServiceBGPStatus(CustomResource):
     """BGP announcement of one Service by one node (written by that node's speaker)."""
 
     PLURAL: ClassVar[str] = "servicebgpstatuses"
@@ -1023,7 +1023,7 @@ class ServiceBGPStatus(Resource):
 
 # --- registry and parsing --------------------------------------------------------------------------------
 
-KINDS: dict[str, type[Resource]] = {
+KINDS: dict[str, type[CustomResource]] = {
     m.__name__: m
     for m in (
         IPAddressPool,
@@ -1048,10 +1048,10 @@ AnyResource = Annotated[
     | ServiceBGPStatus,
     Field(discriminator="kind"),
 ]
-_ADAPTER: TypeAdapter[Resource] = TypeAdapter(AnyResource)  # type: ignore[arg-type, unused-ignore]
+_ADAPTER: TypeAdapter[CustomResource] = TypeAdapter(AnyResource)  # type: ignore[arg-type, unused-ignore]
 
 
-def parse_object(obj: dict[str, Any]) -> Resource:
+def parse_object(obj: dict[str, Any]) -> CustomResource:
     """Model for an API object (dict as the API server returns it), chosen by `kind`.
 
     Raises pydantic.ValidationError naming the field at fault, including for an unknown kind.

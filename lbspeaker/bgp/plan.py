@@ -28,8 +28,13 @@ does ECMP across them), so the plan only needs this node's facts, MetalLB's way:
    A Service whose advertisements disagree on localPref gets a `LocalPrefConflict`
    problem naming them; the advertisement first by name wins (stable: no flapping).
 
-Problems are `lbspeaker.plan.Problem` records (kind, name, reason, message), the
-same shape the layer-2 plan uses, so the speaker reports both the same way.
+Problems are `facts.Problem` records (kind, name, reason, message), the same type
+the layer-2 plan uses, so the speaker reports both the same way.
+
+Entry point: `bgp_plan(facts, node, passwords=None, node_networks=None,
+ignore_exclude_label=False) -> BGPPlan`, over one `facts.ClusterFacts` snapshot
+(`compute_bgp_plan` takes the same facts as separate arguments). BGPPeer,
+BGPAdvertisement and Community objects are read in `lbspeaker.facts`.
 """
 
 from __future__ import annotations
@@ -37,125 +42,23 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-from pydantic import ValidationError
 
 from lbspeaker.api.constants import EXCLUDE_FROM_LB_LABEL
-from lbspeaker.api.models import BGPAdvertisementSpec, BGPPeerSpec
 from lbspeaker.bgp.aggregation import aggregation_problems, prefix_within
 from lbspeaker.bgp.config import PeerSpec, peer_spec_from_bgppeer, validate_peer
-from lbspeaker.bgp.routes import (
+from lbspeaker.bgp.routes import Announcement, RouteTable, desired_routes, route_prefix
+from lbspeaker.facts import (
     AdvertisementSpec,
-    Announcement,
-    RouteTable,
-    advertisement_from_model,
-    desired_routes,
-    route_prefix,
+    BGPAdvertisementFacts,
+    ClusterFacts,
+    NodeFacts,
+    PeerFacts,
+    Pool,
+    Problem,
+    ServiceFacts,
+    ServiceKey,
+    pool_of,
 )
-from lbspeaker.election import NodeFacts
-from lbspeaker.plan import PoolFacts, Problem, ServiceFacts, pool_of
-from lbspeaker.selectors import label_selector_matches
-
-ServiceKey = str
-
-
-def _matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
-    """A selector that cannot be evaluated matches nothing (planning stays total on bad input)."""
-    try:
-        return label_selector_matches(selector, labels)
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return False
-
-
-def _validation_text(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:3]:
-        loc = ".".join(str(x) for x in err.get("loc", ()))
-        parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
-    return "; ".join(parts)
-
-
-# --- facts from API objects (plain dicts) --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PeerFacts:
-    """A BGPPeer as the plan needs it; `spec` None when the object does not parse (`error` says why)."""
-
-    name: str
-    spec: BGPPeerSpec | None
-    error: str = ""
-    node_selectors: tuple[Mapping[str, Any], ...] = ()  # as written (plain dicts)
-
-    @property
-    def secret_ref(self) -> tuple[str | None, str] | None:
-        """(namespace or None for the speaker's namespace, name) of `passwordSecret`, if any."""
-        if self.spec is None or self.spec.passwordSecret is None or not self.spec.passwordSecret.name:
-            return None
-        return (self.spec.passwordSecret.namespace, self.spec.passwordSecret.name)
-
-    @classmethod
-    def from_object(cls, obj: Mapping[str, Any]) -> PeerFacts:
-        name = str((obj.get("metadata") or {}).get("name") or "")
-        raw = obj.get("spec") or {}
-        try:
-            spec = BGPPeerSpec.model_validate(raw)
-        except ValidationError as exc:
-            return cls(name, None, _validation_text(exc))
-        return cls(name, spec, node_selectors=tuple(raw.get("nodeSelectors") or ()))
-
-
-@dataclass(frozen=True)
-class BGPAdvertisementFacts:
-    """A BGPAdvertisement: the route-shaping part (`routes.AdvertisementSpec`) plus selection."""
-
-    name: str
-    route: AdvertisementSpec
-    node_selectors: tuple[Mapping[str, Any], ...] = ()
-    ip_address_pools: tuple[str, ...] = ()
-    ip_address_pool_selectors: tuple[Mapping[str, Any], ...] = ()
-    error: str = ""
-
-    @classmethod
-    def from_object(cls, obj: Mapping[str, Any]) -> BGPAdvertisementFacts:
-        """Facts of one object; an object that does not parse selects nothing (and says why)."""
-        name = str((obj.get("metadata") or {}).get("name") or "")
-        raw = obj.get("spec") or {}
-        try:
-            spec = BGPAdvertisementSpec.model_validate(raw)
-        except ValidationError as exc:
-            return cls(name, AdvertisementSpec(name), error=_validation_text(exc),
-                       ip_address_pools=("\x00none",))
-        return cls(
-            name=name,
-            route=advertisement_from_model(name, spec),
-            node_selectors=tuple(raw.get("nodeSelectors") or ()),
-            ip_address_pools=tuple(spec.ipAddressPools),
-            ip_address_pool_selectors=tuple(raw.get("ipAddressPoolSelectors") or ()),
-        )
-
-    def matches_pool(self, pool: PoolFacts) -> bool:
-        if self.error:
-            return False
-        if not self.ip_address_pools and not self.ip_address_pool_selectors:
-            return True
-        if pool.name in self.ip_address_pools:
-            return True
-        return any(_matches(sel, pool.labels) for sel in self.ip_address_pool_selectors)
-
-    def selects_node(self, labels: Mapping[str, str]) -> bool:
-        return not self.node_selectors or any(_matches(sel, labels) for sel in self.node_selectors)
-
-
-def community_aliases(objects: Iterable[Mapping[str, Any]]) -> dict[str, str]:
-    """{alias: value} from Community objects (first object by name wins on a duplicate alias)."""
-    out: dict[str, str] = {}
-    for obj in sorted(objects, key=lambda o: str((o.get("metadata") or {}).get("name") or "")):
-        for entry in ((obj.get("spec") or {}).get("communities") or ()):
-            if isinstance(entry, Mapping) and entry.get("name") and entry.get("value"):
-                out.setdefault(str(entry["name"]), str(entry["value"]))
-    return out
 
 
 @dataclass(frozen=True)
@@ -176,7 +79,7 @@ ANY_OTHER_PEER = "\x00other"  # stands for every BGPPeer no advertisement names 
 
 def local_pref_conflicts(
     advertisements: Iterable[BGPAdvertisementFacts],
-    pools: Iterable[PoolFacts],
+    pools: Iterable[Pool],
     nodes: Mapping[str, Mapping[str, str]],
 ) -> dict[str, list[LocalPrefLoss]]:
     """Cluster-wide: which advertisements' localPref is overridden, and by which, {loser: losses}.
@@ -292,7 +195,7 @@ def select_peers(
             plan.problems.append(
                 Problem("BGPPeer", pf.name, "InvalidPeer", f"cannot use BGPPeer: {pf.error}"))
             continue
-        if pf.node_selectors and not any(_matches(sel, labels) for sel in pf.node_selectors):
+        if not pf.selects_node(labels):
             continue
         plan.selected_peers.append(pf.name)
         password: str | None = None
@@ -345,7 +248,7 @@ def service_wanted_here(svc: ServiceFacts, node: str) -> bool:
     return len(svc.serving_endpoints) > 0
 
 
-def _within_pool(ip: str, adv: BGPAdvertisementFacts, pool: PoolFacts, plan: BGPPlan) -> bool:
+def _within_pool(ip: str, adv: BGPAdvertisementFacts, pool: Pool, plan: BGPPlan) -> bool:
     """Last line of defence: never announce a prefix with addresses outside the pool (the
     controller already marks such an advertisement Ready=False; `bgp.aggregation`)."""
     try:
@@ -366,7 +269,7 @@ def compute_bgp_plan(
     node: str,
     node_facts: NodeFacts | None,
     services: Iterable[ServiceFacts],
-    pools: Iterable[PoolFacts],
+    pools: Iterable[Pool],
     advertisements: Iterable[BGPAdvertisementFacts],
     peers: Iterable[PeerFacts],
     aliases: Mapping[str, str] | None = None,
@@ -459,3 +362,22 @@ def compute_bgp_plan(
     # stable order, no duplicates: the adapter turns *new* problems into Events
     plan.problems = sorted(set(plan.problems), key=lambda p: (p.kind, p.name, p.reason, p.message))
     return plan
+
+
+def bgp_plan(
+    facts: ClusterFacts,
+    node: str,
+    passwords: Mapping[str, str | None] | None = None,
+    node_networks: Sequence[str] | None = None,
+    ignore_exclude_label: bool = False,
+) -> BGPPlan:
+    """`compute_bgp_plan` over one `facts.ClusterFacts` snapshot: the speaker's entry point.
+
+    The router ID default is the Node's first InternalIP of family 4 (`NodeFacts.internal_ips`).
+    """
+    me = facts.nodes.get(node)
+    return compute_bgp_plan(
+        node, me, facts.services, facts.pools.values(), facts.bgp_advertisements, facts.peers,
+        aliases=facts.aliases, passwords=passwords, node_addresses=me.internal_ips if me else (),
+        node_networks=node_networks, ignore_exclude_label=ignore_exclude_label,
+    )

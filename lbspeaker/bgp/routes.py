@@ -27,34 +27,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from lbspeaker.api.models import parse_community
 from lbspeaker.bgp.config import PeerSpec
-
-
-@dataclass(frozen=True)
-class AdvertisementSpec:
-    """The parts of a BGPAdvertisement that shape a route (selection is done upstream)."""
-
-    name: str
-    aggregation_length: int = 32
-    aggregation_length_v6: int = 128
-    local_pref: int | None = None
-    communities: tuple[str, ...] = ()
-    peers: tuple[str, ...] = ()  # BGPPeer names; empty: every peer
-
-
-def advertisement_from_model(name: str, spec: Any) -> AdvertisementSpec:
-    """AdvertisementSpec from an `api.models.BGPAdvertisementSpec`."""
-    return AdvertisementSpec(
-        name=name,
-        aggregation_length=spec.aggregationLength,
-        aggregation_length_v6=spec.aggregationLengthV6,
-        local_pref=spec.localPref,
-        communities=tuple(spec.communities),
-        peers=tuple(spec.peers),
-    )
+from lbspeaker.facts import AdvertisementSpec
 
 
 @dataclass(frozen=True)

@@ -21,16 +21,10 @@ from typing import Any
 from lbspeaker.api.constants import EXCLUDE_FROM_LB_LABEL
 from lbspeaker.api.models import CONDITION_READY
 from lbspeaker.bgp.aggregation import aggregation_problems
-from lbspeaker.bgp.plan import BGPAdvertisementFacts, LocalPrefLoss, local_pref_conflicts
+from lbspeaker.bgp.plan import LocalPrefLoss, local_pref_conflicts
 from lbspeaker.controller.translate import condition
-from lbspeaker.election import (
-    L2AdvertisementFacts,
-    NodeFacts,
-    advertisement_matches_pool,
-    advertisement_selects_node,
-)
-from lbspeaker.plan import PoolFacts, Problem, advertisement_problems, pool_facts
-from lbspeaker.selectors import label_selector_matches
+from lbspeaker.facts import BGPAdvertisementFacts, L2AdvertisementFacts, NodeFacts, Pool, Problem, read_pool
+from lbspeaker.plan import advertisement_problems
 
 MAX_LISTED = 10  # names listed in a message before "and N more"
 
@@ -49,7 +43,7 @@ def _loss_message(loss: LocalPrefLoss) -> str:
 def local_pref_problems(
     adv: Mapping[str, Any],
     bgp_advertisements: Sequence[Mapping[str, Any]],
-    pool_map: Mapping[str, Any],
+    pool_map: Mapping[str, Pool],
     node_map: Mapping[str, NodeFacts],
 ) -> list[Problem]:
     """LocalPrefConflict problems of `adv` (none if it wins or agrees everywhere)."""
@@ -61,7 +55,7 @@ def local_pref_problems(
             for loss in losses.get(name, ())]
 
 
-def aggregation_length_problems(adv: Mapping[str, Any], pool_map: Mapping[str, PoolFacts]) -> list[Problem]:
+def aggregation_length_problems(adv: Mapping[str, Any], pool_map: Mapping[str, Pool]) -> list[Problem]:
     """AggregationLengthTooShort for every selected pool whose prefixes are longer than the
     advertisement's aggregation (MetalLB rejects that; the speakers refuse such prefixes)."""
     facts = BGPAdvertisementFacts.from_object(adv)
@@ -88,7 +82,7 @@ def advertisement_conditions(
     BGPAdvertisements only, to check localPref conflicts between them.
     """
     facts = L2AdvertisementFacts.from_object(adv)
-    pool_map = {p.name: p for p in (pool_facts(obj) for obj in pools)}
+    pool_map = {p.name: p for p in map(read_pool, pools)}
     node_map = {n.name: n for n in (NodeFacts.from_node(obj) for obj in nodes)}
     problems = advertisement_problems("", node_map, pool_map, [facts], links=None)
     conflicts = (local_pref_problems(adv, bgp_advertisements, pool_map, node_map)
@@ -108,10 +102,9 @@ def advertisement_conditions(
         message = "; ".join(p.message for p in every) + "." + "".join(" " + f for f in fixes)
         return [condition(prev, CONDITION_READY, False, reason, message, generation, now)]
     selected_pools = sorted(
-        name for name, p in pool_map.items()
-        if advertisement_matches_pool(facts, name, p.labels, label_selector_matches))
+        name for name, p in pool_map.items() if facts.matches_pool(p))
     selected_nodes = sorted(
-        name for name, n in node_map.items() if advertisement_selects_node(facts, n, label_selector_matches))
+        name for name, n in node_map.items() if facts.selects_node(n))
     excluded = [name for name in selected_nodes if EXCLUDE_FROM_LB_LABEL in node_map[name].labels]
     message = (f"announces pool(s) {_names(selected_pools) or '(none yet)'} "
                f"from node(s) {_names([n for n in selected_nodes if n not in excluded]) or '(none yet)'}"

@@ -1,8 +1,8 @@
 """IP allocation for LoadBalancer Services over plain data (pure: no I/O, no Kubernetes types).
 
-The controller shell turns IPAddressPools and Services into :class:`Pool` and
-:class:`ServiceRequest` values, feeds them to one :class:`Allocator`, and writes back
-what the returned :class:`Result` says (status, Events, pool counts).
+The controller shell reads IPAddressPools and Services into :class:`Pool` and
+:class:`ServiceRequest` values (`lbspeaker.facts`), feeds them to one :class:`Allocator`,
+and writes back what the returned :class:`Result` says (status, Events, pool counts).
 
 Rules (MetalLB's, with the differences called out):
 
@@ -79,9 +79,10 @@ import math
 from bisect import bisect_right, insort
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from lbspeaker.api.addresses import AddressRange
+from lbspeaker.facts import Pool, ServiceRequest
 from lbspeaker.selectors import SelectorError, any_selector_matches, label_selector_matches
 
 __all__ = [
@@ -124,46 +125,6 @@ class Reason:
     BACKEND_MISMATCH = "BackendMismatch"    # ETP Local services with different pod selectors
     PORT_CONFLICT = "PortConflict"
     CONFLICT = "Conflict"                   # restore: two Services' status claim one IP
-
-
-@dataclass(frozen=True)
-class Pool:
-    """One IPAddressPool, as the allocator needs it (ranges already parsed)."""
-
-    name: str
-    ranges: tuple[AddressRange, ...]
-    auto_assign: bool = True
-    avoid_buggy_ips: bool = False
-    priority: int | None = None
-    namespaces: tuple[str, ...] = ()
-    namespace_selectors: tuple[Mapping[str, Any], ...] = ()
-    service_selectors: tuple[Mapping[str, Any], ...] = ()
-
-    @property
-    def pinned(self) -> bool:
-        """Has serviceAllocation selectors: serves only matching Services, tried before plain pools."""
-        return bool(self.namespaces or self.namespace_selectors or self.service_selectors)
-
-    @property
-    def families(self) -> frozenset[int]:
-        return frozenset(r.family for r in self.ranges)
-
-
-@dataclass(frozen=True)
-class ServiceRequest:
-    """What one LoadBalancer Service asks for (built by the controller from the Service)."""
-
-    key: str                                    # "namespace/name"
-    namespace: str = ""
-    labels: Mapping[str, str] = field(default_factory=dict)
-    namespace_labels: Mapping[str, str] = field(default_factory=dict)
-    families: tuple[int, ...] = (4,)            # spec.ipFamilies, primary first
-    family_policy: str = SINGLE_STACK
-    requested_ips: tuple[str, ...] = ()
-    requested_pool: str | None = None
-    sharing_key: str | None = None
-    ports: tuple[tuple[str, int], ...] = ()     # (protocol, port)
-    backend_key: str | None = None              # pod-selector identity, only for ETP Local
 
 
 @dataclass(frozen=True)

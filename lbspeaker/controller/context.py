@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from lbspeaker.controller import translate as T
+from lbspeaker import facts as F
 from lbspeaker.controller.allocator import Allocator
 from lbspeaker.controller.metrics import ControllerMetrics
 from lbspeaker.controller.workqueue import WorkQueue
@@ -92,7 +92,7 @@ class Context:
         try:
             self.events.event(obj, etype, reason, message)
         except Exception as exc:  # any failure here must not undo the allocation
-            log.debug("event %s on %s not written: %s", reason, T.key_of(obj), exc)
+            log.debug("event %s on %s not written: %s", reason, F.key_of(obj), exc)
 
     def svc_by_key(self, key: str) -> dict[str, Any] | None:
         ns, _, name = key.partition("/")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+from lbspeaker import facts as F
 from lbspeaker.controller import translate as T
 from lbspeaker.controller.advertisements import advertisement_conditions
 from lbspeaker.controller.context import POOL, Context, now, with_conditions, write_status
@@ -31,7 +32,7 @@ class PoolsAndAdvertisements:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self._last_valid: dict[str, T.PoolSpec] = {}
+        self._last_valid: dict[str, F.Pool] = {}
         self.poolset = T.PoolSet(active={}, problems={})
         self._reported_problems: dict[str, str] = {}
         self._pool_status_pending: set[str] = set()
@@ -46,7 +47,7 @@ class PoolsAndAdvertisements:
     def apply_pools(self) -> bool:
         """Validate every pool, feed the allocator, report problems; True if the active pools changed."""
         with self.ctx.node_lock:
-            self.ctx.node_ips = T.node_internal_ips(self.ctx.caches.nodes.items())
+            self.ctx.node_ips = F.node_internal_ips(self.ctx.caches.nodes.items())
             node_ips = dict(self.ctx.node_ips)
         objs = self.ctx.caches.pools.items()
         result = T.validate_pools(objs, node_ips, self._last_valid)
@@ -122,7 +123,7 @@ class PoolsAndAdvertisements:
                 continue
             a = self.ctx.alloc.assigned(key)
             if a is not None and a.orphaned:
-                out.append((key, tuple(ip for ip in a.ips if not any(p.covers(ip) for p in pools))))
+                out.append((key, tuple(ip for ip in a.ips if not any(p.contains(ip) for p in pools))))
         return out
 
     def publish_pool_metrics(self) -> None:

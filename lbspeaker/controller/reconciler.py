@@ -24,8 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from lbspeaker import facts as F
 from lbspeaker.api import constants as C
-from lbspeaker.controller import translate as T
 from lbspeaker.controller.allocator import Allocator
 from lbspeaker.controller.context import (
     ADVERTISEMENTS_KEY,
@@ -229,7 +229,7 @@ class Controller:
     # ------------------------------------------------------------------ event handlers (cache threads)
 
     def _on_service(self, _type: str, obj: dict[str, Any]) -> None:
-        self.queue.add(SVC + T.key_of(obj))
+        self.queue.add(SVC + F.key_of(obj))
 
     def _on_namespace(self, _type: str, obj: dict[str, Any]) -> None:
         # New labels may make a pool's namespaceSelector match: retry the Services still without an IP.
@@ -253,7 +253,7 @@ class Controller:
 
     def _on_node(self, _type: str, obj: dict[str, Any]) -> None:
         nodes = self.nodes.items()
-        ips = T.node_internal_ips(nodes)
+        ips = F.node_internal_ips(nodes)
         labels = {str(n["metadata"]["name"]): dict(n["metadata"].get("labels") or {}) for n in nodes}
         with self.ctx.node_lock:
             changed = ips != self.ctx.node_ips
@@ -289,7 +289,7 @@ class Controller:
                     # from the caches; unchanged objects cost no API call.
                     self.queue.add(POOLS_KEY)
                     for svc in self.services.items():
-                        self.queue.add(SVC + T.key_of(svc))
+                        self.queue.add(SVC + F.key_of(svc))
             key = self.queue.get(timeout=1.0)
             if key is None:
                 continue

@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from lbspeaker import facts as F
 from lbspeaker.api import constants as C
-from lbspeaker.controller import translate as T
-from lbspeaker.controller.allocator import Allocator, ServiceRequest
+from lbspeaker.controller.allocator import Allocator
 from lbspeaker.controller.context import POOLS_KEY, SVC, Context, write_status
 from lbspeaker.controller.pools import OLD_STATUS, PoolsAndAdvertisements
 from lbspeaker.kube.resources import SERVICES
@@ -51,8 +51,8 @@ class ServiceReconciler:
                 self.ctx.queue.add(SVC + key)
             # A pool annotation may now point to an existing pool; Services with no IP at all too.
             for svc in self.ctx.caches.services.items():
-                if T.wants_ip(svc, self.ctx.cfg.lb_class) and not T.ingress_ips(svc):
-                    self.ctx.queue.add(SVC + T.key_of(svc))
+                if F.wants_ip(svc, self.ctx.cfg.lb_class) and not F.ingress_ips(svc):
+                    self.ctx.queue.add(SVC + F.key_of(svc))
 
     def restore(self) -> None:
         """Start a term (caches synced): load pools, then re-take every IP already in a status."""
@@ -65,16 +65,16 @@ class ServiceReconciler:
         restored = 0
         conflicts: list[tuple[dict[str, Any], str]] = []
         services = sorted(self.ctx.caches.services.items(), key=lambda s: ((s.get("metadata") or {}).get(
-            "creationTimestamp") or "", T.key_of(s)))
+            "creationTimestamp") or "", F.key_of(s)))
         for svc in services:
-            ips = T.ingress_ips(svc)
-            if not ips or not T.wants_ip(svc, self.ctx.cfg.lb_class):
+            ips = F.ingress_ips(svc)
+            if not ips or not F.wants_ip(svc, self.ctx.cfg.lb_class):
                 continue
-            key = T.key_of(svc)
-            info = T.service_info_lenient(svc, self.ctx.ns_labels(svc))
+            key = F.key_of(svc)
+            request = F.service_request_lenient(svc, self.ctx.ns_labels(svc))
             # The annotation names the pool even when that pool is gone or shrunk, so holders() still
             # lists the Service for the operator's Event.
-            out = self.ctx.alloc.restore(key, ips, T.to_request(info), pool=self._allocated_from(svc))
+            out = self.ctx.alloc.restore(key, ips, request, pool=self._allocated_from(svc))
             if out.ok:
                 restored += 1
                 for warning in out.warnings:
@@ -86,8 +86,8 @@ class ServiceReconciler:
         # Then every IP a status names that restore did not give to that Service (a Service no
         # longer for us, or in conflict): taken until the status stops naming it.
         for svc in services:
-            if T.ingress_ips(svc):
-                self._track_status(T.key_of(svc), svc, T.ingress_ips(svc), {})
+            if F.ingress_ips(svc):
+                self._track_status(F.key_of(svc), svc, F.ingress_ips(svc), {})
         self.ctx.stats["restored"] = restored
         log.info("restored %d Service allocations from their status; now allocating", restored)
         self.ctx.ready_to_write.set()
@@ -96,7 +96,7 @@ class ServiceReconciler:
         self.pools.publish_pool_metrics()
         self.ctx.queue.add(POOLS_KEY)
         for svc in services:
-            self.ctx.queue.add(SVC + T.key_of(svc))
+            self.ctx.queue.add(SVC + F.key_of(svc))
         cached = {p["metadata"]["name"] for p in self.ctx.caches.pools.items()}
         for name in self.pools.poolset.active.keys() | cached:
             self.pools.queue_pool_status(name)
@@ -112,7 +112,7 @@ class ServiceReconciler:
             a = self.ctx.alloc.assigned(key)
             if a is not None and a.orphaned:
                 pools = self.pools.poolset.active.values()
-                out[key] = tuple(ip for ip in ips if not any(p.covers(ip) for p in pools))
+                out[key] = tuple(ip for ip in ips if not any(p.contains(ip) for p in pools))
         return out
 
     def report_orphans(self) -> None:
@@ -145,7 +145,7 @@ class ServiceReconciler:
         before = self._claims.pop(key, {})
         for claim in before:
             self.ctx.alloc.release(claim)
-        named = T.ingress_ips(svc) if svc is not None else []
+        named = F.ingress_ips(svc) if svc is not None else []
         try:
             named = self._converge_service(key, svc)
         finally:
@@ -168,9 +168,9 @@ class ServiceReconciler:
                          key, ",".join(held), pool)
                 self._after_release(pool)
             return []
-        if not T.wants_ip(svc, self.ctx.cfg.lb_class):
+        if not F.wants_ip(svc, self.ctx.cfg.lb_class):
             self._failed.pop(key, None)
-            named = T.ingress_ips(svc)
+            named = F.ingress_ips(svc)
             if self._ours_to_clear(svc, held):
                 # Status first: if the write fails the IP stays held and the retry clears it.
                 self.ctx.check_leader()
@@ -179,24 +179,24 @@ class ServiceReconciler:
             if held:
                 self.ctx.alloc.release(key)
                 self._orphans.pop(key, None)
-                why = "NotLoadBalancer" if not T.is_load_balancer(svc) else "OtherLoadBalancerClass"
+                why = "NotLoadBalancer" if not F.is_load_balancer(svc) else "OtherLoadBalancerClass"
                 self.ctx.metrics.allocations.labels(result="released").inc()
                 self.ctx.stats["released"] += 1
                 log.info("service=%s ips=%s pool=%s reason=%s: released", key, ",".join(held), pool, why)
                 self._after_release(pool)
             return named
         try:
-            info = T.service_info(svc, self.ctx.ns_labels(svc))
-        except T.ServiceError as exc:
+            request = F.service_request(svc, self.ctx.ns_labels(svc))
+        except F.ServiceError as exc:
             self._fail(svc, key, "InvalidRequest", str(exc))
             return self._status_to_holdings(svc, held, pool)
-        out = self.ctx.alloc.allocate(T.to_request(info))
+        out = self.ctx.alloc.allocate(request)
         if not out.ok:
             self._fail(svc, key, out.reason, out.message)
             return self._status_to_holdings(svc, list(out.ips), out.pool)
         self._failed.pop(key, None)
         new_ips = list(out.ips)
-        current = T.ingress_ips(svc)
+        current = F.ingress_ips(svc)
         old_pool, pool = pool, out.pool
         moved = set(new_ips) != set(current)
         named = current
@@ -231,13 +231,13 @@ class ServiceReconciler:
         """After a failed allocation: a status naming IPs the Service does not hold (a restore
         conflict, a status written by hand) is set back to what it holds, as MetalLB clears it;
         return the IPs the status names now."""
-        current = T.ingress_ips(svc)
+        current = F.ingress_ips(svc)
         if set(current) <= set(held):
             return current
         self.ctx.check_leader()
         self._write_service(svc, held, pool if held else None)
         log.info("service=%s ips=%s: status named %s, which it does not hold; set to what it holds",
-                 T.key_of(svc), ",".join(held) or "-", ",".join(current))
+                 F.key_of(svc), ",".join(held) or "-", ",".join(current))
         return held
 
     def _ours_to_clear(self, svc: Mapping[str, Any], held: list[str]) -> bool:
@@ -247,11 +247,11 @@ class ServiceReconciler:
         same; its ingress means nothing). Another loadBalancerClass: only what we wrote (our
         pool annotation, or the IPs we hold), never another implementation's status.
         """
-        if not T.is_load_balancer(svc):
-            return bool(T.ingress_ips(svc)) or self._pool_annotation(svc) is not None
+        if not F.is_load_balancer(svc):
+            return bool(F.ingress_ips(svc)) or self._pool_annotation(svc) is not None
         if self._pool_annotation(svc) is not None:
             return True
-        return bool(held) and set(T.ingress_ips(svc)) == set(held)
+        return bool(held) and set(F.ingress_ips(svc)) == set(held)
 
     def _track_status(self, key: str, svc: Mapping[str, Any] | None, named: list[str],
                       before: Mapping[str, str | None]) -> None:
@@ -268,9 +268,9 @@ class ServiceReconciler:
         kept: dict[str, str | None] = {}
         if extra and svc is not None:
             try:
-                request = T.to_request(T.service_info_lenient(svc, self.ctx.ns_labels(svc)))
-            except T.ServiceError:
-                request = ServiceRequest(key=key)
+                request = F.service_request_lenient(svc, self.ctx.ns_labels(svc))
+            except F.ServiceError:
+                request = F.ServiceRequest(key=key)
             for ip in extra:
                 claim = f"{key}{OLD_STATUS} {ip}"
                 out = self.ctx.alloc.restore(claim, [ip], replace(request, key=claim), lazy=False)

@@ -25,22 +25,17 @@ from typing import Any
 
 import urllib3
 
+from lbspeaker.facts import key_of
 from lbspeaker.kube.backoff import Backoff
 from lbspeaker.kube.resources import Resource
 from lbspeaker.kube.rest import ApiError, Rest
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str]
+Key = str  # facts.key_of: "namespace/name", or "name" for cluster-scoped objects
 EventHandler = Callable[[str, dict[str, Any]], None]
 
 ADDED, MODIFIED, DELETED, BOOKMARK, ERROR = "ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"
-
-
-def key_of(obj: Mapping[str, Any]) -> Key:
-    """(namespace or "", name): the identity of an object inside one resource."""
-    meta = obj.get("metadata") or {}
-    return (meta.get("namespace") or "", meta.get("name") or "")
 
 
 def rv_of(obj: Mapping[str, Any]) -> str | None:
@@ -271,7 +266,7 @@ class WatchCache:
 
     def get(self, namespace: str | None, name: str) -> dict[str, Any] | None:
         with self._lock:
-            return self._items.get((namespace or "", name))
+            return self._items.get(f"{namespace}/{name}" if namespace else name)
 
     def __len__(self) -> int:
         with self._lock:

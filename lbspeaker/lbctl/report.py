@@ -6,16 +6,27 @@ judgement here is table-testable without a server, and the CLI only prints rows.
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from lbspeaker.api import constants as C
-from lbspeaker.api.addresses import AddressRange, AddressSyntaxError, parse_address_range
+from lbspeaker.facts import (
+    BGPAdvertisementFacts,
+    L2AdvertisementFacts,
+    Pool,
+    ingress_ips,
+    is_load_balancer,
+    key_of,
+    name_of,
+    pool_of,
+    read_node,
+    read_pool,
+    service_facts,
+    serving_endpoint_addresses,
+    slices_by_service,
+)
 from lbspeaker.kube.lease import lease_fresh, parse_time
-from lbspeaker.selectors import label_selector_matches
 from lbspeaker.speaker import strictarp
 from lbspeaker.speaker.membership import LEASE_PREFIX
 
@@ -45,107 +56,38 @@ def meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     return obj.get("metadata") or {}
 
 
-def name_of(obj: Mapping[str, Any]) -> str:
-    return str(meta(obj).get("name") or "")
+def pool_map(snap: Snapshot) -> dict[str, Pool]:
+    return {p.name: p for p in map(read_pool, snap.pools)}
 
 
-def key_of(obj: Mapping[str, Any]) -> str:
-    return f"{meta(obj).get('namespace') or ''}/{name_of(obj)}"
-
-
-def is_load_balancer(svc: Mapping[str, Any]) -> bool:
-    return (svc.get("spec") or {}).get("type") == "LoadBalancer"
-
-
-def ingress_ips(svc: Mapping[str, Any]) -> list[str]:
-    ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
-    return [str(i["ip"]) for i in ingress if isinstance(i, Mapping) and i.get("ip")]
-
-
-def pool_ranges(pool: Mapping[str, Any]) -> list[AddressRange]:
-    out = []
-    for entry in (pool.get("spec") or {}).get("addresses") or []:
-        try:
-            out.append(parse_address_range(str(entry)))
-        except AddressSyntaxError:
-            continue
-    return out
-
-
-def pool_of_ip(pools: Sequence[Obj], ip: str) -> str | None:
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
+def service_pool(svc: Mapping[str, Any], pools: Mapping[str, Pool]) -> str | None:
+    """The pool the speakers tie the Service to (`facts.pool_of` of its first IP that has one):
+    the recorded `ip-allocated-from-pool` when that pool exists, else the pool holding the IP."""
+    facts = service_facts(svc)
+    if facts is None:
         return None
-    for pool in pools:
-        if any(r.contains(addr) for r in pool_ranges(pool)):
-            return name_of(pool)
+    for ip in facts.ips:
+        found = pool_of(facts, ip, pools)
+        if found is not None:
+            return found.name
     return None
 
 
-def service_pool(svc: Mapping[str, Any], pools: Sequence[Obj]) -> str | None:
-    """The pool the controller recorded (annotation), else the pool whose range holds the IP."""
-    recorded = C.annotation(meta(svc).get("annotations"), C.IP_ALLOCATED_FROM_POOL)
-    if recorded:
-        return recorded
-    for ip in ingress_ips(svc):
-        found = pool_of_ip(pools, ip)
-        if found:
-            return found
-    return None
-
-
-def advertisement_covers_pool(adv: Mapping[str, Any], pool: Mapping[str, Any]) -> bool:
-    """MetalLB semantics: named pools, or pools matching a selector; neither given means every pool."""
-    spec = adv.get("spec") or {}
-    names = spec.get("ipAddressPools") or []
-    selectors = spec.get("ipAddressPoolSelectors") or []
-    if not names and not selectors:
-        return True
-    if name_of(pool) in names:
-        return True
-    labels = meta(pool).get("labels") or {}
-    return any(label_selector_matches(s, labels) for s in selectors)
-
-
-def advertisement_nodes(adv: Mapping[str, Any], nodes: Sequence[Obj]) -> list[str]:
-    selectors = (adv.get("spec") or {}).get("nodeSelectors") or []
-    if not selectors:
-        return [name_of(n) for n in nodes]
-    return [
-        name_of(n)
-        for n in nodes
-        if any(label_selector_matches(s, meta(n).get("labels") or {}) for s in selectors)
-    ]
-
-
-def modes_of_pool(snap: Snapshot, pool_name: str | None) -> list[str]:
-    pool = next((p for p in snap.pools if name_of(p) == pool_name), None)
+def modes_of_pool(snap: Snapshot, pool: Pool | None) -> list[str]:
     if pool is None:
         return []
     modes = []
-    if any(advertisement_covers_pool(a, pool) for a in snap.l2advertisements):
+    if any(L2AdvertisementFacts.from_object(a).matches_pool(pool) for a in snap.l2advertisements):
         modes.append("L2")
-    if any(advertisement_covers_pool(a, pool) for a in snap.bgpadvertisements):
+    if any(BGPAdvertisementFacts.from_object(a).matches_pool(pool) for a in snap.bgpadvertisements):
         modes.append("BGP")
     return modes
 
 
 def ready_endpoints(snap: Snapshot, svc: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(address, node) of the ready endpoints of a Service, from its EndpointSlices."""
-    out = []
-    ns = meta(svc).get("namespace")
-    for sl in snap.endpointslices:
-        m = meta(sl)
-        if m.get("namespace") != ns or (m.get("labels") or {}).get(C.SERVICE_NAME_LABEL) != name_of(svc):
-            continue
-        for ep in sl.get("endpoints") or []:
-            ready = (ep.get("conditions") or {}).get("ready")
-            if ready is False:
-                continue  # nil means ready (EndpointSlice API semantics)
-            for addr in ep.get("addresses") or []:
-                out.append((str(addr), str(ep.get("nodeName") or "")))
-    return out
+    """(address, node) of the endpoints of a Service that can serve (`facts.endpoint_can_serve`:
+    ready, or terminating but still serving), from its EndpointSlices."""
+    return serving_endpoint_addresses(slices_by_service(snap.endpointslices).get(key_of(svc), []))
 
 
 def _status_for(objs: Iterable[Obj], svc: Mapping[str, Any]) -> list[Obj]:
@@ -234,12 +176,13 @@ def service_rows(snap: Snapshot) -> list[ServiceRow]:
     rows = []
     leases = speaker_leases(snap)
     sessions = bgp_session_states(snap)
+    pools = pool_map(snap)
     for svc in sorted(filter(is_load_balancer, snap.services), key=key_of):
         ips = ingress_ips(svc)
-        pool = service_pool(svc, snap.pools) if ips else None
+        pool = service_pool(svc, pools) if ips else None
         l2 = _status_for(snap.l2statuses, svc)
         bgp = _status_for(snap.bgpstatuses, svc)
-        modes = modes_of_pool(snap, pool)
+        modes = modes_of_pool(snap, pools.get(pool) if pool else None)
         if l2 and "L2" not in modes:
             modes.append("L2")
         if bgp and "BGP" not in modes:
@@ -318,15 +261,16 @@ def pool_rows(snap: Snapshot) -> list[PoolRow]:
     """Counts from the pool's status when the controller wrote them, else counted from the Services."""
     rows = []
     held: dict[str, set[str]] = {}
+    pools = pool_map(snap)
     for svc in filter(is_load_balancer, snap.services):
         for ip in ingress_ips(svc):
-            p = service_pool(svc, snap.pools)
+            p = service_pool(svc, pools)
             if p:
                 held.setdefault(p, set()).add(ip)
     for pool in sorted(snap.pools, key=name_of):
         spec = pool.get("spec") or {}
         status = pool.get("status") or {}
-        size = sum(r.size for r in pool_ranges(pool))
+        size = sum(r.size for r in read_pool(pool).ranges)
         if any(k in status for k in ("assignedIPv4", "assignedIPv6", "availableIPv4", "availableIPv6")):
             assigned = int(status.get("assignedIPv4") or 0) + int(status.get("assignedIPv6") or 0)
             available = int(status.get("availableIPv4") or 0) + int(status.get("availableIPv6") or 0)
@@ -354,7 +298,7 @@ def pool_rows(snap: Snapshot) -> list[PoolRow]:
 
 
 @dataclass(frozen=True)
-class Problem:
+class Finding:
     """One finding of `lbctl check`: what is wrong, with which object, and what to do."""
 
     check: str
@@ -365,39 +309,28 @@ class Problem:
         return {"check": self.check, "object": self.object, "message": self.message}
 
 
-def node_addresses(node: Mapping[str, Any]) -> list[str]:
-    return [
-        str(a.get("address"))
-        for a in (node.get("status") or {}).get("addresses") or []
-        if a.get("type") in ("InternalIP", "ExternalIP") and a.get("address")
-    ]
-
-
 # Pool conditions that mean trouble when True, and Ready meaning trouble when False.
 BAD_WHEN_TRUE = {"Overlap", "CoversNodeAddress", "ServicesOutsidePool"}
 
 
-def check(snap: Snapshot) -> list[Problem]:
-    problems: list[Problem] = []
+def check(snap: Snapshot) -> list[Finding]:
+    problems: list[Finding] = []
     # kube-proxy IPVS without strictARP.
     state = strictarp.check(snap.kube_proxy)
     if not state.ok:
-        problems.append(Problem("strictARP", "ConfigMap kube-system/kube-proxy", state.detail))
+        problems.append(Finding("strictARP", "ConfigMap kube-system/kube-proxy", state.detail))
     # Pools covering node addresses; pool conditions.
+    nodes = [read_node(n) for n in snap.nodes]
     for pool in snap.pools:
-        ranges = pool_ranges(pool)
-        for node in snap.nodes:
-            for addr in node_addresses(node):
-                try:
-                    ip = ipaddress.ip_address(addr)
-                except ValueError:
-                    continue
-                if any(r.contains(ip) for r in ranges):
+        facts = read_pool(pool)
+        for node in nodes:
+            for addr in (*node.internal_ips, *node.external_ips):
+                if facts.contains(addr):
                     problems.append(
-                        Problem(
+                        Finding(
                             "pool-covers-node",
                             f"IPAddressPool {name_of(pool)}",
-                            f"covers {addr}, an address of node {name_of(node)}: a Service given it "
+                            f"covers {addr}, an address of node {node.name}: a Service given it "
                             "would steal the node's traffic",
                         )
                     )
@@ -405,7 +338,7 @@ def check(snap: Snapshot) -> list[Problem]:
             ctype, cstatus = cond.get("type"), cond.get("status")
             if (ctype in BAD_WHEN_TRUE and cstatus == "True") or (ctype == "Ready" and cstatus == "False"):
                 problems.append(
-                    Problem(
+                    Finding(
                         "pool-condition",
                         f"IPAddressPool {name_of(pool)}",
                         f"{ctype}={cstatus}: {cond.get('reason') or ''} {cond.get('message') or ''}".strip(),
@@ -414,32 +347,32 @@ def check(snap: Snapshot) -> list[Problem]:
     # Advertisements that no node can serve, or that name pools that do not exist.
     pool_names = {name_of(p) for p in snap.pools}
     advertisements = (
-        ("L2Advertisement", snap.l2advertisements),
-        ("BGPAdvertisement", snap.bgpadvertisements),
+        ("L2Advertisement", [(a, L2AdvertisementFacts.from_object(a)) for a in snap.l2advertisements]),
+        ("BGPAdvertisement", [(a, BGPAdvertisementFacts.from_object(a)) for a in snap.bgpadvertisements]),
     )
     for kind, advs in advertisements:
-        for adv in advs:
-            if not advertisement_nodes(adv, snap.nodes):
+        for obj, adv in advs:
+            if not any(adv.selects_node(n) for n in nodes):
                 problems.append(
-                    Problem("advertisement-no-node", f"{kind} {name_of(adv)}",
+                    Finding("advertisement-no-node", f"{kind} {adv.name}",
                             "its nodeSelectors match no node: nothing will announce its pools")
                 )
-            missing = [p for p in (adv.get("spec") or {}).get("ipAddressPools") or [] if p not in pool_names]
+            missing = [p for p in adv.ip_address_pools if p not in pool_names]
             if missing:
                 problems.append(
-                    Problem("advertisement-unknown-pool", f"{kind} {name_of(adv)}",
+                    Finding("advertisement-unknown-pool", f"{kind} {adv.name}",
                             f"names pools that do not exist: {', '.join(missing)}")
                 )
-            status = adv.get("status") or {}
+            status = obj.get("status") or {}
             for cond in status.get("conditions") or []:
                 if cond.get("type") == "Ready" and cond.get("status") == "False":
                     detail = f"{cond.get('reason') or ''} {cond.get('message') or ''}".strip()
                     problems.append(
-                        Problem("advertisement-condition", f"{kind} {name_of(adv)}", f"Ready=False: {detail}")
+                        Finding("advertisement-condition", f"{kind} {adv.name}", f"Ready=False: {detail}")
                     )
             for entry in status.get("nodeProblems") or []:  # what only that node's speaker can see
                 problems.append(
-                    Problem("advertisement-node", f"{kind} {name_of(adv)}",
+                    Finding("advertisement-node", f"{kind} {adv.name}",
                             f"on node {entry.get('node')}: {entry.get('reason')}: {entry.get('message')}")
                 )
     # Services.
@@ -448,14 +381,14 @@ def check(snap: Snapshot) -> list[Problem]:
             if msg.startswith(("announcing node", BGP_DOWN)):
                 continue  # reported once per speaker / per BGPPeer below
             check_name = "service-no-endpoint" if msg == "no ready endpoint" else "service"
-            problems.append(Problem(check_name, f"Service {row.namespace}/{row.name}", msg))
+            problems.append(Finding(check_name, f"Service {row.namespace}/{row.name}", msg))
     # BGP sessions.
     for peer in snap.bgppeers:
         for session in (peer.get("status") or {}).get("sessions") or []:
             if session.get("state") != "Established":
                 reason = f": {session['reason']}" if session.get("reason") else ""
                 problems.append(
-                    Problem(
+                    Finding(
                         "bgp-session",
                         f"BGPPeer {name_of(peer)}",
                         f"session from node {session.get('node')} is {session.get('state')}{reason}",
@@ -470,5 +403,5 @@ def check(snap: Snapshot) -> list[Problem]:
             continue
         if node_name not in node_names and why.startswith("speaker stopped"):
             continue  # a node that left the cluster: its released Lease is history
-        problems.append(Problem("speaker", f"node {node_name}", why))
+        problems.append(Finding("speaker", f"node {node_name}", why))
     return problems

@@ -36,7 +36,7 @@ from lbspeaker.bgp.config import PeerSpec
 from lbspeaker.bgp.plan import BGPPlan, compute_bgp_plan
 from lbspeaker.bgp.routes import RouteAttrs
 from lbspeaker.bgp.session import PeerSession
-from lbspeaker.plan import Problem
+from lbspeaker.facts import Problem
 from lbspeaker.speaker import snapshot as S
 from lbspeaker.speaker.protocol import Reporter
 from lbspeaker.speaker.secrets import PeerPasswords

@@ -15,8 +15,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from lbspeaker.facts import Problem
 from lbspeaker.netinfo import select_interfaces
-from lbspeaker.plan import Plan, Problem, compute_plan
+from lbspeaker.plan import Plan, compute_plan
 from lbspeaker.speaker import snapshot as S
 from lbspeaker.speaker import strictarp
 from lbspeaker.speaker.metrics import SpeakerMetrics

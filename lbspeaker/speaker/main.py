@@ -50,6 +50,7 @@ from typing import Any
 
 from lbspeaker import netinfo
 from lbspeaker.api.constants import NAMESPACE, SPEAKER_NAME
+from lbspeaker.facts import read_node
 from lbspeaker.health import HealthServer
 from lbspeaker.kube import memberlist
 from lbspeaker.kube.cache import WatchCache
@@ -120,10 +121,8 @@ class Config:
 
 def node_addresses(node: Mapping[str, Any]) -> list[str]:
     """InternalIP (else ExternalIP) addresses of a Node dict: where its speaker's heartbeats go."""
-    addrs = (node.get("status") or {}).get("addresses") or []
-    internal = [str(a["address"]) for a in addrs if a.get("type") == "InternalIP" and a.get("address")]
-    external = [str(a["address"]) for a in addrs if a.get("type") == "ExternalIP" and a.get("address")]
-    return internal or external
+    facts = read_node(node)
+    return list(facts.internal_ips or facts.external_ips)
 
 
 class Speaker:

@@ -15,11 +15,11 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from lbspeaker.facts import Problem
 from lbspeaker.kube.backoff import Backoff
 from lbspeaker.kube.resources import L2ADVERTISEMENTS
 from lbspeaker.kube.rest import ApiError, Rest
 from lbspeaker.kube.status import update_status
-from lbspeaker.plan import Problem
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ import time
 from collections.abc import Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
+from lbspeaker.facts import Problem
 from lbspeaker.kube.events import EventRecorder
-from lbspeaker.plan import Problem
 from lbspeaker.speaker.snapshot import Snapshot
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lbspeaker.bgp.plan import PeerFacts
+from lbspeaker.facts import PeerFacts
 from lbspeaker.kube.resources import SECRETS
 from lbspeaker.kube.rest import ApiError, Rest
 

@@ -24,11 +24,21 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lbspeaker.api.constants import SERVICE_NAME_LABEL, class_matches
-from lbspeaker.bgp.plan import BGPAdvertisementFacts, PeerFacts, community_aliases
-from lbspeaker.election import L2AdvertisementFacts, NodeFacts, serving_endpoint_nodes
+from lbspeaker.facts import (
+    BGPAdvertisementFacts,
+    L2AdvertisementFacts,
+    NodeFacts,
+    PeerFacts,
+    Pool,
+    ServiceFacts,
+    community_aliases,
+    read_node,
+    read_pool,
+    service_facts,
+    serving_endpoint_nodes,
+)
 from lbspeaker.kube.cache import DELETED, Key, key_of
 from lbspeaker.netinfo import LinkInfo
-from lbspeaker.plan import PoolFacts, ServiceFacts, pool_facts, service_facts
 from lbspeaker.speaker import strictarp
 
 Reading = Callable[[Mapping[str, Any]], Any]
@@ -47,12 +57,6 @@ KUBE_PROXY = "kube-proxy"
 LIVE = "live"
 LINKS = "links"
 SYNCED = "synced"
-
-
-def internal_ips(node: Mapping[str, Any]) -> tuple[str, ...]:
-    """A Node's InternalIP addresses (BGP's router ID and source default)."""
-    return tuple(str(a["address"]) for a in (node.get("status") or {}).get("addresses") or ()
-                 if a.get("type") == "InternalIP" and a.get("address"))
 
 
 def slice_reading(obj: Mapping[str, Any]) -> tuple[tuple[str, str], tuple[str | None, ...]] | None:
@@ -74,8 +78,8 @@ def readings(lb_class: str | None) -> dict[str, Reading]:
     return {
         SERVICES: lambda o: service_facts(o) if class_matches(o, lb_class) else None,
         ENDPOINTSLICES: slice_reading,
-        NODES: lambda o: (NodeFacts.from_node(o), internal_ips(o)),
-        POOLS: pool_facts,
+        NODES: read_node,
+        POOLS: read_pool,
         L2ADVERTISEMENTS: L2AdvertisementFacts.from_object,
         BGPADVERTISEMENTS: BGPAdvertisementFacts.from_object,
         BGPPEERS: PeerFacts.from_object,
@@ -94,7 +98,7 @@ class Snapshot:
     node: str
     generations: Mapping[str, int]
     services: tuple[ServiceFacts, ...] = ()
-    pools: tuple[PoolFacts, ...] = ()
+    pools: tuple[Pool, ...] = ()
     nodes: tuple[NodeFacts, ...] = ()
     node_addresses: tuple[str, ...] = ()  # this node's InternalIPs
     l2_advertisements: tuple[L2AdvertisementFacts, ...] = ()
@@ -178,14 +182,14 @@ class FactsIndex:
             local = dict(self._local)
             generations = dict(self.generations)
         endpoints: dict[tuple[str, str], list[str | None]] = {}
-        for svc, nodes in f[ENDPOINTSLICES]:
-            endpoints.setdefault(svc, []).extend(nodes)
+        for svc, serving in f[ENDPOINTSLICES]:
+            endpoints.setdefault(svc, []).extend(serving)
         services = []
         for s in f[SERVICES]:
             eps = endpoints.get((s.namespace, s.name))
             services.append(replace(s, serving_endpoints=tuple(eps)) if eps else s)
-        nodes = f[NODES]
-        me = [addrs for n, addrs in nodes if n.name == self.node]
+        nodes: list[NodeFacts] = f[NODES]
+        me = [n.internal_ips for n in nodes if n.name == self.node]
         kube_proxy = f[KUBE_PROXY]
         links = local.get(LINKS)
         return Snapshot(
@@ -193,7 +197,7 @@ class FactsIndex:
             generations=generations,
             services=tuple(sorted(services, key=lambda s: s.key)),
             pools=tuple(sorted(f[POOLS], key=lambda p: p.name)),
-            nodes=tuple(sorted((n for n, _ in nodes), key=lambda n: n.name)),
+            nodes=tuple(sorted(nodes, key=lambda n: n.name)),
             node_addresses=me[0] if me else (),
             l2_advertisements=tuple(sorted(f[L2ADVERTISEMENTS], key=lambda a: a.name)),
             bgp_advertisements=tuple(sorted(f[BGPADVERTISEMENTS], key=lambda a: a.name)),

@@ -214,7 +214,7 @@ def test_object_as_api_server_returns_it() -> None:
     ],
 )
 def test_defaults_are_metallbs(
-    model: type[models.Resource], doc: dict[str, Any], expected: dict[str, Any]
+    model: type[models.CustomResource], doc: dict[str, Any], expected: dict[str, Any]
 ) -> None:
     spec = model.model_validate(doc).model_dump()["spec"]
     for key, value in expected.items():

@@ -12,10 +12,9 @@ from hypothesis import strategies as st
 
 from lbspeaker.api.addresses import parse_address_range
 from lbspeaker.bgp.aggregation import aggregation_problems, prefix_within
-from lbspeaker.bgp.plan import BGPAdvertisementFacts, PeerFacts, compute_bgp_plan
+from lbspeaker.bgp.plan import compute_bgp_plan
 from lbspeaker.controller.advertisements import advertisement_conditions
-from lbspeaker.election import NodeFacts
-from lbspeaker.plan import PoolFacts, ServiceFacts
+from lbspeaker.facts import BGPAdvertisementFacts, NodeFacts, PeerFacts, Pool, ServiceFacts
 
 NODE = "kind-worker"
 
@@ -81,7 +80,7 @@ def test_controller_marks_only_the_too_short_advertisement_not_ready() -> None:
         assert ready["status"] == "True", ready
 
 
-def _plan(pools: list[PoolFacts], services: list[ServiceFacts], advs: list[dict[str, Any]]) -> Any:
+def _plan(pools: list[Pool], services: list[ServiceFacts], advs: list[dict[str, Any]]) -> Any:
     peer = PeerFacts.from_object({"metadata": {"name": "router"}, "spec": {
         "myASN": 64512, "peerASN": 64512, "peerAddress": "172.18.0.1", "dualStackAddressFamily": True}})
     return compute_bgp_plan(
@@ -91,7 +90,7 @@ def _plan(pools: list[PoolFacts], services: list[ServiceFacts], advs: list[dict[
 
 
 def test_speaker_refuses_a_too_wide_prefix_and_keeps_the_other_advertisements() -> None:
-    pool = PoolFacts("small", {}, ranges("10.0.0.0/28"))
+    pool = Pool("small", ranges("10.0.0.0/28"))
     svc = ServiceFacts("default", "web", ("10.0.0.5",), pool="small", serving_endpoints=(NODE,))
     advs = [_bgp_adv("wide", aggregationLength=26), _bgp_adv("exact", aggregationLength=28),
             _bgp_adv("per-ip")]
@@ -110,11 +109,11 @@ V6_POOLS = st.builds(lambda a, n: f"fd00:{a}::/{n}", st.integers(0, 3), st.integ
 
 
 @st.composite
-def configurations(draw: st.DrawFn) -> tuple[list[PoolFacts], list[ServiceFacts], list[dict[str, Any]]]:
+def configurations(draw: st.DrawFn) -> tuple[list[Pool], list[ServiceFacts], list[dict[str, Any]]]:
     pools = []
     for i in range(draw(st.integers(1, 3))):
         texts = draw(st.lists(V4_POOLS | V6_POOLS, min_size=1, max_size=3))
-        pools.append(PoolFacts(f"p{i}", {}, ranges(*texts)))
+        pools.append(Pool(f"p{i}", ranges(*texts)))
     services = []
     for i in range(draw(st.integers(1, 6))):
         pool = draw(st.sampled_from(pools))
@@ -137,7 +136,7 @@ def configurations(draw: st.DrawFn) -> tuple[list[PoolFacts], list[ServiceFacts]
     return pools, services, advs
 
 
-def _covered(prefix: ipaddress.IPv4Network | ipaddress.IPv6Network, pool: PoolFacts) -> bool:
+def _covered(prefix: ipaddress.IPv4Network | ipaddress.IPv6Network, pool: Pool) -> bool:
     """Independent of prefix_within: the pool's ranges as canonical CIDR blocks."""
     nets = [n for r in pool.ranges if r.family == prefix.version
             for n in ipaddress.summarize_address_range(r.start_ip(), r.end_ip())]  # type: ignore[arg-type]

@@ -14,11 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lbspeaker.api.addresses import parse_address_range
-from lbspeaker.bgp.plan import BGPAdvertisementFacts, PeerFacts, compute_bgp_plan, local_pref_conflicts
-from lbspeaker.election import NodeFacts
-from lbspeaker.plan import PoolFacts, ServiceFacts
+from lbspeaker.bgp.plan import compute_bgp_plan, local_pref_conflicts
+from lbspeaker.facts import BGPAdvertisementFacts, NodeFacts, PeerFacts, Pool, ServiceFacts
 
-POOL = PoolFacts("bgp", {}, (parse_address_range("198.51.100.0/24"),))
+POOL = Pool("bgp", (parse_address_range("198.51.100.0/24"),), labels={})
 NODES = {"n1": {"zone": "a"}, "n2": {"zone": "b"}}
 PEERS = ["r1", "r2"]
 IP = "198.51.100.10"

@@ -10,22 +10,15 @@ from hypothesis import strategies as st
 
 from lbspeaker.api.addresses import parse_address_range
 from lbspeaker.api.constants import EXCLUDE_FROM_LB_LABEL
-from lbspeaker.bgp.plan import (
-    BGPAdvertisementFacts,
-    PeerFacts,
-    community_aliases,
-    compute_bgp_plan,
-    on_node_network,
-)
+from lbspeaker.bgp.plan import compute_bgp_plan, on_node_network
 from lbspeaker.bgp.routes import RouteAttrs
-from lbspeaker.election import NodeFacts
-from lbspeaker.plan import PoolFacts, ServiceFacts
+from lbspeaker.facts import BGPAdvertisementFacts, NodeFacts, PeerFacts, Pool, ServiceFacts, community_aliases
 
 NODE = "kind-worker"
 NODE_IP = "172.18.0.3"
 NETS = ["172.18.0.3/16"]
-POOL = PoolFacts("bgp", {"tier": "bgp"}, (parse_address_range("198.51.100.0/24"),))
-L2POOL = PoolFacts("l2", {}, (parse_address_range("172.18.255.200-172.18.255.250"),))
+POOL = Pool("bgp", (parse_address_range("198.51.100.0/24"),), labels={"tier": "bgp"})
+L2POOL = Pool("l2", (parse_address_range("172.18.255.200-172.18.255.250"),), labels={})
 
 
 def peer(name: str = "router", **spec: Any) -> PeerFacts:

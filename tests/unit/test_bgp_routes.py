@@ -8,10 +8,8 @@ from hypothesis import strategies as st
 from lbspeaker.api.models import BGPAdvertisement
 from lbspeaker.bgp.config import PeerSpec
 from lbspeaker.bgp.routes import (
-    AdvertisementSpec,
     Announcement,
     RouteAttrs,
-    advertisement_from_model,
     announce_command,
     change_command,
     desired_routes,
@@ -19,6 +17,7 @@ from lbspeaker.bgp.routes import (
     resolve_communities,
     withdraw_command,
 )
+from lbspeaker.facts import AdvertisementSpec, advertisement_from_model
 
 EBGP = PeerSpec("ebgp", "172.18.0.1", 64513, 64512)
 IBGP = PeerSpec("ibgp", "172.18.0.2", 64513, 64513)

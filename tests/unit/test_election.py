@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-from typing import Any
 
 import pytest
 from hypothesis import given
@@ -14,13 +13,10 @@ from lbspeaker.api.constants import EXCLUDE_FROM_LB_LABEL
 from lbspeaker.election import (
     L2AdvertisementFacts,
     NodeFacts,
-    advertisement_matches_pool,
     candidate_order,
     elect_l2,
-    endpoint_can_serve,
     l2_announcer,
     l2_candidates,
-    serving_endpoint_nodes,
 )
 
 
@@ -112,61 +108,6 @@ def test_invalid_selector_matches_nothing() -> None:
     )
     assert l2_candidates(ALL, _nodes(), [bad], ["w1"], False) == []
     assert l2_candidates(ALL, _nodes(), [bad, ADV_WORKERS], ["w1"], False) == ["w1", "w2"]
-
-
-def test_node_facts_from_node() -> None:
-    node = {
-        "metadata": {"name": "w1", "labels": {"a": "b"}},
-        "status": {
-            "conditions": [
-                {"type": "Ready", "status": "True"},
-                {"type": "NetworkUnavailable", "status": "False"},
-            ]
-        },
-    }
-    f = NodeFacts.from_node(node)
-    assert f == NodeFacts("w1", True, False, {"a": "b"})
-    assert not NodeFacts.from_node({"metadata": {"name": "x"}}).ready
-    conds = [{"type": "Ready", "status": "True"}, {"type": "NetworkUnavailable", "status": "True"}]
-    down = {"metadata": {"name": "y"}, "status": {"conditions": conds}}
-    assert NodeFacts.from_node(down).network_unavailable
-
-
-def test_l2adv_from_object_and_pool_match() -> None:
-    adv = L2AdvertisementFacts.from_object(
-        {
-            "metadata": {"name": "a"},
-            "spec": {
-                "ipAddressPools": ["p1"],
-                "ipAddressPoolSelectors": [{"matchLabels": {"tier": "x"}}],
-                "nodeSelectors": [{"matchLabels": {"role": "worker"}}],
-                "interfaces": ["eth0"],
-            },
-        }
-    )
-    assert adv.interfaces == ("eth0",)
-    assert advertisement_matches_pool(adv, "p1", {})
-    assert advertisement_matches_pool(adv, "p2", {"tier": "x"})
-    assert not advertisement_matches_pool(adv, "p2", {"tier": "y"})
-    assert advertisement_matches_pool(L2AdvertisementFacts("any"), "whatever", {})
-
-
-def test_endpoint_can_serve_and_slices() -> None:
-    assert endpoint_can_serve(None)
-    assert endpoint_can_serve({"ready": True})
-    assert not endpoint_can_serve({"ready": False})
-    assert endpoint_can_serve({"ready": False, "serving": True})
-    slices: list[dict[str, Any]] = [
-        {
-            "endpoints": [
-                {"nodeName": "w1", "conditions": {"ready": True}},
-                {"nodeName": "w2", "conditions": {"ready": False, "serving": False}},
-            ]
-        },
-        {"endpoints": [{"conditions": {}}]},
-        {"endpoints": None},
-    ]
-    assert serving_endpoint_nodes(slices) == ["w1", None]
 
 
 def test_l2_announcer() -> None:

@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from lbspeaker.facts import key_of
 from lbspeaker.kube import resources as r
 from lbspeaker.kube.backoff import Backoff
-from lbspeaker.kube.cache import ADDED, DELETED, MODIFIED, LineSplitter, diff_snapshots, key_of
+from lbspeaker.kube.cache import ADDED, DELETED, MODIFIED, LineSplitter, diff_snapshots
 from lbspeaker.kube.rest import ApiError
 
 

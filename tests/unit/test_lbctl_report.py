@@ -10,7 +10,6 @@ import pytest
 from lbspeaker.lbctl.cli import table
 from lbspeaker.lbctl.report import (
     Snapshot,
-    advertisement_covers_pool,
     check,
     pool_rows,
     service_rows,
@@ -69,20 +68,6 @@ def l2(name: str, node: str) -> dict[str, Any]:
 )
 def test_speaker_problem(lease_obj: dict[str, Any] | None, expected: str | None) -> None:
     assert speaker_problem(lease_obj, NOW) == expected
-
-
-@pytest.mark.parametrize(
-    ("spec", "covers"),
-    [
-        ({}, True),
-        ({"ipAddressPools": ["a"]}, True),
-        ({"ipAddressPools": ["b"]}, False),
-        ({"ipAddressPoolSelectors": [{"matchLabels": {"zone": "x"}}]}, True),
-        ({"ipAddressPoolSelectors": [{"matchLabels": {"zone": "y"}}]}, False),
-    ],
-)
-def test_advertisement_covers_pool(spec: dict[str, Any], covers: bool) -> None:
-    assert advertisement_covers_pool({"spec": spec}, pool("a", "10.0.0.0/30", labels={"zone": "x"})) is covers
 
 
 def test_service_rows_cover_every_case() -> None:
@@ -215,3 +200,27 @@ def test_check_reports_advertisement_node_problems_and_ready_false() -> None:
     assert ("advertisement-node", "L2Advertisement l2",
             "on node n2: InterfaceNotFound: interface eth9 does not exist on this node") in got
     assert ("advertisement-condition", "L2Advertisement l2", "Ready=False: UnknownPool pool x missing") in got
+
+
+def test_a_terminating_but_serving_endpoint_is_an_endpoint() -> None:
+    labels = {"kubernetes.io/service-name": "a"}
+    slices = [{"metadata": {"name": "a-x", "namespace": "default", "labels": labels},
+               "endpoints": [{"addresses": ["10.244.1.2"], "nodeName": "n1",
+                              "conditions": {"ready": False, "serving": True, "terminating": True}}]}]
+    snap = Snapshot(services=[svc("a", "10.0.0.1", "p")], endpointslices=slices,
+                    pools=[pool("p", "10.0.0.0/29")],
+                    l2advertisements=[{"metadata": {"name": "l2"}, "spec": {}}],
+                    l2statuses=[l2("a", "n1")], leases=[lease("n1", 1)], now=NOW)
+    (row,) = service_rows(snap)
+    assert row.problems == []
+
+
+def test_a_pool_annotation_naming_no_pool_is_not_trusted() -> None:
+    snap = Snapshot(services=[svc("a", "10.0.0.1", "gone"), svc("b", "10.9.0.1", "gone")],
+                    endpointslices=[slice_("a", True), slice_("b", True)], pools=[pool("p", "10.0.0.0/29")],
+                    l2advertisements=[{"metadata": {"name": "l2"}, "spec": {"ipAddressPools": ["p"]}}],
+                    now=NOW)
+    rows = {r.name: r for r in service_rows(snap)}
+    assert rows["a"].pool == "p" and rows["a"].mode == "L2"
+    assert rows["b"].pool is None and rows["b"].mode == "-"
+    assert {r.name: (r.assigned, r.available) for r in pool_rows(snap)} == {"p": (1, 7)}

@@ -10,12 +10,13 @@ from hypothesis import strategies as st
 
 from lbspeaker.api.addresses import parse_address_range
 from lbspeaker.api.constants import EXCLUDE_FROM_LB_LABEL
-from lbspeaker.election import L2AdvertisementFacts, NodeFacts, elect_l2
+from lbspeaker.election import elect_l2
+from lbspeaker.facts import L2AdvertisementFacts, NodeFacts, Pool, ServiceFacts
 from lbspeaker.netinfo import IFF_NOARP, IFF_UP, LinkInfo
-from lbspeaker.plan import PoolFacts, ServiceFacts, compute_plan, pool_facts, service_facts
+from lbspeaker.plan import compute_plan
 
-POOL = PoolFacts("pool", {"env": "lab"}, (parse_address_range("172.18.255.200-172.18.255.250"),))
-OTHER = PoolFacts("other", {"env": "prod"}, (parse_address_range("10.9.0.0/24"),))
+POOL = Pool("pool", (parse_address_range("172.18.255.200-172.18.255.250"),), labels={"env": "lab"})
+OTHER = Pool("other", (parse_address_range("10.9.0.0/24"),), labels={"env": "prod"})
 NODES = [NodeFacts("kind-worker"), NodeFacts("kind-worker2"), NodeFacts("kind-worker3")]
 ALL = {"kind-worker", "kind-worker2", "kind-worker3"}
 LINKS = [LinkInfo("lo", 1, flags=IFF_UP | 0x8), LinkInfo("eth0", 2), LinkInfo("eth1", 3),
@@ -175,7 +176,7 @@ def test_shared_ip_union_of_candidates() -> None:
 
 
 def test_dual_stack_uses_first_ip() -> None:
-    v6pool = PoolFacts("v6", {}, (parse_address_range("fc00:f853:ccd:e793::/64"),))
+    v6pool = Pool("v6", (parse_address_range("fc00:f853:ccd:e793::/64"),), labels={})
     s = ServiceFacts("default", "ds", (IP, "fc00:f853:ccd:e793::c8"), None, False, ("kind-worker",))
     p = compute_plan("kind-worker", [s], [POOL, v6pool], [adv()], NODES, ALL, LINKS)
     assert p.owners[IP] == p.owners["fc00:f853:ccd:e793::c8"] == owner(IP, ALL)
@@ -186,35 +187,6 @@ def test_no_links_known() -> None:
     p = plan_for(me, links=None)
     assert p.announce[IP].interfaces == ()
     assert p.problems == []
-
-
-def test_service_facts_extraction() -> None:
-    obj = {
-        "metadata": {"namespace": "ns", "name": "s",
-                     "annotations": {"metallb.io/ip-allocated-from-pool": "pool"}},
-        "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local"},
-        "status": {"loadBalancer": {"ingress": [{"ip": "172.18.255.200"}, {"ip": "fc00::00c8"},
-                                                {"hostname": "x"}]}},
-    }
-    slices = [{"endpoints": [
-        {"nodeName": "kind-worker", "conditions": {"ready": True}},
-        {"nodeName": "kind-worker2", "conditions": {"ready": False}},
-        {"nodeName": "kind-worker3", "conditions": {"ready": False, "serving": True}},
-    ]}]
-    f = service_facts(obj, slices)
-    assert f is not None
-    assert f.ips == ("172.18.255.200", "fc00::c8")
-    assert f.pool == "pool" and f.etp_local
-    assert f.serving_endpoints == ("kind-worker", "kind-worker3")
-    assert service_facts({**obj, "spec": {"type": "ClusterIP"}}) is None
-    assert service_facts({**obj, "status": {}}) is None
-
-
-def test_pool_facts_extraction() -> None:
-    p = pool_facts({"metadata": {"name": "p", "labels": {"a": "b"}},
-                    "spec": {"addresses": ["172.18.255.200-172.18.255.250", "bad"]}})
-    assert p.name == "p" and p.labels == {"a": "b"}
-    assert p.contains("172.18.255.210") and not p.contains("172.18.255.251")
 
 
 # --- properties -------------------------------------------------------------------------------------

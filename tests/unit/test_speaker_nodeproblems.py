@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lbspeaker.plan import Problem
+from lbspeaker.facts import Problem
 from lbspeaker.speaker.nodeproblems import node_local, with_node_problems
 
 MISSING = Problem("L2Advertisement", "a", "InterfaceNotFound", "node w1 has no interface eth9")
