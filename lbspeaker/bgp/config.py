@@ -40,6 +40,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lbspeaker.facts import Problem
+
 PROCESS_NAME = "lbspeaker"
 GRACEFUL_RESTART_TIME = 120  # seconds, what MetalLB configures FRR with
 DEFAULT_HOLD_TIME = 90
@@ -98,13 +100,14 @@ class PeerSpec:
         return (self.family,)
 
 
-@dataclass(frozen=True)
-class ConfigProblem:
-    """Something in a BGPPeer that ExaBGP cannot honour (for status/Events/logs)."""
+# Reasons of the `facts.Problem`s (kind BGPPeer) about what ExaBGP cannot honour.
+INVALID_PEER = "InvalidPeer"  # fatal: the peer is left out of the configuration
+PEER_FIELD_IGNORED = "PeerFieldIgnored"  # the session runs without that field
 
-    peer: str
-    message: str
-    fatal: bool = False  # True: the peer was left out of the configuration
+
+def is_fatal(problem: Problem) -> bool:
+    """Whether the problem keeps its peer out of the configuration."""
+    return problem.reason == INVALID_PEER
 
 
 @dataclass
@@ -113,7 +116,7 @@ class RenderedConfig:
 
     text: str
     peers: list[PeerSpec] = field(default_factory=list)  # the peers actually configured
-    problems: list[ConfigProblem] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
 
 
 def peer_spec_from_bgppeer(
@@ -156,12 +159,12 @@ def _quote(text: str) -> str:
     return f'"{text}"'
 
 
-def validate_peer(peer: PeerSpec) -> list[ConfigProblem]:
+def validate_peer(peer: PeerSpec) -> list[Problem]:
     """Problems of one peer; a fatal one keeps it out of the file (never the whole file)."""
-    out: list[ConfigProblem] = []
+    out: list[Problem] = []
 
     def bad(message: str, fatal: bool = True) -> None:
-        out.append(ConfigProblem(peer.name, message, fatal))
+        out.append(Problem("BGPPeer", peer.name, INVALID_PEER if fatal else PEER_FIELD_IGNORED, message))
 
     if peer.interface:
         bad(f"unnumbered BGP (interface {peer.interface}) is not supported by ExaBGP; set peerAddress")
@@ -280,15 +283,14 @@ def render_config(
     for peer in sorted(peers, key=lambda p: p.name):
         problems = validate_peer(peer)
         out.problems += problems
-        if any(p.fatal for p in problems):
+        if any(map(is_fatal, problems)):
             continue
         if peer.selector in seen:
             out.problems.append(
-                ConfigProblem(
-                    peer.name,
+                Problem(
+                    "BGPPeer", peer.name, INVALID_PEER,
                     f"same peerAddress and myASN as BGPPeer {seen[peer.selector]}: ExaBGP cannot address "
                     "both sessions, this one is not configured",
-                    True,
                 )
             )
             continue

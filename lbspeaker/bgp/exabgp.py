@@ -188,7 +188,7 @@ class ExaBGPManager:
         with self._lock:
             if self._rendered is None:
                 return []
-            return [f"BGPPeer {p.peer}: {p.message}" for p in self._rendered.problems]
+            return [f"BGPPeer {p.name}: {p.message}" for p in self._rendered.problems]
 
     def sessions(self) -> dict[str, PeerSession]:
         """Copy of every configured peer's session state."""
@@ -219,7 +219,7 @@ class ExaBGPManager:
                     # new neighbours exist only once ExaBGP has reloaded: give it a moment
                     self._retry_at = max(self._retry_at, time.monotonic() + 0.2)
             for p in rendered.problems:
-                log.warning("BGPPeer %s: %s", p.peer, p.message)
+                log.warning("BGPPeer %s: %s", p.name, p.message)
             self._cond.notify_all()
             self._dirty = True
             return rendered

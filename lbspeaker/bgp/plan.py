@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 
 from lbspeaker.api.constants import EXCLUDE_FROM_LB_LABEL
 from lbspeaker.bgp.aggregation import aggregation_problems, prefix_within
-from lbspeaker.bgp.config import PeerSpec, peer_spec_from_bgppeer, validate_peer
+from lbspeaker.bgp.config import PeerSpec, is_fatal, peer_spec_from_bgppeer, validate_peer
 from lbspeaker.bgp.routes import Announcement, RouteTable, desired_routes, route_prefix
 from lbspeaker.facts import (
     AdvertisementSpec,
@@ -210,10 +210,8 @@ def select_peers(
             password = passwords[pf.name]
         spec = peer_spec_from_bgppeer(pf.name, pf.spec, router_id, password)
         problems = validate_peer(spec)
-        fatal = [p.message for p in problems if p.fatal]
-        for p in problems:
-            plan.problems.append(Problem("BGPPeer", pf.name,
-                                         "InvalidPeer" if p.fatal else "PeerFieldIgnored", p.message))
+        fatal = [p.message for p in problems if is_fatal(p)]
+        plan.problems += problems
         if fatal:
             plan.peer_reasons[pf.name] = "not configured: " + "; ".join(fatal)
             continue
@@ -349,16 +347,12 @@ def compute_bgp_plan(
         if key in plan.service_peers:
             plan.announced.setdefault(key, [])
             plan.announced[key] = sorted(set(plan.announced[key]) | set(ann.ips))
-    for text in want.problems:
-        if text.startswith("conflicting localPref"):
+    for problem in want.problems:
+        if problem.reason == "LocalPrefConflict":
             continue  # reported per Service above, with the advertisement names
-        name = text.split(":", 1)[0].removeprefix("BGPAdvertisement ").strip()
-        if text.startswith("BGPAdvertisement "):
-            reason = "UnknownCommunity" if "community alias" in text else (
-                "LocalPrefNotSent" if "localPref is not sent" in text else "AdvertisementProblem")
-            plan.problems.append(Problem("BGPAdvertisement", name, reason, text.split(":", 1)[1].strip()))
-        else:
-            plan.problems.append(Problem("Service", "", "RouteProblem", text))
+        if problem.kind == "Service":  # the key of an Announcement above: strip its suffix
+            problem = Problem("Service", problem.name.split("\x00", 1)[0], problem.reason, problem.message)
+        plan.problems.append(problem)
     # stable order, no duplicates: the adapter turns *new* problems into Events
     plan.problems = sorted(set(plan.problems), key=lambda p: (p.kind, p.name, p.reason, p.message))
     return plan

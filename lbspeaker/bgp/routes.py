@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from lbspeaker.api.models import parse_community
 from lbspeaker.bgp.config import PeerSpec
-from lbspeaker.facts import AdvertisementSpec
+from lbspeaker.facts import AdvertisementSpec, Problem
 
 
 @dataclass(frozen=True)
@@ -56,33 +56,40 @@ RouteTable = dict[str, dict[str, RouteAttrs]]  # BGPPeer name -> prefix -> attri
 
 @dataclass
 class DesiredRoutes:
-    """Routes per peer, the peers each Service goes to (for ServiceBGPStatus), problems."""
+    """Routes per peer, the peers each Service goes to (for ServiceBGPStatus), problems.
+
+    Problem reasons: `UnknownCommunity`, `AdvertisementProblem` (a bad community value, a
+    `peers` entry naming no BGPPeer of this node), `LocalPrefNotSent` (localPref for an
+    eBGP peer), `LocalPrefConflict` (kind BGPPeer: two localPrefs for one prefix),
+    `RouteProblem` (kind Service: an IP that cannot be announced).
+    """
 
     routes: RouteTable = field(default_factory=dict)
     service_peers: dict[str, list[str]] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
 
 
 def resolve_communities(
     refs: Iterable[str], aliases: Mapping[str, str]
-) -> tuple[set[str], set[str], list[str]]:
-    """(standard, large, problems) for community values or Community alias names.
+) -> tuple[set[str], set[str], list[tuple[str, str]]]:
+    """(standard, large, problems as (reason, message)) for community values or Community alias names.
 
     Values are normalised (`065:01` -> `65:1`) so the same community
     written two ways is one community.
     """
     standard: set[str] = set()
     large: set[str] = set()
-    problems: list[str] = []
+    problems: list[tuple[str, str]] = []
     for ref in refs:
         value = ref if ":" in ref else aliases.get(ref)
         if value is None:
-            problems.append(f"community alias {ref!r} is not defined in any Community object")
+            problems.append(("UnknownCommunity",
+                             f"community alias {ref!r} is not defined in any Community object"))
             continue
         try:
             parts = parse_community(value)
         except ValueError as exc:
-            problems.append(str(exc))
+            problems.append(("AdvertisementProblem", str(exc)))
             continue
         text = ":".join(str(p) for p in parts)
         (large if len(parts) == 3 else standard).add(text)
@@ -113,28 +120,30 @@ def desired_routes(
     standard: dict[tuple[str, str], set[str]] = {}
     large: dict[tuple[str, str], set[str]] = {}
     prefs: dict[tuple[str, str], dict[str, int]] = {}  # advertisement name -> localPref
-    reported: set[str] = set()
+    reported: set[Problem] = set()
 
-    def problem(text: str) -> None:
-        if text not in reported:
-            reported.add(text)
-            out.problems.append(text)
+    def problem(kind: str, name: str, reason: str, message: str) -> None:
+        found = Problem(kind, name, reason, message)
+        if found not in reported:
+            reported.add(found)
+            out.problems.append(found)
 
     for ann in sorted(announcements, key=lambda a: a.service):
         service_peers: set[str] = set()
         for adv in sorted(ann.advertisements, key=lambda a: a.name):
             std, lrg, probs = resolve_communities(adv.communities, aliases)
-            for p in probs:
-                problem(f"BGPAdvertisement {adv.name}: {p}")
+            for reason, text in probs:
+                problem("BGPAdvertisement", adv.name, reason, text)
             for name in adv.peers:
                 if name not in peer_names:
-                    problem(f"BGPAdvertisement {adv.name}: peer {name!r} is not a BGPPeer of this node")
+                    problem("BGPAdvertisement", adv.name, "AdvertisementProblem",
+                            f"peer {name!r} is not a BGPPeer of this node")
             targets = [p for p in peers if not adv.peers or p.name in adv.peers]
             for ip in ann.ips:
                 try:
                     prefix = route_prefix(ip, adv)
                 except ValueError as exc:
-                    problem(f"Service {ann.service}: cannot announce {ip!r}: {exc}")
+                    problem("Service", ann.service, "RouteProblem", f"cannot announce {ip!r}: {exc}")
                     continue
                 version = ipaddress.ip_network(prefix).version
                 for peer in targets:
@@ -147,8 +156,9 @@ def desired_routes(
                     if adv.local_pref is not None:
                         if peer.is_ebgp:
                             problem(
-                                f"BGPAdvertisement {adv.name}: localPref is not sent to eBGP peer "
-                                f"{peer.name} (LOCAL_PREF is an iBGP attribute)"
+                                "BGPAdvertisement", adv.name, "LocalPrefNotSent",
+                                f"localPref is not sent to eBGP peer {peer.name} "
+                                "(LOCAL_PREF is an iBGP attribute)",
                             )
                         else:
                             slot[adv.name] = adv.local_pref
@@ -165,6 +175,7 @@ def desired_routes(
             local_pref = values[first]
             if len(set(values.values())) > 1:
                 problem(
+                    "BGPPeer", peer_name, "LocalPrefConflict",
                     f"conflicting localPref for {prefix} to peer {peer_name}: "
                     + ", ".join(f"{n}={v}" for n, v in sorted(values.items()))
                     + f"; using {local_pref} from {first}"
@@ -238,8 +249,3 @@ def change_command(peer: PeerSpec, change: RouteChange) -> str:
     if change.attrs is None:
         return withdraw_command(peer, change.prefix)
     return announce_command(peer, change.prefix, change.attrs)
-
-
-def count_routes(table: Mapping[str, Mapping[str, RouteAttrs]]) -> int:
-    """Number of (peer, prefix) routes in a table (for metrics)."""
-    return sum(len(v) for v in table.values())

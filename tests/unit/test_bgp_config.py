@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lbspeaker.api.models import BGPPeer
-from lbspeaker.bgp.config import PeerSpec, peer_spec_from_bgppeer, render_config
+from lbspeaker.bgp.config import PeerSpec, is_fatal, peer_spec_from_bgppeer, render_config
 
 RELAY = [sys.executable, "-m", "lbspeaker.bgp.relay", "--socket", "/run/lbspeaker/bgp.sock"]
 
@@ -86,9 +86,9 @@ def test_invalid_peers_are_left_out_with_problems() -> None:
     ]
     out = render_config(peers, RELAY)
     assert [p.name for p in out.peers] == ["ka", "ok"]
-    fatal = {p.peer for p in out.problems if p.fatal}
+    fatal = {p.name for p in out.problems if is_fatal(p)}
     assert fatal == {"zdup", "unnumbered", "fam", "v6-no-rid", "longpw"}
-    warn = [p.message for p in out.problems if not p.fatal]
+    warn = [p.message for p in out.problems if not is_fatal(p)]
     assert any("keepaliveTime" in m for m in warn) and any("bfdProfile" in m for m in warn)
 
 

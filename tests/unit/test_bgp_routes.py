@@ -51,7 +51,7 @@ def test_aggregation_communities_aliases_local_pref_and_peer_filter() -> None:
     assert out.routes == {
         "ibgp": {"198.51.100.0/24": RouteAttrs(200, ("64512:7", "65535:65282"), ("64512:1:2",))},
     }
-    assert any("nosuch" in p for p in out.problems)
+    assert any("nosuch" in p.message and p.reason == "UnknownCommunity" for p in out.problems)
 
 
 def test_local_pref_not_sent_to_ebgp_and_conflicts_resolved_deterministically() -> None:
@@ -60,8 +60,8 @@ def test_local_pref_not_sent_to_ebgp_and_conflicts_resolved_deterministically() 
     out = desired_routes([ann(("198.51.100.10",), b, a)], [EBGP, IBGP])
     assert out.routes["ebgp"]["198.51.100.10/32"] == RouteAttrs(None, ("1:1", "2:2"))
     assert out.routes["ibgp"]["198.51.100.10/32"] == RouteAttrs(100, ("1:1", "2:2"))
-    assert any("conflicting localPref" in p for p in out.problems)
-    assert any("not sent to eBGP" in p for p in out.problems)
+    assert any("conflicting localPref" in p.message for p in out.problems)
+    assert any("not sent to eBGP" in p.message for p in out.problems)
     again = desired_routes([ann(("198.51.100.10",), a, b)], [EBGP, IBGP])
     assert again.routes == out.routes
 
@@ -69,7 +69,7 @@ def test_local_pref_not_sent_to_ebgp_and_conflicts_resolved_deterministically() 
 def test_unknown_peer_name_reported() -> None:
     out = desired_routes([ann(("198.51.100.10",), AdvertisementSpec("a", peers=("gone",)))], [EBGP])
     assert out.routes == {} and out.service_peers == {}
-    assert any("'gone'" in p for p in out.problems)
+    assert any("'gone'" in p.message for p in out.problems)
 
 
 def test_resolve_normalises() -> None:
