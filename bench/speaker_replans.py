@@ -43,7 +43,7 @@ from lbspeaker.kube.resources import (  # noqa: E402
     SERVICES,
 )
 from lbspeaker.kube.rest import Rest  # noqa: E402
-from lbspeaker.netinfo import LinkInfo  # noqa: E402
+from lbspeaker.links import LinkInfo  # noqa: E402
 from lbspeaker.speaker.main import Config, Speaker  # noqa: E402
 from tests.conftest import apply_crds, crd_documents  # noqa: E402
 

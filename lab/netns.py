@@ -132,11 +132,6 @@ def add_veth(
     _run([_ip(), "-n", ns_b, "link", "set", if_b, "up"])
 
 
-def set_sysctl(netns: str, key: str, value: str) -> None:
-    """Set one sysctl inside the namespace (net.* keys are per namespace)."""
-    set_sysctls(netns, {key: value})
-
-
 def set_sysctls(netns: str, values: dict[str, str]) -> None:
     """Set several sysctls inside the namespace with one process (faster than one each)."""
     if not values:

@@ -34,12 +34,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import netns as nsops
 from lab.topology import (
     BGP_MODES,
     NODE_SUBNET_V4,
     NODE_SUBNET_V6,
-    ROUTER,
     ROUTER_IP_V4,
     ROUTER_IP_V6,
     LabPlan,
@@ -207,21 +205,6 @@ def frr_argv(daemon: str, paths: RouterPaths) -> list[str]:
         "-P",
         "0",
     ]
-
-
-def parse_frr_summary(text: str) -> dict[str, str]:
-    """`show bgp summary json` -> {neighbor address: state}, over all address families."""
-    out: dict[str, str] = {}
-    try:
-        data = json.loads(text or "{}")
-    except json.JSONDecodeError:
-        return out
-    for af in data.values():
-        if not isinstance(af, dict):
-            continue
-        for addr, peer in (af.get("peers") or {}).items():
-            out[addr] = str(peer.get("state", "unknown"))
-    return out
 
 
 def parse_frr_neighbors(text: str) -> dict[str, str]:
@@ -508,8 +491,3 @@ def bfd_peers(kind: str, paths: RouterPaths) -> dict[str, str]:
     if kind == "bird":
         return parse_bird_bfd_sessions(birdc(paths, "show bfd sessions"))
     return {}
-
-
-def router_routes(family: int = 4) -> str:
-    """The router namespace's kernel routes (where BGP routes land as ECMP multipath)."""
-    return nsops.run_in(ROUTER, ["ip", f"-{family}", "route", "show"]).stdout

@@ -31,6 +31,8 @@ Facts API (every type is a frozen dataclass; every reader takes one dict):
   `AdvertisementSpec`), both `Advertisement`s with the one matching:
   `matches_pool(pool)` and `selects_node(node_or_labels)`. `PeerFacts` (BGPPeer),
   `community_aliases(objs)`.
+* speaker Leases: `SPEAKER_LEASE_PREFIX`, `speaker_of_lease(name)`, `lease_fresh(lease, now)`,
+  `parse_time`.
 * `ClusterFacts` (`read_cluster(...)`): one snapshot of all of the above, what
   `plan.l2_plan(facts, node)` and `bgp.plan.bgp_plan(facts, node)` take.
 """
@@ -40,6 +42,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -643,6 +646,45 @@ def community_aliases(objects: Iterable[Obj]) -> dict[str, str]:
             if isinstance(entry, Mapping) and entry.get("name") and entry.get("value"):
                 out.setdefault(str(entry["name"]), str(entry["value"]))
     return out
+
+
+# --- speaker Leases -------------------------------------------------------------------------------
+
+SPEAKER_LEASE_PREFIX = "speaker-"  # each speaker holds the Lease speaker-<node> in its namespace
+
+
+def speaker_of_lease(name: str) -> str | None:
+    """The node whose speaker holds Lease `name` (None: not a speaker Lease)."""
+    if name.startswith(SPEAKER_LEASE_PREFIX) and len(name) > len(SPEAKER_LEASE_PREFIX):
+        return name[len(SPEAKER_LEASE_PREFIX):]
+    return None
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """Parse metav1.Time / MicroTime ("...Z", with or without fractional seconds)."""
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def lease_fresh(lease: Obj, now: datetime | None = None, skew_s: float = 0.0) -> bool:
+    """Wall-clock freshness (holder set, renewTime + duration + skew >= now) for membership checks.
+
+    This is what other components use to call a speaker live; it trusts the writer's
+    clock, so pass a `skew_s` allowance. The Lease lock itself never relies on it.
+    """
+    spec = lease.get("spec") or {}
+    if not spec.get("holderIdentity"):
+        return False
+    renew = parse_time(spec.get("renewTime"))
+    if renew is None:
+        return False
+    duration = float(spec.get("leaseDurationSeconds") or 0)
+    now = now or datetime.now(UTC)
+    return (now - renew).total_seconds() <= duration + skew_s
 
 
 # --- one snapshot ---------------------------------------------------------------------------------

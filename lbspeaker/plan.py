@@ -1,7 +1,7 @@
 """Layer-2 plan: cluster state + this node -> what this node announces, and who announces what.
 
 Pure: plain data in, plain data out, no I/O (the link list comes in as `LinkInfo`
-records; `netinfo.select_interfaces` is its pure part). Every speaker computes the
+records and `links.select_interfaces` chooses among them). Every speaker computes the
 same owner for every IP from the same facts, whatever order they arrive in, so the
 speakers never need to talk to each other to agree (see `election.py`).
 
@@ -50,7 +50,7 @@ from lbspeaker.facts import (
     ServiceKey,
     pool_of,
 )
-from lbspeaker.netinfo import LinkInfo, missing_interfaces, select_interfaces
+from lbspeaker.links import LinkInfo, missing_interfaces, select_interfaces
 
 
 @dataclass(frozen=True)

@@ -110,14 +110,6 @@ class Derivation:
 # -- module discovery ----------------------------------------------------------------------------
 
 
-def module_file(module: str, root: Path = REPO) -> Path | None:
-    base = root.joinpath(*module.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def all_modules(root: Path = REPO) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for pkg in PACKAGES:

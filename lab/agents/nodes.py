@@ -127,14 +127,6 @@ def taints_once_ready(node: dict[str, Any]) -> list[dict[str, Any]] | None:
     return kept
 
 
-def pod_is_ready(pod: dict[str, Any]) -> bool:
-    """The Pod's Ready condition is True."""
-    for c in (pod.get("status") or {}).get("conditions") or []:
-        if c.get("type") == "Ready":
-            return c.get("status") == "True"
-    return False
-
-
 def readiness_wanted(pod: dict[str, Any]) -> bool:
     """False when the lab's readiness switch annotation says so (see lab.agents docstring)."""
     value = ((pod.get("metadata") or {}).get("annotations") or {}).get(READY_ANNOTATION)

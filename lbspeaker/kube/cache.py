@@ -217,10 +217,6 @@ class WatchCache:
 
     # -- public API --------------------------------------------------------------------------
 
-    def add_handler(self, handler: EventHandler) -> None:
-        """Add another `on_event`-style callback (before `start()` to see the initial ADDEDs)."""
-        self._handlers.append(handler)
-
     def start(self) -> WatchCache:
         if self._thread is not None:
             raise RuntimeError("already started")

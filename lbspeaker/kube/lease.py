@@ -31,16 +31,6 @@ def micro_time(now: datetime | None = None) -> str:
     return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def parse_time(value: str | None) -> datetime | None:
-    """Parse metav1.Time / MicroTime ("...Z", with or without fractional seconds)."""
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 class Action(enum.Enum):
     """What `try_acquire_or_renew` should do with the Lease it just read."""
 
@@ -119,23 +109,6 @@ def new_spec(
         "renewTime": stamp,
         "leaseTransitions": transitions if action is Action.ACQUIRE else 0,
     }
-
-
-def lease_fresh(lease: Mapping[str, Any], now: datetime | None = None, skew_s: float = 0.0) -> bool:
-    """Wall-clock freshness (holder set, renewTime + duration + skew >= now) for membership checks.
-
-    This is what other components use to call a speaker live; it trusts the writer's
-    clock, so pass a `skew_s` allowance. The lock itself never relies on it.
-    """
-    spec = lease.get("spec") or {}
-    if not spec.get("holderIdentity"):
-        return False
-    renew = parse_time(spec.get("renewTime"))
-    if renew is None:
-        return False
-    duration = float(spec.get("leaseDurationSeconds") or 0)
-    now = now or datetime.now(UTC)
-    return (now - renew).total_seconds() <= duration + skew_s
 
 
 class LeaseLock:

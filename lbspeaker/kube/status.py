@@ -105,27 +105,3 @@ def patch_annotations(
             _retry_sleep(backoff, attempt, attempts)
     assert last is not None
     raise last
-
-
-def patch_status_with_retry(
-    rest: Rest,
-    resource: Resource,
-    namespace: str | None,
-    name: str,
-    patch: Mapping[str, Any],
-    attempts: int = DEFAULT_ATTEMPTS,
-    backoff: Backoff | None = None,
-) -> dict[str, Any]:
-    """Merge-patch the /status subresource (`patch` is the status fragment), retried on transient errors."""
-    backoff = backoff or Backoff(initial=0.02, cap=1.0)
-    last: ApiError | None = None
-    for attempt in range(attempts):
-        try:
-            return rest.patch_status(resource, name, {"status": dict(patch)}, namespace)
-        except ApiError as exc:
-            if not exc.retriable:
-                raise
-            last = exc
-            _retry_sleep(backoff, attempt, attempts)
-    assert last is not None
-    raise last

@@ -9,7 +9,6 @@ that fails the fast check goes through the full parser only to be classified
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterable
 from typing import Final
 
@@ -157,8 +156,3 @@ class ArpResponder:
         """Close the socket; no more answers from this responder."""
         self._owned = frozenset()
         self.sock.close()
-
-
-def ipv4_bytes(ip: str) -> bytes:
-    """Text IPv4 -> 4 bytes (socket.inet_aton accepts shorthand forms; this does not)."""
-    return socket.inet_pton(socket.AF_INET, ip)

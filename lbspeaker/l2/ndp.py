@@ -36,20 +36,6 @@ from lbspeaker.l2.frames import (
 from lbspeaker.l2.packet import ResponderStats, open_packet_socket, set_multicast_membership, socket_mac
 
 DEFAULT_BATCH: Final = 256
-IF_INET6: Final = "/proc/net/if_inet6"
-
-
-def link_local_address(ifname: str, path: str = IF_INET6) -> bytes | None:
-    """The interface's first link-local IPv6 address (from procfs, current netns)."""
-    try:
-        with open(path) as fh:
-            for line in fh:
-                parts = line.split()
-                if len(parts) >= 6 and parts[5] == ifname and parts[3] == "20":
-                    return bytes.fromhex(parts[0])
-    except OSError:
-        return None
-    return None
 
 
 class NdpResponder:

@@ -176,8 +176,3 @@ def render(directory: str | Path) -> list[dict[str, Any]]:
         out.append(obj)
     _apply_patches(out, list(spec.get("patches") or []), kfile)
     return out
-
-
-def render_yaml(directory: str | Path) -> str:
-    """The rendered objects as one multi-document YAML stream."""
-    return yaml.safe_dump_all(render(directory), sort_keys=False)

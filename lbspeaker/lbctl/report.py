@@ -18,17 +18,18 @@ from lbspeaker.facts import (
     ingress_ips,
     is_load_balancer,
     key_of,
+    lease_fresh,
     name_of,
+    parse_time,
     pool_of,
     read_node,
     read_pool,
     service_facts,
     serving_endpoint_addresses,
     slices_by_service,
+    speaker_of_lease,
 )
-from lbspeaker.kube.lease import lease_fresh, parse_time
 from lbspeaker.speaker import strictarp
-from lbspeaker.speaker.membership import LEASE_PREFIX
 
 Obj = dict[str, Any]
 
@@ -112,11 +113,12 @@ def last_event(snap: Snapshot, obj: Mapping[str, Any], reason: str) -> Obj | Non
 
 
 def speaker_leases(snap: Snapshot) -> dict[str, Obj]:
-    return {
-        name_of(lease)[len(LEASE_PREFIX):]: lease
-        for lease in snap.leases
-        if name_of(lease).startswith(LEASE_PREFIX)
-    }
+    out: dict[str, Obj] = {}
+    for lease in snap.leases:
+        node = speaker_of_lease(name_of(lease))
+        if node is not None:
+            out[node] = lease
+    return out
 
 
 def speaker_problem(lease: Mapping[str, Any] | None, now: datetime) -> str | None:

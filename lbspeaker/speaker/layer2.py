@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from lbspeaker.facts import Problem
-from lbspeaker.netinfo import select_interfaces
+from lbspeaker.links import select_interfaces
 from lbspeaker.plan import Plan, compute_plan
 from lbspeaker.speaker import snapshot as S
 from lbspeaker.speaker import strictarp

@@ -73,7 +73,7 @@ from lbspeaker.kube.resources import (
     SERVICES,
 )
 from lbspeaker.kube.rest import Rest
-from lbspeaker.netinfo import LinkInfo
+from lbspeaker.links import LinkInfo
 from lbspeaker.plan import Plan
 from lbspeaker.speaker import snapshot as S
 from lbspeaker.speaker import strictarp

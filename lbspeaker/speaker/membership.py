@@ -48,12 +48,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from lbspeaker.kube.lease import parse_time, record_of
+from lbspeaker.facts import SPEAKER_LEASE_PREFIX as LEASE_PREFIX
+from lbspeaker.facts import parse_time
+from lbspeaker.facts import speaker_of_lease as node_of_lease
+from lbspeaker.kube.lease import record_of
 from lbspeaker.speaker.heartbeat import PeerState
 
 log = logging.getLogger(__name__)
 
-LEASE_PREFIX = "speaker-"
 
 
 class LeaseState(enum.Enum):
@@ -64,12 +66,6 @@ class LeaseState(enum.Enum):
 
 def lease_name(node: str) -> str:
     return f"{LEASE_PREFIX}{node}"
-
-
-def node_of_lease(name: str) -> str | None:
-    if name.startswith(LEASE_PREFIX) and len(name) > len(LEASE_PREFIX):
-        return name[len(LEASE_PREFIX) :]
-    return None
 
 
 def is_live(lease: LeaseState, hb: PeerState) -> bool:
@@ -252,10 +248,6 @@ class Membership:
             now_wall = datetime.now(UTC)
             states = {n: self.tracker.state(n, now_mono, now_wall, api_ok) for n in self.tracker.nodes()}
         return live_set(self.node, self.self_live(), states, self._hb())
-
-    def next_expiry_check(self) -> float:
-        """Seconds until a Lease might expire in our view (so the owner re-plans then)."""
-        return min(1.0, self.renew_interval / 2)
 
     def stop(self, release: bool = True) -> None:
         """Stop renewing; release the Lease (at once, before exit) so others need not wait."""

@@ -38,7 +38,7 @@ from lbspeaker.facts import (
     serving_endpoint_nodes,
 )
 from lbspeaker.kube.cache import DELETED, Key, key_of
-from lbspeaker.netinfo import LinkInfo
+from lbspeaker.links import LinkInfo
 from lbspeaker.speaker import strictarp
 
 Reading = Callable[[Mapping[str, Any]], Any]

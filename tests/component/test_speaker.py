@@ -31,7 +31,7 @@ from lbspeaker.kube.resources import (
     SERVICES,
 )
 from lbspeaker.kube.rest import ApiError, Rest
-from lbspeaker.netinfo import LinkInfo
+from lbspeaker.links import LinkInfo
 from lbspeaker.speaker.main import Config, Speaker
 from lbspeaker.speaker.status import L2_STATUS, l2_fields
 from tests.helpers import wait_for

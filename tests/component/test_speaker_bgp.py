@@ -37,7 +37,7 @@ from lbspeaker.kube.resources import (
     SERVICES,
 )
 from lbspeaker.kube.rest import ApiError, Rest
-from lbspeaker.netinfo import LinkInfo
+from lbspeaker.links import LinkInfo
 from lbspeaker.speaker.main import Config, Speaker
 from lbspeaker.speaker.status import BGP_STATUS
 from tests.component.test_speaker import FakeAnnouncer

@@ -235,7 +235,7 @@ def test_merge_session_replaces_only_this_node() -> None:
 
 
 def test_secret_password_and_proc_routes() -> None:
-    from lbspeaker.netinfo import parse_proc_routes
+    from lbspeaker.links import parse_proc_routes
     from lbspeaker.speaker.secrets import secret_password
 
     assert secret_password({"data": {"password": "czNjcmV0"}}) == "s3cret"

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from lbspeaker.facts import lease_fresh
 from lbspeaker.kube.events import EventRecorder, TokenBucket, dedup_key, event_namespace, involved_object
-from lbspeaker.kube.lease import Action, Observation, decide, lease_fresh, micro_time, new_spec, record_of
+from lbspeaker.kube.lease import Action, Observation, decide, micro_time, new_spec, record_of
 from lbspeaker.kube.resources import EVENTS, SERVICES, Resource
 from lbspeaker.kube.rest import ApiError
 from lbspeaker.kube.status import patch_annotations, update_status

@@ -1,4 +1,4 @@
-"""netinfo: pure interface selection, message conversion, sysctl helpers on a fake procfs."""
+"""links (pure interface selection) and netinfo (message conversion, sysctl helpers on a fake procfs)."""
 
 from __future__ import annotations
 
@@ -7,21 +7,23 @@ from typing import Any
 
 import pytest
 
-from lbspeaker.netinfo import (
+from lbspeaker.links import (
     IFF_LOOPBACK,
     IFF_LOWER_UP,
     IFF_NOARP,
     IFF_UP,
+    LinkInfo,
+    missing_interfaces,
+    select_interfaces,
+)
+from lbspeaker.netinfo import (
     RTM_DELLINK,
     RTM_NEWLINK,
-    LinkInfo,
     arp_sysctl_name,
     enforce_strict_arp,
     get_arp_settings,
     link_from_message,
-    missing_interfaces,
     parse_link_events,
-    select_interfaces,
     sysctl_get,
     sysctl_set,
 )

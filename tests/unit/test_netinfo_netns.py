@@ -18,7 +18,8 @@ pytestmark = [
 
 SCRIPT = r"""
 import json, subprocess, threading, time
-from lbspeaker.netinfo import LinkWatcher, list_links, select_interfaces, enforce_strict_arp, get_arp_settings
+from lbspeaker.links import select_interfaces
+from lbspeaker.netinfo import LinkWatcher, list_links, enforce_strict_arp, get_arp_settings
 
 events = []
 seen = threading.Event()

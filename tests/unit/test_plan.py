@@ -12,7 +12,7 @@ from lbspeaker.api.addresses import parse_address_range
 from lbspeaker.api.constants import EXCLUDE_FROM_LB_LABEL
 from lbspeaker.election import elect_l2
 from lbspeaker.facts import L2AdvertisementFacts, NodeFacts, Pool, ServiceFacts
-from lbspeaker.netinfo import IFF_NOARP, IFF_UP, LinkInfo
+from lbspeaker.links import IFF_NOARP, IFF_UP, LinkInfo
 from lbspeaker.plan import compute_plan
 
 POOL = Pool("pool", (parse_address_range("172.18.255.200-172.18.255.250"),), labels={"env": "lab"})
