@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import signal
 import socket
 import statistics
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from lbspeaker.l2.bpf import JEQ_K, LDH_ABS, LDW_ABS, PACKET_OUTGOING, RET_K, SKF_AD_OFF, attach_filter  # noqa: E402
+from lbspeaker.l2.mmsg import MmsgIO  # noqa: E402
 
 KERNEL_IP = "172.18.0.2"
 CLIENT_IP = "172.18.0.9"
@@ -46,6 +49,8 @@ VIP = "172.18.255.200"
 PROBE_EVERY = 100
 PROBE_IPS = [f"172.18.1.{i}" for i in range(1, 201)]
 RESULTS = REPO / "bench" / "results" / "arp_throughput.json"
+MMSG_BATCH = 64  # requests per batch: the sender checks its deadline after each
+BIN = 0.01  # seconds: the receiver counts replies per bin, so a caller can pick its window
 
 
 def ip4(s: str) -> bytes:
@@ -68,47 +73,102 @@ def who_has(src_mac: bytes, spa: bytes, tpa: bytes) -> bytes:
 # --- roles run inside the client namespace ------------------------------------------
 
 
-def role_sender(target: str, rate: float, count: int, max_seconds: float) -> None:
-    """Send `count` who-has for `target`, paced at `rate`/s (0 = as fast as possible)."""
+def send_plan(sent: int, count: int, elapsed: float, rate: float, batch: int) -> int:
+    """How many requests to send now: what the pace says is due, but at most one batch.
+
+    The bound is the point: a sender slower than `rate` that sent everything due before
+    looking at its clock again chased a target growing faster than it sent, and ran
+    28.6 s past a 10 s deadline. One batch at a time, it checks the deadline every batch.
+    """
+    due = count if rate <= 0 else min(count, int(elapsed * rate) + 1)
+    return max(0, min(due - sent, batch))
+
+
+def send_loop(
+    count: int,
+    rate: float,
+    max_seconds: float,
+    batch: int,
+    send_frames: Callable[[int, int], int],
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[int, int, float, float]:
+    """Send requests `sent..sent+n-1` through `send_frames` (which returns how many went out)
+    until `count` are sent or `max_seconds` pass; return (sent, errors, t0, t_end)."""
+    t0 = clock()
+    deadline = t0 + max_seconds
+    sent = errors = 0
+    while sent < count:
+        now = clock()
+        if now >= deadline:
+            break
+        n = send_plan(sent, count, now - t0, rate, batch)
+        if n == 0:
+            sleep(0.0002)
+            continue
+        errors += n - send_frames(sent, n)
+        sent += n
+    return sent, errors, t0, clock()
+
+
+def role_sender(target: str, rate: float, count: int, max_seconds: float, mmsg: bool = False) -> None:
+    """Send `count` who-has for `target`, paced at `rate`/s (0 = as fast as possible), for at
+    most `max_seconds`; with `mmsg`, in sendmmsg batches of 64 (one system call a batch)."""
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     s.bind(("eth0", 0))
     mac = bytes(s.getsockname()[4])
     tpa = ip4(target)
     regular = who_has(mac, ip4(CLIENT_IP), tpa)
     probes = [who_has(mac, ip4(p), tpa) for p in PROBE_IPS]
-    send = s.send
-    sent = errors = 0
     probe_log: list[tuple[int, float]] = []
-    t0 = time.monotonic()
-    deadline = t0 + max_seconds
     mono = time.monotonic
-    while sent < count:
-        now = mono()
-        if now > deadline:
-            break
-        due = count if rate <= 0 else min(count, int((now - t0) * rate) + 1)
-        if sent >= due:
-            time.sleep(0.0002)
-            continue
-        while sent < due:
-            if sent % PROBE_EVERY == 0:
-                k = (sent // PROBE_EVERY) % len(PROBE_IPS)
-                t = mono()
-                frame = probes[k]
+    send = s.send
+
+    def frames(start: int, n: int) -> list[bytes]:
+        out = [regular] * n
+        first = -start % PROBE_EVERY
+        if first < n:
+            t = mono()
+            for i in range(first, n, PROBE_EVERY):
+                k = ((start + i) // PROBE_EVERY) % len(PROBE_IPS)
+                out[i] = probes[k]
                 probe_log.append((k, t))
+        return out
+
+    def one_by_one(start: int, n: int) -> int:
+        ok = 0
+        for i in range(start, start + n):
+            if i % PROBE_EVERY == 0:
+                k = (i // PROBE_EVERY) % len(PROBE_IPS)
+                probe_log.append((k, mono()))
+                frame = probes[k]
             else:
                 frame = regular
             try:
                 send(frame)
+                ok += 1
             except OSError:
-                errors += 1
-            sent += 1
-    t_end = time.monotonic()
+                pass
+        return ok
+
+    send_frames = one_by_one
+    if mmsg:
+        mm = MmsgIO(s, batch=MMSG_BATCH, frame_size=64)
+
+        def batched(start: int, n: int) -> int:
+            try:
+                return mm.send(frames(start, n))
+            except OSError:
+                return 0
+
+        send_frames = batched
+    sent, errors, t0, t_end = send_loop(count, rate, max_seconds, MMSG_BATCH, send_frames)
     print(json.dumps({"sent": sent, "errors": errors, "t0": t0, "t_end": t_end, "probes": probe_log}))
 
 
-def role_receiver(target: str, seconds: float) -> None:
-    """Count ARP replies from `target` for `seconds`, logging probe replies' times."""
+def role_receiver(target: str, seconds: float, mmsg: bool = False) -> None:
+    """Count ARP replies from `target` for `seconds`, logging probe replies' times and the
+    count per BIN of CLOCK_MONOTONIC (shared with the sender); with `mmsg`, recvmmsg batches."""
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     prog = [
         (LDH_ABS, 0, 0, 12),
@@ -123,38 +183,61 @@ def role_receiver(target: str, seconds: float) -> None:
     attach_filter(s, prog)
     s.setsockopt(socket.SOL_SOCKET, 33, 8 * 1024 * 1024)  # SO_RCVBUFFORCE
     s.bind(("eth0", 0x0806))
-    s.settimeout(0.1)
     spa_target = ip4(target)
     client = ip4(CLIENT_IP)
     probe_index = {ip4(p): i for i, p in enumerate(PROBE_IPS)}
     replies = 0
     first = last = 0.0
     probe_replies: list[tuple[int, float]] = []
+    bins: dict[int, int] = {}
     mono = time.monotonic
-    stop_at = mono() + seconds
+    if mmsg:
+        s.setblocking(False)
+        mm = MmsgIO(s, batch=MMSG_BATCH, frame_size=64)
+
+        def receive() -> list[bytes]:
+            got = mm.recv()
+            if not got:
+                select.select([s], [], [], 0.1)
+            return got
+    else:
+        s.settimeout(0.1)
+
+        def receive() -> list[bytes]:
+            try:
+                return [s.recv(64)]
+            except TimeoutError:
+                return []
+
+    start = mono()
+    stop_at = start + seconds
     print(json.dumps({"ready": True}), flush=True)
     while True:
-        try:
-            frame = s.recv(64)
-        except TimeoutError:
-            if mono() > stop_at:
-                break
-            continue
+        got = receive()
         now = mono()
-        if frame[28:32] != spa_target:
-            continue
-        replies += 1
-        if not first:
-            first = now
-        last = now
-        tpa = frame[38:42]
-        if tpa != client:
-            k = probe_index.get(tpa)
-            if k is not None:
-                probe_replies.append((k, now))
+        for frame in got:
+            if frame[28:32] != spa_target:
+                continue
+            replies += 1
+            if not first:
+                first = now
+            last = now
+            b = int(now / BIN)
+            bins[b] = bins.get(b, 0) + 1
+            tpa = frame[38:42]
+            if tpa != client:
+                k = probe_index.get(tpa)
+                if k is not None:
+                    probe_replies.append((k, now))
         if now > stop_at:
             break
-    print(json.dumps({"replies": replies, "first": first, "last": last, "probes": probe_replies}))
+    print(json.dumps({"replies": replies, "first": first, "last": last, "probes": probe_replies,
+                      "bin": BIN, "bins": sorted(bins.items()), "listened": [start, now]}))
+
+
+def replies_between(bins: list[list[int]] | list[tuple[int, int]], bin_s: float, t0: float, t1: float) -> int:
+    """Replies the receiver counted in whole bins starting within [t0, t1) (monotonic seconds)."""
+    return sum(n for b, n in bins if t0 <= b * bin_s < t1)
 
 
 # --- orchestration ------------------------------------------------------------------
@@ -313,13 +396,14 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--max-seconds", type=float, default=5.0)
     ap.add_argument("--burst", type=int, default=60000, help="requests in the unpaced burst")
+    ap.add_argument("--mmsg", action="store_true", help="sender/receiver roles: sendmmsg/recvmmsg batches")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
     if args.role == "sender":
-        role_sender(args.target, args.rate, args.count, args.max_seconds)
+        role_sender(args.target, args.rate, args.count, args.max_seconds, args.mmsg)
         return 0
     if args.role == "receiver":
-        role_receiver(args.target, args.seconds)
+        role_receiver(args.target, args.seconds, args.mmsg)
         return 0
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)

@@ -13,10 +13,10 @@ and three phases while a watcher samples, every 50 ms, which nodes announce the 
    with a wrong key, fresh node names, garbage; `--forged` of each kind, bounded;
 2. a key rotation: add a newer key to Secret lbspeaker-memberlist, wait until every
    speaker signs with it, remove the old key;
-3. an ARP flood: who-has for the VIP from `client` at the responder's measured limit
-   (`--flood-rate`, 130,000/s) or as fast as one raw socket sends if that is less
-   (bench/arp_throughput.py's sender, bounded by count and `--flood-seconds`), replies
-   counted by its receiver.
+3. an ARP flood: who-has for the VIP from `client`, as fast as bench/arp_throughput.py's
+   sender goes in sendmmsg batches (or paced at `--flood-rate`), stopping at `--flood-seconds`
+   (deadline checked every batch) or `--flood-count`; its receiver (recvmmsg) listens across
+   the whole flood, and replies and heartbeats are counted over the sender's window.
 
 Each phase must end with the same owner, no membership change and every heartbeat peer
 alive. Prints the figures and writes bench/results/membership_lab.json. Brings its own lab
@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.arp_throughput import replies_between  # noqa: E402
 from lab import netns as nsops  # noqa: E402
 from lab import topology as topo  # noqa: E402
 from lab.agents.kubeapi import KubeApi  # noqa: E402
@@ -204,6 +205,51 @@ def phase_result(name: str, watcher: Watcher, t0: float, owner: str, lab: Lab, n
     return res
 
 
+def arp_flood(lab: Lab, watcher: Watcher, owner: str, ip: str, nodes: list[str],
+              args: argparse.Namespace) -> dict[str, Any]:
+    """Who-has for the VIP from `client` in sendmmsg batches for --flood-seconds (and at most
+    --flood-count), replies counted by a receiver listening across the whole flood; replies
+    and heartbeats are counted over the sender's own window [t0, t_end]."""
+    before, t0 = membership_changes(lab), time.monotonic()
+    bench = str(ROOT / "bench" / "arp_throughput.py")
+    recv = nsops.popen_in(topo.CLIENT, [sys.executable, bench, "--role", "receiver", "--mmsg", "--target", ip,
+                                        "--seconds", str(args.flood_seconds + 3)],
+                          stdout=subprocess.PIPE, text=True)
+    assert recv.stdout is not None
+    try:
+        recv.stdout.readline()  # ready
+        hb_before = speaker_view(nodes)
+        hb_t0 = time.monotonic()
+        send_out = nsops.run_in(topo.CLIENT, [
+            sys.executable, bench, "--role", "sender", "--mmsg", "--target", ip,
+            "--rate", str(args.flood_rate), "--count", str(args.flood_count),
+            "--max-seconds", str(args.flood_seconds)],
+            timeout=args.flood_seconds + 60).stdout
+        hb_t1 = time.monotonic()
+        hb_after = speaker_view(nodes)
+        got = json.loads(recv.communicate(timeout=args.flood_seconds + 30)[0].strip().splitlines()[-1])
+    finally:
+        if recv.poll() is None:
+            recv.kill()  # ours, by PID
+            recv.wait()
+    s = json.loads(send_out.strip().splitlines()[-1])
+    dur = s["t_end"] - s["t0"]
+    replies = replies_between(got["bins"], got["bin"], s["t0"], s["t_end"])
+    time.sleep(2.0)
+    return phase_result("ARP flood", watcher, t0, owner, lab, nodes, before, {
+        "requests_sent": s["sent"] - s["errors"], "send_errors": s["errors"], "seconds": round(dur, 2),
+        "send_rate": round((s["sent"] - s["errors"]) / dur, 1) if dur else 0,
+        "replies": replies, "reply_rate": round(replies / dur, 1) if dur else 0,
+        "replies_after_flood": got["replies"] - replies,
+        "receiver_listened_s": [round(t - s["t0"], 2) for t in got["listened"]],
+        "receiver_window_covers_flood": got["listened"][0] <= s["t0"] and got["listened"][1] >= s["t_end"],
+        "heartbeat_window_s": round(hb_t1 - hb_t0, 2),
+        "heartbeats_received_during_flood": {
+            n: hb_after[n]["received"] - hb_before[n]["received"] for n in nodes},
+        "peers_alive_after_flood": {n: hb_after[n]["peers_alive"] for n in nodes},
+        "answering_after": answering_node(lab, ip)})
+
+
 def run(lab: Lab, args: argparse.Namespace) -> dict[str, Any]:
     api, ip = setup_service(lab)
     owner = expected_owner(lab, ip)
@@ -246,31 +292,7 @@ def run(lab: Lab, args: argparse.Namespace) -> dict[str, Any]:
                                      "answering_after": answering_node(lab, ip)}))
 
         # 3. ARP flood
-        before, t0 = membership_changes(lab), time.monotonic()
-        bench = str(ROOT / "bench" / "arp_throughput.py")
-        recv = nsops.popen_in(topo.CLIENT, [sys.executable, bench, "--role", "receiver", "--target", ip,
-                                            "--seconds", str(args.flood_seconds + 2)],
-                              stdout=subprocess.PIPE, text=True)
-        assert recv.stdout is not None
-        try:
-            recv.stdout.readline()  # ready
-            send_out = nsops.run_in(topo.CLIENT, [
-                sys.executable, bench, "--role", "sender", "--target", ip, "--rate", str(args.flood_rate),
-                "--count", str(int(args.flood_rate * args.flood_seconds)),
-                "--max-seconds", str(args.flood_seconds)], timeout=args.flood_seconds + 60).stdout
-            got = json.loads(recv.communicate(timeout=args.flood_seconds + 30)[0].strip().splitlines()[-1])
-        finally:
-            if recv.poll() is None:
-                recv.kill()  # ours, by PID
-                recv.wait()
-        s = json.loads(send_out.strip().splitlines()[-1])
-        time.sleep(2.0)
-        dur = s["t_end"] - s["t0"]
-        results.append(phase_result("ARP flood", watcher, t0, owner, lab, nodes, before, {
-            "requests_sent": s["sent"], "send_errors": s["errors"], "seconds": round(dur, 2),
-            "send_rate": round(s["sent"] / dur, 1) if dur else 0, "replies": got["replies"],
-            "reply_rate": round(got["replies"] / dur, 1) if dur else 0,
-            "answering_after": answering_node(lab, ip)}))
+        results.append(arp_flood(lab, watcher, owner, ip, nodes, args))
     finally:
         watcher.stop()
     return {"owner": owner, "ip": ip, "watch_errors": watcher.errors, "phases": results}
@@ -284,9 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--targets", default="")
     ap.add_argument("--forged", type=int, default=2000, help="datagrams of each forged kind, per target")
     ap.add_argument("--flood-seconds", type=float, default=10.0)
-    ap.add_argument("--flood-rate", type=float, default=130_000,
-                    help="ARP requests per second asked of the sender: the responder's measured limit "
-                         "(bench/arp_throughput.py, unpaced burst); the sender's own ceiling may be lower")
+    ap.add_argument("--flood-rate", type=float, default=0,
+                    help="ARP requests per second asked of the sender; 0 (default): as fast as its "
+                         "sendmmsg batches go, at or above the responder's measured limit (~129k/s)")
+    ap.add_argument("--flood-count", type=int, default=20_000_000, help="at most this many requests")
     ap.add_argument("--key-delay", type=float, default=10.0, help="the speakers' --heartbeat-key-delay")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
