@@ -109,6 +109,9 @@ class BGP:
         self.manager: ManagerLike | None = None
         # ExaBGP's pdeathsig fires when the thread that started it ends: `finish` waits for this.
         self._manager_done = threading.Event()
+        # Snapshots of the live sessions are taken by several threads (plan, ExaBGP's notifier,
+        # the session writer): one lock makes them reach SessionStatus in the order taken.
+        self._refresh_mu = threading.Lock()
         self._node_networks = node_networks
         self._networks: list[str] | None = None
         self._networks_at = 0.0
@@ -217,8 +220,9 @@ class BGP:
         plan = self.applied
         if plan is None:
             return
-        live = self.manager.sessions() if self.manager is not None else {}
-        self.sessions.update({n: plan.peer_reasons.get(n, "") for n in plan.selected_peers}, live)
+        with self._refresh_mu:
+            live = self.manager.sessions() if self.manager is not None else {}
+            self.sessions.update({n: plan.peer_reasons.get(n, "") for n in plan.selected_peers}, live)
 
     def _on_session_change(self, name: str, session: PeerSession) -> None:
         """From the manager's notify thread."""

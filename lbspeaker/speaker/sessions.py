@@ -75,6 +75,23 @@ def session_entry(session: PeerSession | None, plan_reason: str) -> SessionEntry
     return SessionEntry(session.state, reason, rfc3339(session.since))
 
 
+def is_news(told: tuple[bool, str] | None, now: tuple[bool, str]) -> bool:
+    """Whether (established, reason) `now` is worth an Event after `told` (None: nothing yet).
+
+    Up and down are news once per transition; while down, only a new non-empty reason is
+    (the router's NOTIFICATION after "connection refused"). A fresh session still
+    connecting, or a down session whose reason was cleared, is not.
+    """
+    established, reason = now
+    if told == now:
+        return False
+    if established:
+        return True
+    if told is None or not told[0]:
+        return bool(reason)
+    return True  # it was up: going down is news, with or without a reason
+
+
 class SessionStatus:
     """Keeps this node's session entries in step with the plan and ExaBGP's sessions.
 
@@ -128,8 +145,8 @@ class SessionStatus:
                 break
             told = self._told.get(name)
             now = (entry.established, "" if entry.established else entry.reason)
-            if told == now or (told is None and not entry.established and not entry.reason):
-                continue  # nothing new (a fresh session still connecting is not news)
+            if not is_news(told, now):
+                continue
             self._told[name] = now
             if entry.established:
                 log.info("BGP: session to %s established", name)

@@ -9,6 +9,7 @@ passwordSecret, bad input never crashing, layer 2 unaffected, and SIGTERM order
 
 from __future__ import annotations
 
+import copy
 import threading
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -92,7 +93,7 @@ class FakeManager:
 
     def sessions(self) -> dict[str, PeerSession]:
         with self.lock:
-            return dict(self._sessions)
+            return {k: copy.copy(v) for k, v in self._sessions.items()}  # as ExaBGPManager does
 
     def in_sync(self) -> bool:
         return True

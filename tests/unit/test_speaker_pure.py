@@ -204,3 +204,51 @@ def test_cli_defaults_documented() -> None:
     for flag in ("--lease-duration", "--renew-interval", "--heartbeat-timeout", "--enforce-strict-arp",
                  "--interfaces", "--ignore-exclude-lb"):
         assert flag in text
+
+
+# --- BGP session Events: once per transition ---------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "told, now, news",
+    [
+        (None, (False, ""), False),  # a fresh session still connecting
+        (None, (False, "connection refused"), True),
+        (None, (True, ""), True),
+        ((False, "MD5 authentication failed"), (False, ""), False),  # reason cleared: still the same outage
+        ((False, "MD5 authentication failed"), (False, "MD5 authentication failed"), False),
+        ((False, "connection refused"), (False, "router sent NOTIFICATION Cease"), True),
+        ((False, ""), (True, ""), True),
+        ((True, ""), (True, ""), False),
+        ((True, ""), (False, ""), True),  # it was up: going down is news even without a reason
+        ((True, ""), (False, "Hold Timer Expired"), True),
+    ],
+)
+def test_session_event_is_news(told: tuple[bool, str] | None, now: tuple[bool, str], news: bool) -> None:
+    from lbspeaker.speaker.sessions import is_news
+
+    assert is_news(told, now) is news
+
+
+def test_session_events_survive_a_stale_snapshot() -> None:
+    """A snapshot taken before the error, applied after it, must not add a second BGPSessionDown."""
+    from lbspeaker.bgp.session import PeerSession
+    from lbspeaker.speaker.sessions import SessionStatus
+
+    class Rep:
+        def __init__(self) -> None:
+            self.events: list[str] = []
+
+        def normal(self, kind: str, name: str, reason: str, message: str) -> None:
+            self.events.append(reason)
+
+        def warning(self, kind: str, name: str, reason: str, message: str) -> None:
+            self.events.append(reason)
+
+    rep = Rep()
+    st_ = SessionStatus(None, "ns", "node-a", rep)  # type: ignore[arg-type]
+    idle = PeerSession("router", "Idle")
+    down = PeerSession("router", "Active", last_error="MD5 authentication failed")
+    for live in (down, idle, down, PeerSession("router", "Connect"), down):
+        st_.update({"router": ""}, {"router": live})
+    st_.update({"router": ""}, {"router": PeerSession("router", "Established")})
+    assert rep.events == ["BGPSessionDown", "BGPSessionUp"]
