@@ -137,8 +137,9 @@ def speakers(rest: Rest) -> Iterator[SpeakerFactory]:
     port = free_udp_port()
 
     def make(node: str, **kw: Any) -> tuple[Speaker, FakeAnnouncer]:
-        cfg = Config(node=node, lease_duration=3, renew_interval=0.5, heartbeat_port=port,
-                     heartbeat_bind=NODES_[node], metrics_addr="127.0.0.1:0", **kw)
+        kw = {"lease_duration": 3, "renew_interval": 0.5} | kw
+        cfg = Config(node=node, heartbeat_port=port, heartbeat_bind=NODES_[node],
+                     metrics_addr="127.0.0.1:0", **kw)
         ann = FakeAnnouncer()
         spk = Speaker(cfg, rest, ann, list_links=lambda: [LinkInfo("eth0", 2)], watch_links=False)
         spk.start()
@@ -169,11 +170,18 @@ def http_get(port: int, path: str) -> str:
         return resp.read().decode()
 
 
+LONG_LEASE = 60
+HANDOVER_DEADLINE = 20.0  # well below LONG_LEASE, far above the ~1 s the handover takes
+
+
 def test_election_status_events_and_handover(rest: Rest, speakers: SpeakerFactory) -> None:
     spk = {}
     anns = {}
+    # Leases far longer than any deadline below: a handover within the deadline can only come from
+    # the Lease release / LEAVING heartbeat (graceful stop) or the heartbeat timeout (hard failure),
+    # never from a Lease running out. No wall-clock assertion: the machine may be loaded.
     for n in NODES_:
-        spk[n], anns[n] = speakers(n)
+        spk[n], anns[n] = speakers(n, lease_duration=LONG_LEASE)
     expected = elect_l2(IP, NODES_)
     assert expected is not None
     wait_for(lambda: owners(anns) == [expected], timeout=15, message=lambda: f"owners {owners(anns)}")
@@ -204,8 +212,7 @@ def test_election_status_events_and_handover(rest: Rest, speakers: SpeakerFactor
     ready = http_get(port, "/readyz")
     assert ready.startswith("ready") and "strictARP: ok" in ready
 
-    # Graceful stop: the Lease is released at once and another node takes over quickly.
-    t0 = time.monotonic()
+    # Graceful stop: the Lease is released at once and another node takes over.
     spk[expected].stop()
     assert anns[expected].ips() == set()
     lease = rest.get(LEASES, f"speaker-{expected}", NS)
@@ -213,18 +220,14 @@ def test_election_status_events_and_handover(rest: Rest, speakers: SpeakerFactor
     rest_nodes = {n for n in NODES_ if n != expected}
     second = elect_l2(IP, rest_nodes)
     assert second is not None
-    wait_for(lambda: owners({n: anns[n] for n in rest_nodes}) == [second], timeout=5)
-    assert time.monotonic() - t0 < 3.5
+    wait_for(lambda: owners({n: anns[n] for n in rest_nodes}) == [second], timeout=HANDOVER_DEADLINE)
     wait_for(lambda: get_status(rest, second), timeout=10)
     wait_for(lambda: get_status(rest, expected) is None, timeout=10)
 
-    # Hard failure of the new owner (no goodbye, Lease left as is): heartbeats time out in ~1 s.
-    t1 = time.monotonic()
+    # Hard failure of the new owner (no goodbye, Lease left valid): heartbeats time out (~1 s).
     spk[second].abort()
     third = (rest_nodes - {second}).pop()
-    wait_for(lambda: IP in anns[third].ips(), timeout=5)
-    took = time.monotonic() - t1
-    assert took < 2.5, took
+    wait_for(lambda: IP in anns[third].ips(), timeout=HANDOVER_DEADLINE)
 
 
 def test_strictarp_warning_and_fail_static(rest: Rest, speakers: SpeakerFactory,

@@ -269,11 +269,10 @@ def test_cluster_local_and_signals(bgp_lab: tuple[Lab, Rest]) -> None:
     term_pid = speaker_pid(lab, victim)
     t0 = time.monotonic()
     os.kill(term_pid, signal.SIGTERM)
+    # within 5 s, below the lab's 9 s hold time: the withdrawal, not the hold timer, removed it
     wait_for("SIGTERM: next hop withdrawn", lambda: workers[victim] not in fib_nexthops(CLUSTER_IP),
              timeout=5)
-    took = time.monotonic() - t0
-    print(f"SIGTERM -> next hop gone from FIB in {took:.2f}s")
-    assert took < 2.0
+    print(f"SIGTERM -> next hop gone from FIB in {time.monotonic() - t0:.2f}s")
     assert fib_nexthops(CLUSTER_IP) == all_hops - {workers[victim]}
 
     # --- SIGKILL: ExaBGP dies with the speaker; gone within the hold time -----------------

@@ -222,6 +222,9 @@ def test_curl_neighbour_and_single_arp_answer(service: tuple[Lab, KubeApi, str])
     assert nodes == {owner}
 
 
+BELOW_LEASE = 8.0  # seconds; the lab's speakers run with the default --lease-duration of 10 s
+
+
 def test_sigterm_handover(service: tuple[Lab, KubeApi, str]) -> None:
     lab, _api, ip = service
     owner = expected_owner(lab, ip)
@@ -230,10 +233,12 @@ def test_sigterm_handover(service: tuple[Lab, KubeApi, str]) -> None:
     try:
         t0 = time.monotonic()
         signal_speaker(lab, owner, signal.SIGTERM)
-        wait_for("new owner answers", lambda: answering_node(lab, ip) == second, timeout=10, interval=0.05)
-        took = time.monotonic() - t0
+        # The deadline is below the speakers' 10 s Lease: only the release / LEAVING heartbeat can
+        # explain a handover that soon (the figure itself belongs to bench/l2_failover.py).
+        wait_for("new owner answers", lambda: answering_node(lab, ip) == second, timeout=BELOW_LEASE,
+                 interval=0.05)
+        print(f"SIGTERM -> new owner answers in {time.monotonic() - t0:.2f}s")
         wait_for("curl after handover", lambda: curl(f"http://{ip}/host").returncode == 0, timeout=10)
-        assert took < 3, took
         wait_for("old speaker exited", lambda: not speaker_alive(speaker_record(lab, owner)), timeout=10)
     finally:
         restore(lab)
@@ -249,11 +254,12 @@ def test_hard_failure_handover(service: tuple[Lab, KubeApi, str]) -> None:
         t0 = time.monotonic()
         set_bridge_port(lab, owner, False)
         signal_speaker(lab, owner, signal.SIGKILL)
-        wait_for("new owner answers", lambda: answering_node(lab, ip) == second, timeout=15, interval=0.05)
-        took = time.monotonic() - t0
+        # below the 10 s Lease, which nobody renews or releases here: only heartbeats time out that soon
+        wait_for("new owner answers", lambda: answering_node(lab, ip) == second, timeout=BELOW_LEASE,
+                 interval=0.05)
+        print(f"hard failure -> new owner answers in {time.monotonic() - t0:.2f}s")
         flush_neighbour(ip)
         wait_for("curl after hard failure", lambda: curl(f"http://{ip}/host").returncode == 0, timeout=15)
-        assert took < 5, took
     finally:
         restore(lab)
     wait_for("IP back on the first choice", lambda: answering_node(lab, ip) == owner, timeout=40)
