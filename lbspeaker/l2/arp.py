@@ -22,14 +22,14 @@ from lbspeaker.l2.frames import (
     parse_arp_request,
 )
 from lbspeaker.l2.mmsg import MmsgIO
-from lbspeaker.l2.packet import ResponderStats, open_packet_socket, socket_mac
+from lbspeaker.l2.packet import PacketResponder, ResponderStats, open_packet_socket, socket_mac
 
 # ethertype ARP + htype 1 + ptype IPv4 + hlen 6 + plen 4 + op request
 _REQUEST_PREFIX: Final = bytes.fromhex("08060001080006040001")
 DEFAULT_BATCH: Final = 512
 
 
-class ArpResponder:
+class ArpResponder(PacketResponder):
     """One AF_PACKET socket on `ifname`; `owned` is the set of 4-byte IPs we answer for.
 
     Not thread-safe by itself except for `set_owned`, which swaps an immutable set
@@ -49,15 +49,6 @@ class ArpResponder:
             raise
         self.stats = stats if stats is not None else ResponderStats()
         self._io = MmsgIO(self.sock) if MmsgIO.available() else None
-
-    def fileno(self) -> int:
-        """For selectors."""
-        return self.sock.fileno()
-
-    @property
-    def owned(self) -> frozenset[bytes]:
-        """The IPv4 addresses (4 raw bytes each) currently answered for."""
-        return self._owned
 
     def set_owned(self, owned: Iterable[bytes]) -> None:
         """Replace the owned set: Python check first (authoritative), then kernel filter."""
@@ -124,12 +115,7 @@ class ArpResponder:
                 stats.responses_sent[tpa] += 1
             return
         for tpa, reply in answers:
-            try:
-                self.sock.send(reply)
-            except OSError:
-                stats.send_errors += 1
-            else:
-                stats.responses_sent[tpa] += 1
+            self._send(reply, stats.responses_sent, tpa)
 
     def _classify(self, frame: bytes) -> None:
         try:
@@ -141,18 +127,5 @@ class ArpResponder:
 
     def send_gratuitous(self, ip: bytes) -> int:
         """Send the request and the reply form of gratuitous ARP for `ip`; frames sent."""
-        sent = 0
-        for reply in (False, True):
-            try:
-                self.sock.send(build_gratuitous_arp(self.mac, ip, reply))
-            except OSError:
-                self.stats.send_errors += 1
-            else:
-                sent += 1
-                self.stats.gratuitous_sent[ip] += 1
-        return sent
-
-    def close(self) -> None:
-        """Close the socket; no more answers from this responder."""
-        self._owned = frozenset()
-        self.sock.close()
+        return sum(self._send(build_gratuitous_arp(self.mac, ip, reply), self.stats.gratuitous_sent, ip)
+                   for reply in (False, True))

@@ -33,12 +33,18 @@ from lbspeaker.l2.frames import (
     parse_neighbor_solicitation,
     solicited_node_multicast,
 )
-from lbspeaker.l2.packet import ResponderStats, open_packet_socket, set_multicast_membership, socket_mac
+from lbspeaker.l2.packet import (
+    PacketResponder,
+    ResponderStats,
+    open_packet_socket,
+    set_multicast_membership,
+    socket_mac,
+)
 
 DEFAULT_BATCH: Final = 256
 
 
-class NdpResponder:
+class NdpResponder(PacketResponder):
     """One AF_PACKET socket on `ifname` answering NS for `owned` (16-byte IPs)."""
 
     family: Final = 6
@@ -57,15 +63,6 @@ class NdpResponder:
         except BaseException:
             self.sock.close()
             raise
-
-    def fileno(self) -> int:
-        """For selectors."""
-        return self.sock.fileno()
-
-    @property
-    def owned(self) -> frozenset[bytes]:
-        """The IPv6 addresses (16 raw bytes each) currently answered for."""
-        return self._owned
 
     def set_owned(self, owned: Iterable[bytes]) -> None:
         """Replace the owned set, joining/leaving solicited-node groups as needed."""
@@ -106,26 +103,16 @@ class NdpResponder:
                 stats.ignored += 1
                 continue
             stats.requests_received[ns.target] += 1
-            try:
-                self.sock.send(build_na_reply(ns, self.mac, self.source_ip or ns.target))
-            except OSError:
-                stats.send_errors += 1
-            else:
-                stats.responses_sent[ns.target] += 1
+            reply = build_na_reply(ns, self.mac, self.source_ip or ns.target)
+            self._send(reply, stats.responses_sent, ns.target)
         return n
 
     def send_gratuitous(self, ip: bytes) -> int:
         """Send one unsolicited NA (Override) for `ip` to all-nodes; frames sent."""
-        try:
-            self.sock.send(build_unsolicited_na(self.mac, self.source_ip or ip, ip))
-        except OSError:
-            self.stats.send_errors += 1
-            return 0
-        self.stats.gratuitous_sent[ip] += 1
-        return 1
+        na = build_unsolicited_na(self.mac, self.source_ip or ip, ip)
+        return int(self._send(na, self.stats.gratuitous_sent, ip))
 
     def close(self) -> None:
         """Close the socket (the kernel drops our multicast memberships with it)."""
-        self._owned = frozenset()
         self._groups.clear()
-        self.sock.close()
+        super().close()

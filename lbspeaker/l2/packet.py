@@ -104,3 +104,42 @@ class ResponderStats:
             "ignored": self.ignored,
             "send_errors": self.send_errors,
         }
+
+
+class PacketResponder:
+    """What the ARP and NDP responders share: one packet socket on `ifname`, its MAC, the owned
+    set (raw address bytes: 4 for ARP, 16 for NDP) and the counters.
+
+    `_owned` is an immutable set swapped whole (atomic under the GIL), so a lost IP stops
+    being answered from the next frame.
+    """
+
+    ifname: str
+    sock: socket.socket
+    mac: bytes
+    stats: ResponderStats
+    _owned: frozenset[bytes]
+
+    def fileno(self) -> int:
+        """For selectors."""
+        return self.sock.fileno()
+
+    @property
+    def owned(self) -> frozenset[bytes]:
+        """The addresses (raw bytes) currently answered for."""
+        return self._owned
+
+    def _send(self, frame: bytes, sent: Counter[bytes], ip: bytes) -> bool:
+        """Send one frame; count it for `ip` in `sent`, or as a send error. True when it went."""
+        try:
+            self.sock.send(frame)
+        except OSError:
+            self.stats.send_errors += 1
+            return False
+        sent[ip] += 1
+        return True
+
+    def close(self) -> None:
+        """Close the socket; no more answers from this responder."""
+        self._owned = frozenset()
+        self.sock.close()
