@@ -16,7 +16,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -223,6 +223,7 @@ class LeaseLock:
                 return False
 
 
+@dataclass(eq=False)
 class LeaderElector:
     """Keeps trying to hold `lock`; calls back when leadership starts and stops. Runs in a thread.
 
@@ -231,27 +232,20 @@ class LeaderElector:
     `renew_deadline_s`, or on `stop()`. After losing, the elector competes again.
     """
 
-    def __init__(
-        self,
-        lock: LeaseLock,
-        renew_deadline_s: float = 10.0,
-        retry_period_s: float = 2.0,
-        on_started_leading: Callable[[], None] | None = None,
-        on_stopped_leading: Callable[[], None] | None = None,
-        release_on_cancel: bool = True,
-    ) -> None:
-        if not retry_period_s < renew_deadline_s < lock.lease_duration_s:
+    lock: LeaseLock
+    renew_deadline_s: float = 10.0
+    retry_period_s: float = 2.0
+    on_started_leading: Callable[[], None] | None = None
+    on_stopped_leading: Callable[[], None] | None = None
+    release_on_cancel: bool = True
+    transitions: int = field(default=0, init=False)  # times this elector became leader
+    _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _leading: bool = field(default=False, init=False, repr=False)
+    _thread: threading.Thread | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.retry_period_s < self.renew_deadline_s < self.lock.lease_duration_s:
             raise ValueError("need retry_period_s < renew_deadline_s < lease duration")
-        self.lock = lock
-        self.renew_deadline_s = renew_deadline_s
-        self.retry_period_s = retry_period_s
-        self.on_started_leading = on_started_leading
-        self.on_stopped_leading = on_stopped_leading
-        self.release_on_cancel = release_on_cancel
-        self._stop = threading.Event()
-        self._leading = False
-        self._thread: threading.Thread | None = None
-        self.transitions = 0  # times this elector became leader
 
     @property
     def is_leader(self) -> bool:
