@@ -1,4 +1,4 @@
-"""BGP benchmark on the lab: how fast the router's kernel FIB follows the speakers.
+"""BGP benchmark on the lab: how fast the router follows the speakers, on FRR and BIRD side by side.
 
 A poller inside the `router` namespace runs `ip -4 route show proto bgp` every
 `--interval` seconds and prints every change with the system-wide monotonic clock
@@ -6,30 +6,50 @@ A poller inside the `router` namespace runs `ip -4 route show proto bgp` every
 the router's *kernel FIB* has the new next-hop set", through controller, speakers,
 ExaBGP, BGP and the router's RIB/FIB.
 
+Sections (`--only NAME[,NAME..]`, default: all of `DEFAULT_SECTIONS`, in that order):
+
 * ``create``: Service created (IP requested in a BGP pool, ETP Cluster, 3 ready pods)
   -> its /32 in the FIB: first next hop, and all 3 next hops (includes allocation).
 * ``unready``: ETP Local Service with pods on two workers; one pod annotated
   `lab.lbspeaker.io/ready=false` -> that worker's next hop withdrawn.
-* ``sigterm``: SIGTERM to a speaker -> its next hop withdrawn (then `lbspeaker-lab up`
-  restarts it and the hop comes back before the next trial).
+* ``churn``: `--churn-ops` (20) add/delete operations on a second BGPPeer (a router port
+  nobody listens on: a peer that is down, with routes pending) while the first peer
+  carries an ETP Cluster Service: drops of the first peer's sessions as the router sees
+  them (FRR `connectionsDropped` / BIRD protocol state changes, and Established -> other
+  transitions polled), ExaBGP restarts of the first peer, and failed requests of a curl
+  loop from `ext-client`.
+* ``sigterm``: SIGTERM to a speaker -> its next hop withdrawn, and -> the process exited,
+  next to the DaemonSet's terminationGracePeriodSeconds (then `lbspeaker-lab up` restarts it).
 * ``scale``: `--scale` Services (default 1,000) in one pool, announced by the 3 worker
   speakers: time until every /32 is in the FIB with 3 next hops (and, to tell the
   controller's allocation from the BGP path, until every Service had its IP), and
-  each speaker's RSS (speaker + its ExaBGP) before and after.
+  each speaker's RSS (speaker + its ExaBGPs) before and after.
 
-    python bench/bgp.py [--trials 20] [--scale 1000] [--router frr|bird] [--out FILE]
+    python bench/bgp.py [--router frr,bird] [--only churn,sigterm] [--trials 20] [--out FILE]
+
+With several routers, the lab is brought up once per router, every section runs on each,
+and the figures are printed side by side and written to one JSON file
+(``bench/results/bgp.json`` by default): ``{"routers": {"frr": {SECTION: ...}, ...}}``.
+
+Adding a section from another module (bench/bgp_NAME.py): write `def run(ctx: Context) ->
+dict` and register it in `SECTIONS` with one line, ``"NAME": "bench.bgp_NAME:run",`` (a
+string, imported lazily, so that module may import this one). `Context` has the lab, the
+API, the FIB watch, the workers and their next hops, the warm-up Service's IP (ETP Cluster,
+every worker), `ctx.lab_up(**options)` for a lab with other options (e.g. `bfd=True`; the
+next section gets the default lab back), and `ctx.log`.
 
 Needs root; brings up its own lab (and takes it down) unless lab namespaces exist,
-in which case it refuses rather than disturb someone's lab. Results are printed and
-written to ``bench/results/bgp.json``.
+in which case it refuses rather than disturb someone's lab.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -37,6 +57,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +65,18 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from lab import netns as nsops  # noqa: E402
+from lab import router as rtr  # noqa: E402
 from lab import topology as topo  # noqa: E402
-from lbspeaker.api.constants import API_VERSION, GROUP, NAMESPACE  # noqa: E402
-from lbspeaker.kube.resources import BGPADVERTISEMENTS, IPADDRESSPOOLS, PODS, SERVICES  # noqa: E402
+from lbspeaker.api.constants import API_VERSION, BGPPEER_VERSION, GROUP, NAMESPACE  # noqa: E402
+from lbspeaker.kube.resources import BGPADVERTISEMENTS, BGPPEERS, IPADDRESSPOOLS, PODS, SERVICES  # noqa: E402
 from lbspeaker.kube.rest import ApiError, Rest  # noqa: E402
-from tests.e2e.conftest import Lab, lab_cli, lab_namespaces  # noqa: E402
+from tests.e2e.conftest import DEFAULT_OPTIONS, Lab, lab_cli, lab_namespaces  # noqa: E402
 from tests.e2e.test_speaker_bgp import (  # noqa: E402
     alive,
     apply,
     bgp_config,
+    delete,
     pod,
     rest_for,
     speaker_pid,
@@ -61,6 +85,8 @@ from tests.e2e.test_speaker_bgp import (  # noqa: E402
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "bgp.json"
 SCALE_POOL = "198.18.0.0/22"  # RFC 2544 benchmarking range, 1,024 addresses
+WARM_IP = "198.51.100.99"
+SPEAKER_MANIFEST = ROOT / "manifests" / "base" / "speaker.yaml"
 
 POLLER = r"""
 import json, subprocess, sys, time
@@ -164,27 +190,69 @@ def rss_kib(pid: int) -> int:
 
 def speaker_memory(lab: Lab, node: str) -> dict[str, int]:
     pid = speaker_pid(lab, node)
-    exa = subprocess.run(["pgrep", "-f", f"bgp/{node}/exabgp.conf"], capture_output=True,
+    exa = subprocess.run(["pgrep", "-f", f"exabgp server .*/bgp/{node}/"], capture_output=True,
                          text=True).stdout.split()
     return {"speaker_rss_kib": rss_kib(pid), "exabgp_rss_kib": sum(rss_kib(int(p)) for p in exa)}
 
 
-def bench_create(rest: Rest, fib: FibWatch, hops: set[str], trials: int) -> dict[str, Any]:
+
+
+@dataclass
+class Context:
+    """What a section gets: one router's lab, with the base BGP configuration applied and the
+    warm-up Service (`warm_ip`, ETP Cluster, a pod on every worker) in the FIB via `hops`."""
+
+    router: str
+    args: argparse.Namespace
+    lab: Lab
+    rest: Rest
+    fib: FibWatch
+    workers: dict[str, str]  # worker node -> its IPv4 (a next hop)
+    hops: set[str]
+    warm_ip: str = WARM_IP
+    options: dict[str, Any] = field(default_factory=dict)  # lab options beyond router
+
+    def log(self, message: str) -> None:
+        print(f"[{self.router}] {message}", flush=True)
+
+    def lab_up(self, **options: Any) -> None:
+        """The lab with `options` (e.g. bfd=True); a no-op when it already has them. The base
+        configuration is applied again and the warm-up route awaited."""
+        want = {**self.options, **options}
+        if want == self.options:
+            return
+        self.options = want
+        self.lab.up(**{**DEFAULT_OPTIONS, "router": self.router, **want})
+        bgp_config(self.rest)
+        self.fib.wait(lambda s: set(s.get(self.warm_ip, [])) == self.hops, 120)
+
+    def wait_warm(self, timeout: float = 60) -> float:
+        return self.fib.wait(lambda s: set(s.get(self.warm_ip, [])) == self.hops, timeout)
+
+
+Section = Callable[[Context], dict[str, Any]]
+
+
+def section_create(ctx: Context) -> dict[str, Any]:
+    """Service created -> its route in the router's FIB (first and every next hop)."""
+    ctx.log("Service created -> route in the router's FIB:")
     first, full = [], []
-    for i in range(trials):
+    for i in range(ctx.args.trials):
         ip = f"198.51.100.{100 + i}"
         t0 = time.monotonic()
-        apply(rest, SERVICES, svc(f"bench-create-{i}", "bench", ip, "Cluster", "e2e-bgp"))
-        t1 = fib.wait(lambda s: bool(s.get(ip)), 30)  # noqa: B023 (called at once)
-        t2 = fib.wait(lambda s: set(s.get(ip, [])) == hops, 30)  # noqa: B023
+        apply(ctx.rest, SERVICES, svc(f"bench-create-{i}", "bench", ip, "Cluster", "e2e-bgp"))
+        t1 = ctx.fib.wait(lambda s: bool(s.get(ip)), 30)  # noqa: B023 (called at once)
+        t2 = ctx.fib.wait(lambda s: set(s.get(ip, [])) == ctx.hops, 30)  # noqa: B023
         first.append(t1 - t0)
         full.append(t2 - t0)
-        print(f"  create #{i + 1}: first next hop {t1 - t0:.3f} s, all {len(hops)} {t2 - t0:.3f} s",
-              flush=True)
+        ctx.log(f"  create #{i + 1}: first next hop {t1 - t0:.3f} s, all {len(ctx.hops)} {t2 - t0:.3f} s")
     return {"first_next_hop": summary(first), "all_next_hops": summary(full)}
 
 
-def bench_unready(rest: Rest, fib: FibWatch, workers: dict[str, str], trials: int) -> dict[str, Any]:
+def section_unready(ctx: Context) -> dict[str, Any]:
+    """ETP Local: a pod turns unready -> its node's next hop withdrawn."""
+    ctx.log("endpoint unready -> next hop withdrawn (ETP Local):")
+    rest, workers = ctx.rest, ctx.workers
     a, b = sorted(workers)[:2]
     apply(rest, PODS, pod("bench-loc-a", "bench-loc", a))
     apply(rest, PODS, pod("bench-loc-b", "bench-loc", b))
@@ -192,49 +260,229 @@ def bench_unready(rest: Rest, fib: FibWatch, workers: dict[str, str], trials: in
     apply(rest, SERVICES, svc("bench-local", "bench-loc", ip, "Local", "e2e-bgp"))
     both = {workers[a], workers[b]}
     out = []
-    for i in range(trials):
-        fib.wait(lambda s: set(s.get(ip, [])) == both, 60)
+    for i in range(ctx.args.trials):
+        ctx.fib.wait(lambda s: set(s.get(ip, [])) == both, 60)
         time.sleep(0.3)
         p = rest.get(PODS, "bench-loc-a", "default")
         p["metadata"].setdefault("annotations", {})["lab.lbspeaker.io/ready"] = "false"
         t0 = time.monotonic()
         rest.replace(PODS, p)
-        t1 = fib.wait(lambda s: set(s.get(ip, [])) == {workers[b]}, 30)
+        t1 = ctx.fib.wait(lambda s: set(s.get(ip, [])) == {workers[b]}, 30)
         out.append(t1 - t0)
-        print(f"  unready #{i + 1}: next hop of {a} withdrawn after {t1 - t0:.3f} s", flush=True)
+        ctx.log(f"  unready #{i + 1}: next hop of {a} withdrawn after {t1 - t0:.3f} s")
         p = rest.get(PODS, "bench-loc-a", "default")
         p["metadata"]["annotations"]["lab.lbspeaker.io/ready"] = "true"
         rest.replace(PODS, p)
     return summary(out)
 
 
-def bench_sigterm(
-    lab: Lab, fib: FibWatch, workers: dict[str, str], hops: set[str], trials: int
-) -> dict[str, Any]:
-    ip = "198.51.100.100"  # from bench_create
-    out = []
-    names = sorted(workers)
-    for i in range(trials):
+def grace_period() -> float:
+    """terminationGracePeriodSeconds of the speaker DaemonSet in the manifests."""
+    m = re.search(r"terminationGracePeriodSeconds:\s*(\d+)", SPEAKER_MANIFEST.read_text())
+    return float(m.group(1)) if m else 30.0  # Kubernetes' default
+
+
+def section_sigterm(ctx: Context) -> dict[str, Any]:
+    """SIGTERM to a speaker -> its next hop withdrawn, and -> its process exited (vs the grace period)."""
+    grace = grace_period()
+    ctx.log(f"speaker SIGTERM -> next hop withdrawn, -> exited (grace period {grace:g} s):")
+    withdrawn, exited = [], []
+    names = sorted(ctx.workers)
+    for i in range(ctx.args.sigterm_trials):
         node = names[i % len(names)]
-        fib.wait(lambda s: set(s.get(ip, [])) == hops, 60)
+        ctx.wait_warm()
         time.sleep(0.5)
-        pid = speaker_pid(lab, node)
+        pid = speaker_pid(ctx.lab, node)
+        gone: list[float] = []
+
+        def watch_exit(pid: int = pid, gone: list[float] = gone) -> None:
+            deadline = time.monotonic() + 60
+            while alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.005)
+            gone.append(time.monotonic())
+
         t0 = time.monotonic()
         os.kill(pid, signal.SIGTERM)
-        t1 = fib.wait(lambda s: workers[node] not in s.get(ip, []), 30)  # noqa: B023
-        out.append(t1 - t0)
-        print(f"  sigterm #{i + 1}: {node}'s next hop withdrawn after {t1 - t0:.3f} s", flush=True)
-        deadline = time.monotonic() + 15
-        while alive(pid) and time.monotonic() < deadline:  # `up` restarts only exited speakers
-            time.sleep(0.05)
-        lab.up()
-    fib.wait(lambda s: set(s.get(ip, [])) == hops, 60)
-    return summary(out)
+        watcher = threading.Thread(target=watch_exit, daemon=True)
+        watcher.start()
+        t1 = ctx.fib.wait(lambda s: ctx.workers[node] not in s.get(ctx.warm_ip, []), 30)  # noqa: B023
+        watcher.join(65)
+        withdrawn.append(t1 - t0)
+        exited.append(gone[0] - t0)
+        ctx.log(f"  sigterm #{i + 1}: {node}'s next hop withdrawn after {t1 - t0:.3f} s, "
+                f"exited after {gone[0] - t0:.3f} s")
+        ctx.lab.up()
+    ctx.wait_warm()
+    return {"grace_period_s": grace, "to_withdrawn": summary(withdrawn), "to_exit": summary(exited),
+            "exit_max_over_grace": round(max(exited) / grace, 3)}
 
 
-def bench_scale(lab: Lab, rest: Rest, fib: FibWatch, workers: dict[str, str], hops: set[str],
-                count: int) -> dict[str, Any]:
+CHURN_PEER = "bench-churn"
+CHURN_PORT = 1790  # nothing listens there: the second peer stays down, with routes pending
+
+CURL_LOOP = r"""
+import json, signal, sys, time, urllib.request
+url, stop = sys.argv[1], []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+ok, failures = 0, []
+while not stop:
+    t = time.monotonic()
+    try:
+        urllib.request.urlopen(url, timeout=1.0).read()
+        ok += 1
+    except Exception as exc:
+        failures.append([round(t, 3), type(exc).__name__])
+    time.sleep(0.02)
+print(json.dumps({"ok": ok, "failed": len(failures), "failures": failures[:50]}), flush=True)
+"""
+
+
+class CurlLoop:
+    """Requests from `ext-client` against an IP, one every ~20 ms, until stopped."""
+
+    def __init__(self, ip: str) -> None:
+        self.proc = nsops.popen_in(topo.EXT_CLIENT, [sys.executable, "-c", CURL_LOOP, f"http://{ip}/host"],
+                                   stdout=subprocess.PIPE, text=True)
+
+    def stop(self) -> dict[str, Any]:
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=15)
+        return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+_BIRD_LINE = re.compile(r"^(\S+)\s+BGP\s+\S+\s+(\S+)\s+(.+?)\s+(\S+)\s*$")
+
+
+def router_sessions(ctx: Context) -> dict[str, tuple[str, str]]:
+    """{worker IP: (BGP state, a value that changes whenever that session is re-established)}."""
+    paths = rtr.RouterPaths(rtr.runtime_dir(ctx.lab.state_dir))
+    out: dict[str, tuple[str, str]] = {}
+    if ctx.router == "frr":
+        data = json.loads(rtr.vtysh(paths, "show bgp neighbors json") or "{}")
+        for ip in ctx.workers.values():
+            n = data.get(ip) or {}
+            counts = f"{n.get('connectionsEstablished')}/{n.get('connectionsDropped')}"
+            out[ip] = (str(n.get("bgpState")), counts)
+        return out
+    names = {rtr.bird_protocol_name(node, 4): ip for node, ip in ctx.workers.items()}
+    for line in rtr.birdc(paths, "show protocols").splitlines():
+        m = _BIRD_LINE.match(line)
+        if m and m.group(1) in names:
+            out[names[m.group(1)]] = (m.group(4), m.group(3))  # info (Established), since
+    return out
+
+
+class SessionWatch:
+    """Polls the router's sessions of the workers; counts Established -> anything else."""
+
+    def __init__(self, ctx: Context, interval: float = 0.2) -> None:
+        self.ctx, self.interval = ctx, interval
+        self.first = router_sessions(ctx)
+        self.last = dict(self.first)
+        self.downs: dict[str, int] = {ip: 0 for ip in ctx.workers.values()}
+        self.polls = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                now = router_sessions(self.ctx)
+            except (RuntimeError, ValueError, subprocess.TimeoutExpired):
+                continue
+            self.polls += 1
+            for ip, (state, _) in now.items():
+                if self.last.get(ip, ("", ""))[0] == "Established" and state != "Established":
+                    self.downs[ip] += 1
+            self.last = now
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join(10)
+        end = router_sessions(self.ctx)
+        reset = {ip: self.first.get(ip) != end.get(ip) for ip in self.ctx.workers.values()}
+        return {"polls": self.polls, "established_to_down_seen": self.downs, "reestablished": reset,
+                "before": {k: list(v) for k, v in self.first.items()},
+                "after": {k: list(v) for k, v in end.items()}}
+
+
+def exabgp_pids(ctx: Context) -> dict[str, set[int]]:
+    """{worker: PIDs of every ExaBGP it runs}."""
+    out = {}
+    for node in ctx.workers:
+        found = subprocess.run(["pgrep", "-f", f"exabgp server .*/bgp/{node}/"], capture_output=True,
+                               text=True).stdout.split()
+        out[node] = {int(p) for p in found}
+    return out
+
+
+def churn_peer() -> dict[str, Any]:
+    spec = {"myASN": 64514, "peerASN": 64512, "peerAddress": topo.ROUTER_IP_V4, "peerPort": CHURN_PORT,
+            "holdTime": "9s"}
+    return {"apiVersion": f"{GROUP}/{BGPPEER_VERSION}", "kind": "BGPPeer",
+            "metadata": {"name": CHURN_PEER, "namespace": NAMESPACE}, "spec": spec}
+
+
+def configured_everywhere(ctx: Context) -> bool:
+    """Every worker wrote its session entry for the churn peer (its speaker configured it)."""
+    try:
+        st = ctx.rest.get(BGPPEERS, CHURN_PEER, NAMESPACE).get("status") or {}
+    except ApiError:
+        return False
+    return set(ctx.workers) <= {s.get("node") for s in st.get("sessions") or []}
+
+
+def section_churn(ctx: Context) -> dict[str, Any]:
+    """Add/delete a second BGPPeer `--churn-ops` times: the first peer's sessions must not notice."""
+    ops = ctx.args.churn_ops
+    ctx.log(f"{ops} add/delete operations on a second BGPPeer while the first carries traffic:")
+    ctx.wait_warm()
+    delete(ctx.rest, BGPPEERS, CHURN_PEER, NAMESPACE)
+    pids_before = exabgp_pids(ctx)
+    watch = SessionWatch(ctx)
+    curl = CurlLoop(ctx.warm_ip)
+    configured: list[float] = []
+    t_start = time.monotonic()
+    try:
+        for i in range(ops):
+            if i % 2 == 0:
+                t0 = time.monotonic()
+                apply(ctx.rest, BGPPEERS, churn_peer())
+                deadline = t0 + 30
+                while not configured_everywhere(ctx) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                configured.append(time.monotonic() - t0)
+                ctx.log(f"  churn #{i + 1}: added, every worker reports it after {configured[-1]:.2f} s")
+            else:
+                delete(ctx.rest, BGPPEERS, CHURN_PEER, NAMESPACE)
+                ctx.log(f"  churn #{i + 1}: deleted")
+            time.sleep(ctx.args.churn_settle)  # let the speakers act on it before the next change
+    finally:
+        delete(ctx.rest, BGPPEERS, CHURN_PEER, NAMESPACE)
+        time.sleep(ctx.args.churn_settle)
+        requests = curl.stop()
+        router = watch.stop()
+    pids_after = exabgp_pids(ctx)
+    # the first peer's ExaBGP: the PIDs present before the churn (the churn peer had none then)
+    first_restarted = {n: sorted(pids_before[n] - pids_after[n]) for n in ctx.workers}
+    drops = sum(router["established_to_down_seen"].values()) + sum(router["reestablished"].values())
+    ctx.log(f"  churn: first peer's sessions dropped {drops} times as the router saw it "
+            f"({sum(router['reestablished'].values())} re-established), curl {requests['failed']} failed "
+            f"of {requests['ok'] + requests['failed']}, ExaBGPs ended on "
+            f"{sum(1 for v in first_restarted.values() if v)} workers, {time.monotonic() - t_start:.1f} s")
+    return {"operations": ops, "first_peer_drops": drops, "router": router,
+            "curl": {k: requests[k] for k in ("ok", "failed")}, "curl_failures": requests["failures"],
+            "first_peer_exabgp_ended": first_restarted,
+            "configured_everywhere": summary(configured) if configured else None}
+
+
+def section_scale(ctx: Context) -> dict[str, Any]:
+    """`--scale` Services (default 1,000) in one pool, announced by every worker."""
     import ipaddress
+
+    lab, rest, fib, workers, hops, count = ctx.lab, ctx.rest, ctx.fib, ctx.workers, ctx.hops, ctx.args.scale
+    ctx.log(f"{count} Services announced by {len(workers)} speakers:")
 
     apply(rest, IPADDRESSPOOLS, {"apiVersion": API_VERSION, "kind": "IPAddressPool",
                                  "metadata": {"name": "bench-scale", "namespace": NAMESPACE},
@@ -284,38 +532,46 @@ def bench_scale(lab: Lab, rest: Rest, fib: FibWatch, workers: dict[str, str], ho
            "fib_after_last_allocation_s": round(t_all - t_alloc, 3),
            "after_last_create_s": round(t_all - t_created, 3),
            "memory_before": before, "memory_after": after}
-    print(f"  scale: {count} Services created in {t_created - t0:.2f} s, all allocated by the controller "
+    ctx.log(f"  scale: {count} Services created in {t_created - t0:.2f} s, all allocated by the controller "
           f"after {t_alloc - t0:.2f} s; all {count} /32 with {len(hops)} next hops in the FIB after "
-          f"{t_all - t0:.2f} s ({t_all - t_alloc:.2f} s after the last allocation)", flush=True)
+          f"{t_all - t0:.2f} s ({t_all - t_alloc:.2f} s after the last allocation)")
     for n in sorted(workers):
         b, a = before[n], after[n]
-        print(f"  scale: {n}: speaker RSS {b['speaker_rss_kib'] / 1024:.1f} -> "
+        ctx.log(f"  scale: {n}: speaker RSS {b['speaker_rss_kib'] / 1024:.1f} -> "
               f"{a['speaker_rss_kib'] / 1024:.1f} MiB, ExaBGP {b['exabgp_rss_kib'] / 1024:.1f} -> "
-              f"{a['exabgp_rss_kib'] / 1024:.1f} MiB", flush=True)
+              f"{a['exabgp_rss_kib'] / 1024:.1f} MiB")
     return res
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--trials", type=int, default=20)
-    ap.add_argument("--sigterm-trials", type=int, default=6)
-    ap.add_argument("--scale", type=int, default=1000)
-    ap.add_argument("--router", choices=["frr", "bird"], default="frr")
-    ap.add_argument("--interval", type=float, default=0.01, help="FIB poll interval (s)")
-    ap.add_argument("--only", choices=["create", "unready", "sigterm", "scale"], action="append")
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    args = ap.parse_args(argv)
-    if lab_namespaces():
-        print(f"lab namespaces exist ({', '.join(lab_namespaces())}): not disturbing them", file=sys.stderr)
-        return 2
-    only = set(args.only or ["create", "unready", "sigterm", "scale"])
+
+
+# name -> section: a function of this module, or "module:function" (imported when run).
+SECTIONS: dict[str, Section | str] = {
+    "create": section_create,
+    "unready": section_unready,
+    "churn": section_churn,
+    "sigterm": section_sigterm,
+    "scale": section_scale,
+}
+DEFAULT_SECTIONS = list(SECTIONS)
+
+
+def resolve(name: str) -> Section:
+    entry = SECTIONS[name]
+    if isinstance(entry, str):
+        module, _, func = entry.partition(":")
+        fn: Section = getattr(importlib.import_module(module), func)
+        return fn
+    return entry
+
+
+def run_router(router: str, names: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """One lab with `router`, every section in `names`; a failing section is recorded, not fatal."""
     lab = Lab(state_dir=Path(tempfile.mkdtemp(prefix="lbt-l-bench-")))
     fib: FibWatch | None = None
-    out: dict[str, Any] = {"router": args.router, "host": platform.node(), "cpus": os.cpu_count(),
-                           "poll_interval_s": args.interval, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                                        time.gmtime())}
+    out: dict[str, Any] = {}
     try:
-        lab.up(router=args.router)
+        lab.up(router=router)
         rest = rest_for(lab)
         bgp_config(rest)
         workers = worker_ips(lab)
@@ -324,27 +580,99 @@ def main(argv: list[str] | None = None) -> int:
             apply(rest, PODS, pod(f"bench-{i}", "bench", node))
         fib = FibWatch(args.interval)
         # warm-up: sessions up and one route through, so the first trial is not the session setup
-        apply(rest, SERVICES, svc("bench-warmup", "bench", "198.51.100.99", "Cluster", "e2e-bgp"))
-        fib.wait(lambda s: set(s.get("198.51.100.99", [])) == hops, 60)
-        if "create" in only or "sigterm" in only:
-            print("Service created -> route in the router's FIB:", flush=True)
-            out["create_to_fib"] = bench_create(rest, fib, hops, args.trials if "create" in only else 1)
-        if "unready" in only:
-            print("endpoint unready -> next hop withdrawn (ETP Local):", flush=True)
-            out["unready_to_withdrawn"] = bench_unready(rest, fib, workers, args.trials)
-        if "sigterm" in only:
-            print("speaker SIGTERM -> next hop withdrawn:", flush=True)
-            out["sigterm_to_withdrawn"] = bench_sigterm(lab, fib, workers, hops, args.sigterm_trials)
-        if "scale" in only:
-            print(f"{args.scale} Services announced by {len(workers)} speakers:", flush=True)
-            out["scale"] = bench_scale(lab, rest, fib, workers, hops, args.scale)
+        apply(rest, SERVICES, svc("bench-warmup", "bench", WARM_IP, "Cluster", "e2e-bgp"))
+        fib.wait(lambda s: set(s.get(WARM_IP, [])) == hops, 60)
+        ctx = Context(router=router, args=args, lab=lab, rest=rest, fib=fib, workers=workers, hops=hops)
+        for name in names:
+            if ctx.options:  # a section that changed the lab's options does not leak them
+                ctx.options = {}
+                lab.up(**{**DEFAULT_OPTIONS, "router": router})
+                bgp_config(rest)
+                ctx.wait_warm(120)
+            t0 = time.monotonic()
+            try:
+                out[name] = resolve(name)(ctx)
+            except Exception as exc:  # recorded; the other sections still run
+                ctx.log(f"section {name} failed: {exc!r}")
+                out[name] = {"error": repr(exc)}
+            out[name + "_seconds"] = round(time.monotonic() - t0, 1)
     finally:
         if fib is not None:
             fib.stop()
         lab_cli("down", "--state-dir", str(lab.state_dir), check=False)
+    return out
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a.b.c": leaf} for the numbers and short strings of a result (lists/long text left out)."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    if isinstance(value, bool | int | float) or (isinstance(value, str) and len(value) <= 40):
+        return {prefix: value}
+    return {}
+
+
+def side_by_side(results: dict[str, dict[str, Any]]) -> str:
+    """One row per figure, one column per router."""
+    routers = list(results)
+    flat = {r: flatten(results[r]) for r in routers}
+    keys: list[str] = []
+    for r in routers:
+        keys += [k for k in flat[r] if k not in keys]
+    width = max([len(k) for k in keys] + [6])
+    lines = [f"{'figure':<{width}}  " + "  ".join(f"{r:>14}" for r in routers)]
+    for k in keys:
+        lines.append(f"{k:<{width}}  " + "  ".join(f"{flat[r].get(k, '-')!s:>14}" for r in routers))
+    return "\n".join(lines)
+
+
+def section_list(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown:
+        known = ", ".join(SECTIONS)
+        raise argparse.ArgumentTypeError(f"unknown section(s) {', '.join(unknown)}; known: {known}")
+    return names
+
+
+def router_list(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in ("frr", "bird")]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"routers are frr and/or bird, not {text!r}")
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    sys.modules.setdefault("bench.bgp", sys.modules[__name__])  # section modules import this one
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    ap.add_argument("--router", type=router_list, default=["frr"],
+                    help="frr, bird or frr,bird (side by side)")
+    ap.add_argument("--only", type=section_list, action="append",
+                    help=f"sections to run, comma-separated (default: {','.join(DEFAULT_SECTIONS)})")
+    ap.add_argument("--trials", type=int, default=20)
+    ap.add_argument("--sigterm-trials", type=int, default=6)
+    ap.add_argument("--churn-ops", type=int, default=20)
+    ap.add_argument("--churn-settle", type=float, default=1.0, help="seconds after each churn operation")
+    ap.add_argument("--scale", type=int, default=1000)
+    ap.add_argument("--interval", type=float, default=0.01, help="FIB poll interval (s)")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = ap.parse_args(argv)
+    if lab_namespaces():
+        print(f"lab namespaces exist ({', '.join(lab_namespaces())}): not disturbing them", file=sys.stderr)
+        return 2
+    names = [n for group in args.only for n in group] if args.only else DEFAULT_SECTIONS
+    out: dict[str, Any] = {"host": platform.node(), "cpus": os.cpu_count(), "poll_interval_s": args.interval,
+                           "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                           "sections": names, "routers": {}}
+    for router in args.router:
+        out["routers"][router] = run_router(router, names, args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in out.items() if k not in ("scale",)}, indent=2))
+    print(side_by_side(out["routers"]))
     print(f"wrote {args.out}")
     return 0
 
