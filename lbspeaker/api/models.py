@@ -895,12 +895,13 @@ class BGPSessionState(_Model):
     """Node whose speaker reports this session."""
     state: str = Field(
         max_length=32,
-        description="BGP FSM state: Idle, Connect, Active, OpenSent, OpenConfirm, Established (or Unknown)",
+        description="BGP FSM state: Idle, Connect, Active, OpenSent, OpenConfirm, Established (or Unknown); "
+        "while down, the state when the outage (or its reason) was recorded: connect retries are not written",
     )
     reason: str = Field(default="", max_length=1024)
     """Last error or notification, if any."""
     since: str | None = Field(default=None, max_length=64, json_schema_extra={"format": "date-time"})
-    """When the session entered this state."""
+    """Established: when the session came up; otherwise when the outage began."""
 
 
 class BGPPeerStatus(_Model):

@@ -98,12 +98,12 @@ class FakeManager:
     def in_sync(self) -> bool:
         return True
 
-    def set_session(self, name: str, state: str, error: str = "") -> None:
+    def set_session(self, name: str, state: str, error: str = "", now: float = 1700000000.0) -> None:
         with self.lock:
             s = self._sessions.setdefault(name, PeerSession(name))
-            s.set_state(state, 1700000000.0)
+            s.set_state(state, now)
             if error:
-                s.set_error(error, 1700000000.0)
+                s.set_error(error, now)
         self.on_change(name, s)
 
 
@@ -252,6 +252,44 @@ def test_announce_status_sessions_metrics_and_l2_alongside(
     assert mgr.stopped_with is True and mgr.routes == {}
     assert _get(rest, SERVICEBGPSTATUSES, BGP_STATUS.name("default/web", NODE)) is None
     assert peer_sessions(rest) == []
+
+
+class CountingRest:
+    """A Rest whose BGPPeer status writes are counted (conflicts included)."""
+
+    def __init__(self, rest: Rest) -> None:
+        self._rest = rest
+        self.status_writes = 0
+
+    def replace_status(self, resource: Any, obj: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        if resource is BGPPEERS:
+            self.status_writes += 1
+        return self._rest.replace_status(resource, obj, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._rest, name)
+
+
+def test_down_peer_retrying_is_not_rewritten(rest: Rest, speaker: Fixture) -> None:
+    """A down peer cycling Idle/Connect/Active with the same reason is one outage: one write."""
+    spk, _, managers = speaker
+    wait_for(lambda: managers and managers[0].peers, timeout=10)
+    mgr = managers[0]
+    counting = CountingRest(rest)
+    spk.sessions.rest = counting  # type: ignore[assignment]
+    t = 1700000000.0
+    mgr.set_session("router", "Active", "connection refused", now=t)
+    first = wait_for(lambda: [s for s in peer_sessions(rest) if "refused" in s.get("reason", "")], timeout=10)
+    before = counting.status_writes
+    for _ in range(30):  # 30 connect retries, each a new FSM state at a new time
+        for state in ("Idle", "Connect", "Active"):
+            t += 1.0
+            mgr.set_session("router", state, "connection refused", now=t)
+    # a real change afterwards, written after everything before it: the window is closed
+    mgr.set_session("router", "Active", "router sent NOTIFICATION Cease", now=t + 1)
+    last = wait_for(lambda: [s for s in peer_sessions(rest) if "Cease" in s.get("reason", "")], timeout=10)
+    assert counting.status_writes - before == 1, counting.status_writes - before
+    assert last[0]["since"] == first[0]["since"], (first, last)  # the outage began once
 
 
 def test_etp_local_follows_endpoints(rest: Rest, speaker: Fixture) -> None:

@@ -252,3 +252,27 @@ def test_session_events_survive_a_stale_snapshot() -> None:
         st_.update({"router": ""}, {"router": live})
     st_.update({"router": ""}, {"router": PeerSession("router", "Established")})
     assert rep.events == ["BGPSessionDown", "BGPSessionUp"]
+
+
+# --- BGP session entries: one write per outage ------------------------------------------------------
+
+def test_session_entry_is_stable_through_connect_retries() -> None:
+    """Every FSM cycle of a down peer keeps the entry's key; up, a new reason or a new outage change it."""
+    from lbspeaker.bgp.session import PeerSession
+    from lbspeaker.speaker.sessions import session_entry
+
+    s = PeerSession("router", "Idle", since=100.0, down_since=100.0)
+    s.set_error("connection refused", 101.0)
+    first = session_entry(s, "")
+    assert first.since == "1970-01-01T00:01:40Z"
+    for i, state in enumerate(["Connect", "Active", "Idle"] * 10):
+        s.set_state(state, 102.0 + i)
+        assert session_entry(s, "").key == first.key, state
+    s.set_error("router sent NOTIFICATION Cease", 140.0)
+    assert session_entry(s, "").key != first.key  # a new reason is news
+    s.set_state("Established", 150.0)
+    up = session_entry(s, "")
+    assert (up.state, up.reason, up.since) == ("Established", "", "1970-01-01T00:02:30Z")
+    s.set_state("Idle", 160.0)
+    assert session_entry(s, "").since == "1970-01-01T00:02:40Z"  # a new outage, a new since
+    assert session_entry(None, "").key == (False, "not configured yet", None)
