@@ -12,6 +12,16 @@ different nodes are installed as one ECMP route (FRR `maximum-paths 8` with
 `as-path multipath-relax`; BIRD `merge paths`), which is what the BGP tests and
 the announce-to-FIB benchmark look at.
 
+With `--ipv6` the router has IPv6 neighbours (every node's IPv6 address, a listen range over
+the IPv6 node subnet) and takes IPv6 routes both over them and over the IPv4 sessions
+(MP-BGP: the IPv6 unicast family activated on the IPv4 neighbours too, whose IPv6 next hop is
+the node's address on the same bridge), with ECMP in the IPv6 FIB as in IPv4.
+
+Both routers are graceful-restart helpers (RFC 4724 receiving side: FRR
+`graceful-restart-helper`, BIRD `graceful restart aware`): when a speaker that negotiated
+graceful restart goes away without a NOTIFICATION, its routes stay (stale) for the restart time
+it advertised, until it is back and sends End-of-RIB.
+
 With `bfd=True` (`lbspeaker-lab up --bfd`) the router also runs BFD (FRR's bfdd, BIRD's bfd
 protocol; RFC 5881 single hop, 300 ms x 3 as in the issue's benchmark) to every node, and ties
 each BGP session to it: a BFD Down resets that node's BGP session and withdraws its next hops.
@@ -144,6 +154,7 @@ def render_frr(
         f" neighbor NODES remote-as {remote}",
         " neighbor NODES timers 3 9",
         " neighbor NODES timers connect 2",
+        " neighbor NODES graceful-restart-helper",
     ]
     if password:
         lines.append(f" neighbor NODES password {password}")
@@ -155,6 +166,7 @@ def render_frr(
             f" neighbor NODES6 remote-as {remote}",
             " neighbor NODES6 timers 3 9",
             " neighbor NODES6 timers connect 2",
+            " neighbor NODES6 graceful-restart-helper",
         ]
         if password:
             lines.append(f" neighbor NODES6 password {password}")
@@ -184,6 +196,8 @@ def render_frr(
             *multipath,
             "  neighbor NODES6 activate",
             "  neighbor NODES6 soft-reconfiguration inbound",
+            "  neighbor NODES activate",  # MP-BGP: IPv6 routes over the IPv4 sessions
+            "  neighbor NODES soft-reconfiguration inbound",
             " exit-address-family",
         ]
     lines += ["exit", "!", "line vty", "!", ""]
@@ -266,7 +280,10 @@ def render_bird(
         "template bgp nodes {",
         f"  local {ROUTER_IP_V4} as {asn};{session}",
         f"  hold time 9; keepalive time 3; connect retry time 2;{auth}",
+        "  graceful restart aware;",
         f"  ipv4 {{ import all; export none;{gateway} }};",
+        # MP-BGP: IPv6 routes over the IPv4 sessions too (their next hop is the node's IPv6 address)
+        *([f"  ipv6 {{ import all; export none;{gateway} }};"] if lab.ipv6 else []),
         "}",
     ]
     if bfd:
@@ -282,6 +299,7 @@ def render_bird(
             "template bgp nodes6 {",
             f"  local {ROUTER_IP_V6} as {asn};{session}",
             f"  hold time 9; keepalive time 3; connect retry time 2;{auth}",
+            "  graceful restart aware;",
             f"  ipv6 {{ import all; export none;{gateway} }};",
             "}",
         ]

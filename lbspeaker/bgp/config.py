@@ -25,8 +25,16 @@ Mapping of BGPPeer (v1beta2) fields, and why:
 * `password` / the Secret's value -> `md5-password` written base64 (`md5-base64
   true`), so no character of a password can break the file's syntax.
 * `enableGracefulRestart` -> `capability { graceful-restart 120; }` (MetalLB's FRR
-  restart time).
-* Address families: the peer's own family; `dualStackAddressFamily` adds the other.
+  restart time) and `manual-eor true`: ExaBGP would send End-of-RIB as soon as the
+  session is up, before the speaker has re-announced through the API, and the router
+  would drop the stale routes it kept across the restart; the manager sends End-of-RIB
+  itself once the routes to that peer are acknowledged (`eor_commands`).
+* Address families: the peer's own family; `dualStackAddressFamily` adds the other
+  (MP-BGP). A route of the session's family goes with `next-hop self`; a route of the
+  other family needs an address of that family as next hop (an IPv6 next hop cannot be
+  the IPv4 session's local address), so it carries this node's address of that family
+  (`PeerSpec.node_addresses`, the Node's InternalIPs); without one it is not announced
+  and a problem says so (`next_hop`).
 * `interface` (unnumbered), `vrf`, `bfdProfile`: not supported by ExaBGP; the peer
   is skipped (interface/vrf) or the field ignored (bfd), with a problem reported.
 """
@@ -75,6 +83,7 @@ class PeerSpec:
     interface: str | None = None
     vrf: str | None = None
     bfd_profile: str | None = None
+    node_addresses: tuple[str, ...] = ()  # this node's IPs: next hops for the other family
 
     @property
     def family(self) -> int:
@@ -98,6 +107,19 @@ class PeerSpec:
         if self.dual_stack:
             return (4, 6)
         return (self.family,)
+
+    def next_hop(self, version: int) -> str | None:
+        """The ExaBGP next hop of a route of IP `version`: "self" for the session's own family,
+        this node's first address of that family otherwise (MP-BGP), None when it has none."""
+        if version == self.family:
+            return "self"
+        for address in self.node_addresses:
+            try:
+                if ipaddress.ip_address(address).version == version:
+                    return address
+            except ValueError:
+                continue
+        return None
 
 
 # Reasons of the `facts.Problem`s (kind BGPPeer) about what ExaBGP cannot honour.
@@ -124,11 +146,13 @@ def peer_spec_from_bgppeer(
     spec: Any,
     default_router_id: str | None = None,
     password: str | None = None,
+    node_addresses: Sequence[str] = (),
 ) -> PeerSpec:
     """PeerSpec from a `BGPPeerSpec` model (api.models) for this node.
 
     `password` is the value read from `passwordSecret` (the caller reads the Secret);
     it wins over the clear-text `password` field, which the CRD forbids together anyway.
+    `node_addresses` (the Node's InternalIPs) give the next hop of the other family.
     """
     return PeerSpec(
         name=name,
@@ -149,6 +173,7 @@ def peer_spec_from_bgppeer(
         interface=spec.interface,
         vrf=spec.vrf,
         bfd_profile=spec.bfdProfile,
+        node_addresses=tuple(node_addresses),
     )
 
 
@@ -203,6 +228,14 @@ def validate_peer(peer: PeerSpec) -> list[Problem]:
         )
     if peer.connect_time is not None:
         bad("connectTime is not honoured: ExaBGP uses its own reconnect back-off", fatal=False)
+    if peer.dual_stack:
+        other = 10 - peer_ip.version  # 4 <-> 6
+        if peer.next_hop(other) is None:
+            bad(
+                f"IPv{other} routes are not announced over this IPv{peer_ip.version} session: the node has "
+                f"no IPv{other} address to give as their next hop",
+                fatal=False,
+            )
     if peer.bfd_profile:
         bad(f"bfdProfile {peer.bfd_profile!r} is ignored: the ExaBGP backend has no BFD", fatal=False)
     if peer.password is not None:
@@ -227,6 +260,8 @@ def _neighbor_block(peer: PeerSpec) -> list[str]:
     else:
         lines.append("    peer-as auto;")
     lines.append(f"    hold-time {round(peer.hold_time)};")
+    if peer.graceful_restart:
+        lines.append("    manual-eor true;")
     if peer.peer_port != 179:
         lines.append(f"    connect {peer.peer_port};")
     if peer.is_ebgp:
@@ -255,6 +290,11 @@ def _neighbor_block(peer: PeerSpec) -> list[str]:
         "}",
     ]
     return lines
+
+
+def eor_commands(peer: PeerSpec) -> list[str]:
+    """API commands sending End-of-RIB for every family of the session (graceful restart)."""
+    return [f"{peer.selector} announce eor ipv{version} unicast" for version in peer.families()]
 
 
 def render_config(

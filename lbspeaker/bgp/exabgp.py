@@ -35,7 +35,16 @@ Design (the I/O shell around `config`, `routes` and `session`):
   announced again as after a crash).
 * **Stop.** `stop()` withdraws every route, waits for the acknowledgements (and a
   moment for the UPDATEs to leave), then SIGTERM (SIGKILL after a timeout), so
-  routers drop this node's next hops at once even with graceful restart.
+  routers drop this node's next hops at once. Except to a peer with graceful restart
+  (`routes.kept_across_restart`): its routes stay, and ExaBGP closes a session that
+  negotiated graceful restart without a NOTIFICATION, so the router keeps them (stale)
+  while the speaker restarts, as in a rolling update.
+* **End-of-RIB.** A graceful-restart peer is configured with `manual-eor` (ExaBGP's own
+  End-of-RIB would go out before the API has re-announced anything, and the router
+  would drop the stale routes). Each time such a session is established, once routes
+  have been set and every route to that peer is acknowledged, the manager sends
+  `announce eor` for its families (`config.eor_commands`); the router then drops the
+  stale routes that were not announced again.
 * **Sessions.** `session.SessionTable` turns events (and a long silence) into per-peer
   state; `on_session_change(name, PeerSession)` is called
   on every change, outside the manager's lock.
@@ -62,8 +71,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from lbspeaker.bgp.config import PeerSpec, RenderedConfig, render_config
-from lbspeaker.bgp.routes import RouteAttrs, RouteChange, RouteTable, change_command, diff_routes
+from lbspeaker.bgp.config import PeerSpec, RenderedConfig, eor_commands, render_config
+from lbspeaker.bgp.routes import (
+    RouteAttrs,
+    RouteChange,
+    RouteTable,
+    change_command,
+    diff_routes,
+    kept_across_restart,
+)
 from lbspeaker.bgp.session import Ack, ExaEvent, PeerSession, SessionTable, parse_line
 
 log = logging.getLogger(__name__)
@@ -72,6 +88,8 @@ SessionCallback = Callable[[str, PeerSession], None]
 
 # an attribute value no desired route has: an entry ExaBGP may or may not hold
 _DIRTY = RouteAttrs(local_pref=-1)
+# stands for an End-of-RIB command in the queue of commands awaiting acknowledgement
+_EOR_PREFIX = "\x00eor"
 
 
 def exabgp_env(log_level: str = "INFO") -> dict[str, str]:
@@ -135,6 +153,10 @@ class ExaBGPManager:
         self._desired: RouteTable = {}
         self._sent: RouteTable = {}
         self._pending: collections.deque[tuple[int, RouteChange, RouteAttrs | None]] = collections.deque()
+        self._routes_set = False  # End-of-RIB only once the caller has said what to announce
+        self._eor_due: dict[str, int] = {}  # peer -> establishment (count) that still needs End-of-RIB
+        self._eor_sent: dict[str, int] = {}  # peer -> establishment End-of-RIB was acknowledged for
+        self.eors_total = 0
         self._sessions = SessionTable()
         self._proc: subprocess.Popen[bytes] | None = None
         self._proc_started = 0.0
@@ -228,6 +250,7 @@ class ExaBGPManager:
         """Make `table` (peer name -> prefix -> attributes) the announced state."""
         with self._lock:
             self._desired = {peer: dict(routes) for peer, routes in table.items() if routes}
+            self._routes_set = True
             self._cond.notify_all()
             self._dirty = True
 
@@ -235,6 +258,7 @@ class ExaBGPManager:
         """Add (or change) one route to one peer in the desired state."""
         with self._lock:
             self._desired.setdefault(peer, {})[prefix] = attrs or RouteAttrs()
+            self._routes_set = True
             self._cond.notify_all()
             self._dirty = True
 
@@ -299,16 +323,20 @@ class ExaBGPManager:
             self._threads.append(t)
 
     def stop(self, withdraw: bool = True, timeout: float = 3.0, grace: float = 0.2) -> None:
-        """Withdraw every route (unless told not to), then end ExaBGP and the threads."""
+        """Withdraw every route (unless told not to; never to a graceful-restart peer), then end
+        ExaBGP and the threads."""
         with self._lock:
             if not self._running:
                 return
             withdrawn = False
             if withdraw and self._conn is not None and self._proc is not None and self._proc.poll() is None:
-                self._desired = {}
+                kept = kept_across_restart(self._desired, self._peers.values())
+                withdrawn = kept != self._desired
+                if kept:
+                    log.info("stop: keeping the routes to graceful-restart peers %s", ", ".join(sorted(kept)))
+                self._desired = kept
                 self._dirty = True
                 self._cond.notify_all()
-                withdrawn = True
         if withdrawn:
             t0 = time.monotonic()
             if self.wait_synced(timeout):
@@ -490,6 +518,7 @@ class ExaBGPManager:
             self._relay_pid = hello.get("relay_pid")
             self._sent = {}  # a fresh ExaBGP (or relay): announce everything again
             self._pending.clear()
+            self._eor_due = {}  # a fresh ExaBGP reports its sessions afresh
             self._retry_at = 0.0
             self._dirty = True
             log.info("ExaBGP pid %s API connected (relay pid %s)", proc_pid, self._relay_pid)
@@ -526,6 +555,7 @@ class ExaBGPManager:
             elif isinstance(msg, ExaEvent):
                 changed = self._sessions.apply(msg, self.clock())
                 self._queue_notifications(changed)
+                self._note_establishments(changed)
                 if msg.type == "state" and msg.state == "up":
                     log.info("BGP session to %s established", msg.peer_address)
                 elif msg.type == "state" and msg.state == "down":
@@ -536,6 +566,9 @@ class ExaBGPManager:
         if not self._pending:
             return
         _, change, previous = self._pending.popleft()
+        if change.prefix == _EOR_PREFIX:
+            self._on_eor_ack(change.peer, ok)
+            return
         if ok:
             self.updates_total += 1
             self._retry_delay = self.retry_interval
@@ -586,6 +619,54 @@ class ExaBGPManager:
         if lines:
             self._writer_q.put((self._conn_gen, ("\n".join(lines) + "\n").encode()))
 
+    def _note_establishments(self, names: Sequence[str]) -> None:
+        """A graceful-restart session newly Established owes the router an End-of-RIB (lock held)."""
+        for name in names:
+            peer = self._peers.get(name)
+            s = self._sessions.sessions.get(name)
+            if peer is None or s is None or not peer.graceful_restart:
+                continue
+            if s.established and s.established_count > self._eor_sent.get(name, 0):
+                self._eor_due[name] = s.established_count
+            elif not s.established:
+                self._eor_due.pop(name, None)  # ExaBGP refuses End-of-RIB to a session that is down
+
+    def _send_eors(self) -> None:
+        """End-of-RIB to each due peer whose routes are all acknowledged (lock held)."""
+        if not self._eor_due or not self._routes_set or self._conn is None:
+            return
+        if time.monotonic() < self._retry_at:
+            return
+        waiting = {c.peer for _, c, _ in self._pending}
+        want = self._effective_desired()
+        lines = []
+        for name, count in sorted(self._eor_due.items()):
+            peer = self._peers.get(name)
+            if peer is None:
+                del self._eor_due[name]
+                continue
+            if name in waiting or self._sent.get(name, {}) != want.get(name, {}):
+                continue  # re-announcement not complete (or not acknowledged) yet
+            del self._eor_due[name]
+            self._eor_sent[name] = count
+            for command in eor_commands(peer):
+                self._pending.append((self._conn_gen, RouteChange(name, _EOR_PREFIX, None), None))
+                lines.append(command)
+            log.info("BGP peer %s: routes re-announced, sending End-of-RIB", name)
+        if lines:
+            self._writer_q.put((self._conn_gen, ("\n".join(lines) + "\n").encode()))
+
+    def _on_eor_ack(self, name: str, ok: bool) -> None:
+        if ok:
+            self.eors_total += 1
+            return
+        s = self._sessions.sessions.get(name)
+        if s is not None and s.established and name in self._peers:
+            log.warning("ExaBGP refused End-of-RIB to %s; retrying", name)
+            self._eor_due[name] = self._eor_sent.pop(name, s.established_count)
+            self._retry_at = time.monotonic() + self._retry_delay
+            self._retry_delay = min(self._retry_delay * 2, 10.0)
+
     def _check_reload(self, now: float) -> None:
         """Re-signal a reload ExaBGP has not performed; restart it as a last resort (lock held)."""
         if self._reload_sent_at is None or now - self._reload_sent_at < 1.0:
@@ -632,6 +713,7 @@ class ExaBGPManager:
                     self._spawn()
                 self._check_reload(now)
                 self._sync()
+                self._send_eors()
                 self._queue_notifications(self._sessions.stalled(self.clock(), self.stall_after))
                 self._cond.wait(0.05)
 

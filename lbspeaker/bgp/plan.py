@@ -8,7 +8,8 @@ does ECMP across them), so the plan only needs this node's facts, MetalLB's way:
 
 1. **Peers.** A BGPPeer applies when its `nodeSelectors` match this node (empty:
    every node). It becomes a `config.PeerSpec` (router ID defaults to the node's
-   IPv4 address; the MD5 password from `passwordSecret` is resolved by the caller
+   IPv4 address; the Node's InternalIPs are the next hops of routes of the other family
+   over a dual-stack session; the MD5 password from `passwordSecret` is resolved by the caller
    and passed in `passwords`). A peer whose Secret cannot be read, or that ExaBGP
    cannot express (`config.validate_peer` fatal problems), is left out and its
    reason kept in `peer_reasons`, so the adapter can show it in the BGPPeer's
@@ -188,6 +189,7 @@ def select_peers(
     router_id: str | None,
     node_networks: Sequence[str] | None,
     plan: BGPPlan,
+    node_addresses: Sequence[str] = (),
 ) -> None:
     """Step 1 of the module docstring; fills plan.peers/selected_peers/peer_reasons/problems."""
     for pf in sorted(peers, key=lambda p: p.name):
@@ -208,7 +210,7 @@ def select_peers(
                 plan.problems.append(Problem("BGPPeer", pf.name, "PasswordSecretMissing", reason))
                 continue
             password = passwords[pf.name]
-        spec = peer_spec_from_bgppeer(pf.name, pf.spec, router_id, password)
+        spec = peer_spec_from_bgppeer(pf.name, pf.spec, router_id, password, node_addresses)
         problems = validate_peer(spec)
         fatal = [p.message for p in problems if is_fatal(p)]
         plan.problems += problems
@@ -284,7 +286,8 @@ def compute_bgp_plan(
     """
     plan = BGPPlan(node=node)
     labels = dict(node_facts.labels) if node_facts is not None else {}
-    select_peers(node, labels, peers, passwords or {}, node_ipv4(node_addresses), node_networks, plan)
+    select_peers(node, labels, peers, passwords or {}, node_ipv4(node_addresses), node_networks, plan,
+                 node_addresses)
 
     advs = sorted(advertisements, key=lambda a: a.name)
     for a in advs:

@@ -19,7 +19,10 @@ routes per BGPPeer, MetalLB's way:
   the advertisement still applies).
 
 Routes are announced with `next-hop self`: the router forwards to the node that
-announced, which is what makes ECMP across nodes work.
+announced, which is what makes ECMP across nodes work. A route of the other family
+than the session's (MP-BGP, `dualStackAddressFamily`) carries this node's address of
+that family instead (`PeerSpec.next_hop`); without one it is left out (the peer's
+`config.validate_peer` problem says why).
 """
 
 from __future__ import annotations
@@ -147,7 +150,7 @@ def desired_routes(
                     continue
                 version = ipaddress.ip_network(prefix).version
                 for peer in targets:
-                    if version not in peer.families():
+                    if version not in peer.families() or peer.next_hop(version) is None:
                         continue
                     key = (peer.name, prefix)
                     standard.setdefault(key, set()).update(std)
@@ -191,9 +194,14 @@ def desired_routes(
 # --- ExaBGP API commands -----------------------------------------------------------------------------
 
 
+def _next_hop(peer: PeerSpec, prefix: str) -> str:
+    """`self`, or this node's address of the prefix's family when it is not the session's."""
+    return peer.next_hop(ipaddress.ip_network(prefix).version) or "self"
+
+
 def announce_command(peer: PeerSpec, prefix: str, attrs: RouteAttrs) -> str:
     """`neighbor ... announce route ...` for one prefix to one peer."""
-    parts = [f"{peer.selector} announce route {prefix} next-hop self"]
+    parts = [f"{peer.selector} announce route {prefix} next-hop {_next_hop(peer, prefix)}"]
     if attrs.local_pref is not None:
         parts.append(f"local-preference {attrs.local_pref}")
     if attrs.communities:
@@ -205,7 +213,7 @@ def announce_command(peer: PeerSpec, prefix: str, attrs: RouteAttrs) -> str:
 
 def withdraw_command(peer: PeerSpec, prefix: str) -> str:
     """`neighbor ... withdraw route ...` for one prefix to one peer."""
-    return f"{peer.selector} withdraw route {prefix} next-hop self"
+    return f"{peer.selector} withdraw route {prefix} next-hop {_next_hop(peer, prefix)}"
 
 
 @dataclass(frozen=True)
@@ -242,6 +250,15 @@ def diff_routes(
             if before.get(prefix) != attrs:
                 changes.append(RouteChange(peer, prefix, attrs))
     return changes
+
+
+def kept_across_restart(
+    table: Mapping[str, Mapping[str, RouteAttrs]], peers: Iterable[PeerSpec]
+) -> RouteTable:
+    """The routes a stopping speaker leaves announced: those to graceful-restart peers (the
+    router keeps them while the speaker restarts); every other peer's are withdrawn."""
+    graceful = {p.name for p in peers if p.graceful_restart}
+    return {name: dict(routes) for name, routes in table.items() if name in graceful and routes}
 
 
 def change_command(peer: PeerSpec, change: RouteChange) -> str:

@@ -15,7 +15,10 @@ rest of the speaker; a BGP problem (bad BGPPeer, ExaBGP crash, unreadable Secret
 missing CRD) is logged, reported and retried, and never touches ARP/NDP.
 
 Shutdown (`withdraw`): withdraw every route and wait for ExaBGP's acknowledgements (the
-routers drop this node's next hops at once), stop ExaBGP. ExaBGP runs under `pdeathsig`
+routers drop this node's next hops at once), stop ExaBGP. Routes to a BGPPeer with
+`enableGracefulRestart` are not withdrawn: its session closes without a NOTIFICATION and the
+router keeps them while the speaker restarts (a rolling update); the next speaker re-announces
+and then sends End-of-RIB (`bgp.exabgp`). ExaBGP runs under `pdeathsig`
 tied to the runner's thread, so `finish` keeps that thread until ExaBGP is gone, and a
 SIGKILLed speaker takes its ExaBGP (and its sessions) with it.
 """

@@ -102,7 +102,8 @@ def test_router_configs_in_ibgp_mode() -> None:
     assert " neighbor NODES remote-as internal" in frr and " neighbor NODES6 remote-as internal" in frr
     assert frr.count("maximum-paths ibgp 8") == 2
     assert f"local {topo.ROUTER_IP_V4} as {topo.NODE_ASN}; direct;" in bird
-    assert bird.count("gateway direct;") == 2 and " external;" not in bird
+    # IPv4 and IPv6 channels of the IPv4 template (MP-BGP), IPv6 channel of the IPv6 template
+    assert bird.count("gateway direct;") == 3 and " external;" not in bird
     for node in plan.nodes:
         assert f"neighbor {node.ipv4} internal;" in bird
     assert "neighbor range 172.18.0.0/16 internal;" in bird

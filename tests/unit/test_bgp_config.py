@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lbspeaker.api.models import BGPPeer
-from lbspeaker.bgp.config import PeerSpec, is_fatal, peer_spec_from_bgppeer, render_config
+from lbspeaker.bgp.config import PeerSpec, eor_commands, is_fatal, peer_spec_from_bgppeer, render_config
 
 RELAY = [sys.executable, "-m", "lbspeaker.bgp.relay", "--socket", "/run/lbspeaker/bgp.sock"]
 
@@ -44,6 +44,7 @@ def test_ebgp_peer_fields() -> None:
         "connect 1179;",
         "outgoing-ttl 1;",
         "graceful-restart 120;",
+        "manual-eor true;",  # End-of-RIB only once the speaker has re-announced
         "ipv4 unicast;",
         "processes [ lbspeaker ];",
         "neighbor-changes;",
@@ -170,3 +171,46 @@ def test_exabgp_accepts_the_rendered_file(tmp_path: Path) -> None:
     assert proc.returncode == 0, out
     for address in ("172.18.0.1", "172.18.0.2", "fd00::1"):
         assert f"neighbor  {address}" in out, out
+
+
+def test_no_manual_eor_without_graceful_restart() -> None:
+    text = render_config([PeerSpec("r", "172.18.0.1", 64513, 64512)], RELAY).text
+    assert "manual-eor" not in text and "graceful-restart" not in text
+
+
+@pytest.mark.parametrize(
+    ("peer", "commands"),
+    [
+        (PeerSpec("a", "172.18.0.1", 64513, 64512, graceful_restart=True),
+         ["neighbor 172.18.0.1 local-as 64513 announce eor ipv4 unicast"]),
+        (PeerSpec("b", "fd00::1", 64513, 64512, router_id="1.1.1.1", graceful_restart=True),
+         ["neighbor fd00::1 local-as 64513 announce eor ipv6 unicast"]),
+        (PeerSpec("c", "172.18.0.1", 64513, 64512, dual_stack=True, graceful_restart=True),
+         ["neighbor 172.18.0.1 local-as 64513 announce eor ipv4 unicast",
+          "neighbor 172.18.0.1 local-as 64513 announce eor ipv6 unicast"]),
+    ],
+)
+def test_eor_commands_per_family(peer: PeerSpec, commands: list[str]) -> None:
+    assert eor_commands(peer) == commands
+
+
+@pytest.mark.parametrize(
+    ("peer", "problem"),
+    [
+        (PeerSpec("a", "172.18.0.1", 64513, 64512, dual_stack=True, node_addresses=("172.18.0.3",)),
+         "IPv6 routes are not announced over this IPv4 session"),
+        (PeerSpec("b", "fd00::1", 64513, 64512, router_id="1.1.1.1", dual_stack=True,
+                  node_addresses=("fd00::3",)),
+         "IPv4 routes are not announced over this IPv6 session"),
+        (PeerSpec("c", "172.18.0.1", 64513, 64512, dual_stack=True, node_addresses=("172.18.0.3", "fd00::3")),
+         None),
+    ],
+)
+def test_dual_stack_needs_a_next_hop_of_the_other_family(peer: PeerSpec, problem: str | None) -> None:
+    out = render_config([peer], RELAY)
+    assert out.peers == [peer]  # never fatal: the session's own family still goes
+    messages = [p.message for p in out.problems]
+    if problem is None:
+        assert messages == []
+    else:
+        assert len(messages) == 1 and messages[0].startswith(problem) and not is_fatal(out.problems[0])

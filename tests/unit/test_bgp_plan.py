@@ -258,3 +258,19 @@ def test_different_local_pref_per_zone_is_not_a_conflict() -> None:
     p = plan([svc()], advs=advs, peers=[ibgp], node_facts=node({"zone": "b"}))
     assert p.routes == {"router": {"198.51.100.10/32": RouteAttrs(local_pref=200)}}
     assert not [x for x in p.problems if x.reason == "LocalPrefConflict"]
+
+
+def test_ipv6_service_over_dual_stack_ipv4_session_takes_the_node_ipv6_next_hop() -> None:
+    pool6 = Pool("bgp6", (parse_address_range("fd00:5::/120"),), labels={})
+    p = compute_bgp_plan(
+        NODE, node_facts=node(), services=[svc(ip="fd00:5::10")], pools=[pool6],
+        advertisements=[adv(ipAddressPools=["bgp6"])],
+        peers=[peer("v4", dualStackAddressFamily=True), peer("v6only", peerAddress="fc00:f853:ccd:e793::1",
+                                                           routerID="172.18.0.3")],
+        node_addresses=[NODE_IP, "fc00:f853:ccd:e793::3"], node_networks=[*NETS, "fc00:f853:ccd:e793::3/64"],
+    )
+    assert p.routes == {"v4": {"fd00:5::10/128": RouteAttrs()}, "v6only": {"fd00:5::10/128": RouteAttrs()}}
+    by_name = {s.name: s for s in p.peers}
+    assert by_name["v4"].next_hop(6) == "fc00:f853:ccd:e793::3"
+    assert by_name["v6only"].next_hop(6) == "self"
+    assert p.problems == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -136,3 +137,47 @@ def test_diff_applied_to_old_gives_new(old: dict, new: dict) -> None:
         else:
             state.setdefault(c.peer, {})[c.prefix] = c.attrs
     assert {p: r for p, r in state.items() if r} == {p: r for p, r in new.items() if r}
+
+
+DS4 = PeerSpec("ds4", "172.18.0.1", 64513, 64512, dual_stack=True,
+               node_addresses=("172.18.0.3", "fc00:f853:ccd:e793::3"))
+DS6 = PeerSpec("ds6", "fc00:f853:ccd:e793::1", 64513, 64512, dual_stack=True, router_id="172.18.0.3",
+               node_addresses=("172.18.0.3", "fc00:f853:ccd:e793::3"))
+DS4_NO_V6 = PeerSpec("ds4x", "172.18.0.1", 64513, 64512, dual_stack=True, node_addresses=("172.18.0.3",))
+
+
+@pytest.mark.parametrize(
+    ("peer", "prefix", "next_hop"),
+    [
+        (EBGP, "198.51.100.10/32", "self"),  # the session's family: its local address
+        (V6, "fd00:5::1/128", "self"),
+        (DS4, "198.51.100.10/32", "self"),
+        (DS4, "fd00:5::1/128", "fc00:f853:ccd:e793::3"),  # MP-BGP: IPv6 over IPv4 needs an IPv6 next hop
+        (DS6, "fd00:5::1/128", "self"),
+        (DS6, "198.51.100.10/32", "172.18.0.3"),  # and the other way round
+    ],
+)
+def test_next_hop_per_family(peer: PeerSpec, prefix: str, next_hop: str) -> None:
+    announce = announce_command(peer, prefix, RouteAttrs())
+    withdraw = withdraw_command(peer, prefix)
+    assert announce == f"{peer.selector} announce route {prefix} next-hop {next_hop}"
+    assert withdraw == f"{peer.selector} withdraw route {prefix} next-hop {next_hop}"
+
+
+def test_other_family_without_a_node_address_is_not_announced() -> None:
+    out = desired_routes([ann(("198.51.100.10", "fd00:5::1"), AdvertisementSpec("a"))], [DS4, DS4_NO_V6])
+    assert out.routes == {
+        "ds4": {"198.51.100.10/32": RouteAttrs(), "fd00:5::1/128": RouteAttrs()},
+        "ds4x": {"198.51.100.10/32": RouteAttrs()},
+    }
+
+
+def test_a_stopping_speaker_keeps_only_the_routes_to_graceful_restart_peers() -> None:
+    from lbspeaker.bgp.routes import kept_across_restart
+
+    gr = PeerSpec("gr", "172.18.0.1", 64513, 64512, graceful_restart=True)
+    gr_empty = PeerSpec("gr-empty", "172.18.0.5", 64513, 64512, graceful_restart=True)
+    table = {"gr": {"198.51.100.10/32": RouteAttrs()}, "ebgp": {"198.51.100.10/32": RouteAttrs()},
+             "gr-empty": {}, "unknown": {"198.51.100.11/32": RouteAttrs()}}
+    assert kept_across_restart(table, [gr, gr_empty, EBGP]) == {"gr": {"198.51.100.10/32": RouteAttrs()}}
+    assert kept_across_restart(table, [EBGP]) == {}
