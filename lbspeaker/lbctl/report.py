@@ -7,9 +7,9 @@ judgement here is table-testable without a server, and the CLI only prints rows.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import Field, dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from lbspeaker.facts import (
     BGPAdvertisementFacts,
@@ -152,8 +152,22 @@ def bgp_session_states(snap: Snapshot) -> dict[tuple[str, str], str]:
 BGP_DOWN = "BGP session down"  # prefix of a Service problem that `check` reports per BGPPeer instead
 
 
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+class Row:
+    """A table row of `lbctl`; `as_dict()` is its JSON/YAML form, camelCase names as the API writes them."""
+
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]  # every row is a dataclass
+
+    def as_dict(self) -> dict[str, Any]:
+        return {_camel(f.name): getattr(self, f.name) for f in fields(self)}
+
+
 @dataclass
-class ServiceRow:
+class ServiceRow(Row):
     namespace: str
     name: str
     ips: list[str]
@@ -162,16 +176,6 @@ class ServiceRow:
     announced_by: list[str]
     problems: list[str]
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "namespace": self.namespace,
-            "name": self.name,
-            "ips": self.ips,
-            "pool": self.pool,
-            "mode": self.mode,
-            "announcedBy": self.announced_by,
-            "problems": self.problems,
-        }
 
 
 def service_rows(snap: Snapshot) -> list[ServiceRow]:
@@ -240,7 +244,7 @@ def service_rows(snap: Snapshot) -> list[ServiceRow]:
 
 
 @dataclass
-class PoolRow:
+class PoolRow(Row):
     name: str
     addresses: list[str]
     auto_assign: bool
@@ -248,15 +252,6 @@ class PoolRow:
     available: int
     conditions: list[str]
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "addresses": self.addresses,
-            "autoAssign": self.auto_assign,
-            "assigned": self.assigned,
-            "available": self.available,
-            "conditions": self.conditions,
-        }
 
 
 def pool_rows(snap: Snapshot) -> list[PoolRow]:
@@ -300,15 +295,12 @@ def pool_rows(snap: Snapshot) -> list[PoolRow]:
 
 
 @dataclass(frozen=True)
-class Finding:
+class Finding(Row):
     """One finding of `lbctl check`: what is wrong, with which object, and what to do."""
 
     check: str
     object: str
     message: str
-
-    def as_dict(self) -> dict[str, str]:
-        return {"check": self.check, "object": self.object, "message": self.message}
 
 
 # Pool conditions that mean trouble when True, and Ready meaning trouble when False.
