@@ -22,88 +22,94 @@ L2_COUNTERS = (
 )
 
 
-class _L2Collector(Collector):
-    def __init__(self, totals: Callable[[], Mapping[str, Any]]) -> None:
-        self._totals = totals
+Family = type[CounterMetricFamily] | type[GaugeMetricFamily]
+
+
+def _single(kind: Family, name: str, doc: str, value: Any) -> Any:
+    """A family of one unlabelled sample (a missing value reads as 0)."""
+    fam = kind(name, doc)
+    fam.add_metric([], float(value or 0))
+    return fam
+
+
+def _labelled(kind: Family, name: str, doc: str, label: str, values: Mapping[Any, Any] | None) -> Any:
+    """A family of one sample per `label` value, sorted (a missing mapping: no samples)."""
+    fam = kind(name, doc, labels=[label])
+    for key, value in sorted((values or {}).items()):
+        fam.add_metric([str(key)], float(value))
+    return fam
+
+
+class _ScrapeCollector(Collector):
+    """Families built at scrape time from `read()`, a snapshot of plain counters.
+
+    A scrape never fails because a source did: when `read()` raises, a collector with
+    `always_yield` still yields its families (empty), the others yield nothing.
+    """
+
+    always_yield = False
+
+    def __init__(self, read: Callable[[], Mapping[str, Any]] | None) -> None:
+        self._read = read
 
     def collect(self) -> Iterator[Any]:
         try:
-            t = self._totals()
+            s = self._read() if self._read is not None else {}
         except Exception:
-            return
+            if not self.always_yield:
+                return
+            s = {}
+        yield from self.families(s)
+
+    def families(self, s: Mapping[str, Any]) -> Iterator[Any]:
+        raise NotImplementedError
+
+
+class _L2Collector(_ScrapeCollector):
+    def families(self, s: Mapping[str, Any]) -> Iterator[Any]:
         for key, name, doc in L2_COUNTERS:
-            fam = CounterMetricFamily(name, doc, labels=["ip"])
-            for ip, n in sorted((t.get(key) or {}).items()):
-                fam.add_metric([str(ip)], float(n))
-            yield fam
-        fam = CounterMetricFamily("lbspeaker_layer2_malformed_dropped", "Malformed frames dropped")
-        fam.add_metric([], float(t.get("malformed_dropped") or 0))
-        yield fam
-        fam2 = CounterMetricFamily("lbspeaker_layer2_send_errors", "Frames the kernel refused to send")
-        fam2.add_metric([], float(t.get("send_errors") or 0))
-        yield fam2
+            yield _labelled(CounterMetricFamily, name, doc, "ip", s.get(key))
+        yield _single(CounterMetricFamily, "lbspeaker_layer2_malformed_dropped",
+                      "Malformed frames dropped", s.get("malformed_dropped"))
+        yield _single(CounterMetricFamily, "lbspeaker_layer2_send_errors",
+                      "Frames the kernel refused to send", s.get("send_errors"))
 
 
-class _HeartbeatCollector(Collector):
-    def __init__(self, stats: Callable[[], Mapping[str, Any]]) -> None:
-        self._stats = stats
-
-    def collect(self) -> Iterator[Any]:
-        try:
-            s = self._stats()
-        except Exception:
-            return
+class _HeartbeatCollector(_ScrapeCollector):
+    def families(self, s: Mapping[str, Any]) -> Iterator[Any]:
         for key, value in sorted(s.items()):
+            name = f"lbspeaker_speaker_heartbeat_{key}"
             if isinstance(value, Mapping):  # {reason: n}: refused datagrams, a counter per reason
-                rej = CounterMetricFamily(f"lbspeaker_speaker_heartbeat_{key}",
-                                          f"Heartbeat datagrams {key}, by reason", labels=["reason"])
-                for reason, n in sorted(value.items()):
-                    rej.add_metric([str(reason)], float(n))
-                yield rej
-                continue
-            doc = f"Heartbeat {key.replace('_', ' ')}"
-            fam = GaugeMetricFamily(f"lbspeaker_speaker_heartbeat_{key}", doc)
-            fam.add_metric([], float(value))
-            yield fam
+                doc = f"Heartbeat datagrams {key}, by reason"
+                yield _labelled(CounterMetricFamily, name, doc, "reason", value)
+            else:
+                yield _single(GaugeMetricFamily, name, f"Heartbeat {key.replace('_', ' ')}", value)
 
 
-class _BGPCollector(Collector):
+class _BGPCollector(_ScrapeCollector):
     """lbspeaker_bgp_* families, read at scrape time from the BGP side's `metrics_snapshot()`:
     {"sessions": {peer: up}, "updates": n, "prefixes": {peer: n}, "restarts": n}."""
 
-    def __init__(self, stats: Callable[[], Mapping[str, Any]] | None) -> None:
-        self._stats = stats
+    always_yield = True
 
-    def collect(self) -> Iterator[Any]:
-        try:
-            s = self._stats() if self._stats is not None else {}
-        except Exception:
-            s = {}
-        up = GaugeMetricFamily("lbspeaker_bgp_session_up",
-                               "1 while the BGP session to the peer is Established", labels=["peer"])
-        for peer, ok in sorted((s.get("sessions") or {}).items()):
-            up.add_metric([str(peer)], 1.0 if ok else 0.0)
-        yield up
-        updates = CounterMetricFamily("lbspeaker_bgp_updates",
-                                      "Route announcements and withdrawals sent to ExaBGP")
-        updates.add_metric([], float(s.get("updates") or 0))
-        yield updates
-        prefixes = GaugeMetricFamily("lbspeaker_bgp_announced_prefixes_total",
-                                     "Prefixes this node announces to the peer", labels=["peer"])
-        for peer, n in sorted((s.get("prefixes") or {}).items()):
-            prefixes.add_metric([str(peer)], float(n))
-        yield prefixes
-        restarts = CounterMetricFamily("lbspeaker_bgp_exabgp_restarts",
-                                       "ExaBGP restarts after it exited on its own")
-        restarts.add_metric([], float(s.get("restarts") or 0))
-        yield restarts
+    def families(self, s: Mapping[str, Any]) -> Iterator[Any]:
+        sessions = {peer: 1.0 if ok else 0.0 for peer, ok in (s.get("sessions") or {}).items()}
+        yield _labelled(GaugeMetricFamily, "lbspeaker_bgp_session_up",
+                        "1 while the BGP session to the peer is Established", "peer", sessions)
+        yield _single(CounterMetricFamily, "lbspeaker_bgp_updates",
+                      "Route announcements and withdrawals sent to ExaBGP", s.get("updates"))
+        yield _labelled(GaugeMetricFamily, "lbspeaker_bgp_announced_prefixes_total",
+                        "Prefixes this node announces to the peer", "peer", s.get("prefixes"))
+        yield _single(CounterMetricFamily, "lbspeaker_bgp_exabgp_restarts",
+                      "ExaBGP restarts after it exited on its own", s.get("restarts"))
 
 
-class _PlanningCollector(Collector):
+class _PlanningCollector(_ScrapeCollector):
     """Plans run/skipped/failed per protocol, and cache events per resource by whether they changed
     what a plan reads: {"plans": {protocol: n}, "plans_skipped": ..., "plan_errors": ...,
     "events": {resource: n}, "events_ignored": {resource: n}}."""
 
+    always_yield = True
     FAMILIES = (
         ("plans", "protocol", "Plans computed and applied"),
         ("plans_skipped", "protocol", "Snapshots not planned: none of the protocol's inputs moved"),
@@ -112,19 +118,9 @@ class _PlanningCollector(Collector):
         ("events_ignored", "resource", "Cache events that changed nothing a plan reads (no planning)"),
     )
 
-    def __init__(self, stats: Callable[[], Mapping[str, Mapping[str, int]]]) -> None:
-        self._stats = stats
-
-    def collect(self) -> Iterator[Any]:
-        try:
-            s = self._stats()
-        except Exception:
-            s = {}
+    def families(self, s: Mapping[str, Any]) -> Iterator[Any]:
         for key, label, doc in self.FAMILIES:
-            fam = CounterMetricFamily(f"lbspeaker_speaker_{key}", doc, labels=[label])
-            for name, n in sorted((s.get(key) or {}).items()):
-                fam.add_metric([str(name)], float(n))
-            yield fam
+            yield _labelled(CounterMetricFamily, f"lbspeaker_speaker_{key}", doc, label, s.get(key))
 
 
 class SpeakerMetrics:
