@@ -47,7 +47,17 @@ from dataclasses import dataclass, field
 from lbspeaker.api.constants import EXCLUDE_FROM_LB_LABEL
 from lbspeaker.bgp.aggregation import aggregation_problems, prefix_within
 from lbspeaker.bgp.config import PeerSpec, is_fatal, peer_spec_from_bgppeer, validate_peer
-from lbspeaker.bgp.routes import Announcement, RouteTable, desired_routes, route_prefix
+from lbspeaker.bgp.routes import (
+    Announcement,
+    RouteAttrs,
+    RouteKey,
+    RouteParts,
+    RouteTable,
+    desired_routes,
+    route_attrs,
+    route_parts,
+    route_prefix,
+)
 from lbspeaker.facts import (
     AdvertisementSpec,
     BGPAdvertisementFacts,
@@ -248,7 +258,7 @@ def service_wanted_here(svc: ServiceFacts, node: str) -> bool:
     return len(svc.serving_endpoints) > 0
 
 
-def _within_pool(ip: str, adv: BGPAdvertisementFacts, pool: Pool, plan: BGPPlan) -> bool:
+def _within_pool(ip: str, adv: BGPAdvertisementFacts, pool: Pool, problems: list[Problem]) -> bool:
     """Last line of defence: never announce a prefix with addresses outside the pool (the
     controller already marks such an advertisement Ready=False; `bgp.aggregation`)."""
     try:
@@ -257,12 +267,61 @@ def _within_pool(ip: str, adv: BGPAdvertisementFacts, pool: Pool, plan: BGPPlan)
         return True  # desired_routes reports an impossible prefix itself
     if prefix_within(prefix, pool.ranges):
         return True
-    plan.problems.append(Problem(
+    problems.append(Problem(
         "BGPAdvertisement", adv.name, "AggregationOutsidePool",
         f"not announcing {prefix} for {ip}: it covers addresses outside pool {pool.name!r}; "
         + "; ".join(aggregation_problems(pool.name, pool.ranges, adv.route.aggregation_length,
                                          adv.route.aggregation_length_v6) or ["lengthen the aggregation"])))
     return False
+
+
+def service_announcements(
+    svc: ServiceFacts,
+    node: str,
+    labels: Mapping[str, str],
+    pools: Mapping[str, Pool],
+    advertisements: Sequence[BGPAdvertisementFacts],
+    announcing: bool,
+) -> tuple[list[Announcement], list[Problem]]:
+    """Steps 3-4 for one Service: what this node announces of it (`announcing`: the node announces
+    at all and has peers), and its problems (AggregationOutsidePool, LocalPrefConflict).
+
+    `advertisements` sorted by name. One Announcement per group of IPs sharing advertisements
+    (dual stack from two pools); keys get a suffix ("key\x00i") so `routes.desired_routes`
+    does not merge them (the callers strip it).
+    """
+    problems: list[Problem] = []
+    groups: dict[tuple[str, ...], list[str]] = {}  # advertisement names -> IPs
+    by_name: dict[str, AdvertisementSpec] = {}
+    conflicts: dict[str, int] = {}
+    for ip in svc.ips:
+        pool = pool_of(svc, ip, pools)
+        if pool is None:
+            continue
+        here = [a for a in advertisements if a.matches_pool(pool) and a.selects_node(labels)
+                and _within_pool(ip, a, pool, problems)]
+        # Only advertisements that apply on this node can disagree here: different localPref
+        # for different nodes (zone a prefers 100, zone b 200) is a design, not a conflict.
+        prefs = {a.name: a.route.local_pref for a in here if a.route.local_pref is not None}
+        if len(set(prefs.values())) > 1:
+            conflicts.update(prefs)
+        if not here:
+            continue
+        for a in here:
+            by_name[a.name] = a.route
+        groups.setdefault(tuple(a.name for a in here), []).append(ip)
+    if conflicts:
+        first = min(conflicts)
+        problems.append(Problem(
+            "Service", svc.key, "LocalPrefConflict",
+            "BGPAdvertisements disagree on localPref: "
+            + ", ".join(f"{n}={v}" for n, v in sorted(conflicts.items()))
+            + f"; using {conflicts[first]} from {first} (first by name)",
+        ))
+    if not groups or not announcing or not service_wanted_here(svc, node):
+        return [], problems
+    return [Announcement(f"{svc.key}\x00{i}", tuple(ips), tuple(by_name[n] for n in names))
+            for i, (names, ips) in enumerate(sorted(groups.items()))], problems
 
 
 def compute_bgp_plan(
@@ -301,43 +360,12 @@ def compute_bgp_plan(
                                              f"ipAddressPools names {name!r}, which does not exist"))
 
     announces, _why = node_announces(node_facts, ignore_exclude_label)
+    announcing = announces and bool(plan.peers)
     announcements: list[Announcement] = []
-    conflicts: dict[ServiceKey, dict[str, int]] = {}
     for svc in sorted(services, key=lambda s: s.key):
-        groups: dict[tuple[str, ...], list[str]] = {}  # advertisement names -> IPs
-        by_name: dict[str, AdvertisementSpec] = {}
-        for ip in svc.ips:
-            pool = pool_of(svc, ip, pool_map)
-            if pool is None:
-                continue
-            here = [a for a in advs if a.matches_pool(pool) and a.selects_node(labels)
-                    and _within_pool(ip, a, pool, plan)]
-            # Only advertisements that apply on this node can disagree here: different localPref
-            # for different nodes (zone a prefers 100, zone b 200) is a design, not a conflict.
-            prefs = {a.name: a.route.local_pref for a in here if a.route.local_pref is not None}
-            if len(set(prefs.values())) > 1:
-                conflicts.setdefault(svc.key, {}).update(prefs)
-            if not here:
-                continue
-            for a in here:
-                by_name[a.name] = a.route
-            groups.setdefault(tuple(a.name for a in here), []).append(ip)
-        if not groups or not announces or not plan.peers or not service_wanted_here(svc, node):
-            continue
-        # one Announcement per group of IPs sharing advertisements (dual stack from two pools);
-        # keys get a suffix so routes.desired_routes does not merge them, stripped below
-        for i, (names, ips) in enumerate(sorted(groups.items())):
-            announcements.append(Announcement(f"{svc.key}\x00{i}", tuple(ips),
-                                              tuple(by_name[n] for n in names)))
-
-    for key, prefs in sorted(conflicts.items()):
-        first = min(prefs)
-        plan.problems.append(Problem(
-            "Service", key, "LocalPrefConflict",
-            "BGPAdvertisements disagree on localPref: "
-            + ", ".join(f"{n}={v}" for n, v in sorted(prefs.items()))
-            + f"; using {prefs[first]} from {first} (first by name)",
-        ))
+        anns, problems = service_announcements(svc, node, labels, pool_map, advs, announcing)
+        announcements += anns
+        plan.problems += problems
 
     want = desired_routes(announcements, plan.peers, aliases or {})
     plan.routes = want.routes
@@ -378,3 +406,209 @@ def bgp_plan(
         aliases=facts.aliases, passwords=passwords, node_addresses=me.internal_ips if me else (),
         node_networks=node_networks, ignore_exclude_label=ignore_exclude_label,
     )
+
+
+# --- the same plan, redone only for what changed ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ServiceShare:
+    """One Service's part in the plan: its problems, the routes parts of its announcements, the
+    peers it goes to and its announced IPs (both None when it goes to no peer)."""
+
+    problems: tuple[Problem, ...]
+    parts: RouteParts
+    peers: list[str] | None
+    announced: list[str] | None
+
+
+def _order(p: Problem) -> tuple[str, str, str, str]:
+    return (p.kind, p.name, p.reason, p.message)
+
+
+class BGPPlanner:
+    """`compute_bgp_plan` for one node, redoing only what changed since the last call (the speaker's).
+
+    Why: as `plan.L2Planner`. A Service's announcements, problems and route parts depend only
+    on the Service and the *context* (this Node, pools, advertisements, peers, aliases,
+    passwords, addresses, networks); a prefix's attributes only on the parts of the Services
+    announced under it (several, when aggregated). So a changed context redoes everything,
+    a changed Service only itself and the prefixes it had or has. Pure (no I/O); equal to
+    `compute_bgp_plan` after any sequence of calls (tests/unit/test_plan_incremental.py).
+    """
+
+    def __init__(self, node: str, ignore_exclude_label: bool = False) -> None:
+        self.node = node
+        self.ignore_exclude_label = ignore_exclude_label
+        self._context: tuple[object, ...] | None = None
+        self._base = BGPPlan(node=node)  # peers and the problems of the context
+        self._labels: dict[str, str] = {}
+        self._pools: dict[str, Pool] = {}
+        self._advs: list[BGPAdvertisementFacts] = []
+        self._aliases: Mapping[str, str] = {}
+        self._announcing = False
+        self._services: dict[ServiceKey, ServiceFacts] = {}
+        self._shares: dict[ServiceKey, _ServiceShare] = {}
+        self._route_services: dict[RouteKey, set[ServiceKey]] = {}
+        self._routes: dict[str, dict[str, RouteAttrs]] = {}
+        self._service_peers: dict[ServiceKey, list[str]] = {}
+        self._announced: dict[ServiceKey, list[str]] = {}
+        self._problems: dict[Problem, int] = {}  # of the Services, counted
+        self._sorted: list[Problem] | None = None
+        self.replanned = 0  # Services redone by the last call
+
+    def plan(
+        self,
+        services: Mapping[ServiceKey, ServiceFacts],
+        changed: Iterable[ServiceKey] | None,
+        node_facts: NodeFacts | None,
+        pools: Iterable[Pool],
+        advertisements: Iterable[BGPAdvertisementFacts],
+        peers: Iterable[PeerFacts],
+        aliases: Mapping[str, str] | None = None,
+        passwords: Mapping[str, str | None] | None = None,
+        node_addresses: Sequence[str] = (),
+        node_networks: Sequence[str] | None = None,
+    ) -> BGPPlan:
+        """The plan over `services` (keyed by `ServiceFacts.key`); `changed`: the keys that may
+        differ from the last call (None: unknown, every Service is compared)."""
+        try:
+            return self._plan(services, changed, node_facts, pools, advertisements, peers, aliases or {},
+                              passwords or {}, node_addresses, node_networks)
+        except BaseException:
+            self._context = None
+            raise
+
+    def _plan(
+        self,
+        services: Mapping[ServiceKey, ServiceFacts],
+        changed: Iterable[ServiceKey] | None,
+        node_facts: NodeFacts | None,
+        pools: Iterable[Pool],
+        advertisements: Iterable[BGPAdvertisementFacts],
+        peers: Iterable[PeerFacts],
+        aliases: Mapping[str, str],
+        passwords: Mapping[str, str | None],
+        node_addresses: Sequence[str],
+        node_networks: Sequence[str] | None,
+    ) -> BGPPlan:
+        pool_list = tuple(sorted(pools, key=lambda p: p.name))
+        advs = tuple(sorted(advertisements, key=lambda a: a.name))
+        peer_list = tuple(sorted(peers, key=lambda p: p.name))
+        context = (node_facts, pool_list, advs, peer_list, tuple(sorted(aliases.items())),
+                   tuple(sorted(passwords.items(), key=lambda kv: kv[0])), tuple(node_addresses),
+                   tuple(node_networks) if node_networks is not None else None)
+        keys: Iterable[ServiceKey]
+        if context != self._context:
+            self._reset(node_facts, pool_list, advs, peer_list, aliases, passwords, node_addresses,
+                        node_networks)
+            self._context = context
+            keys = services.keys()
+        elif changed is None:
+            keys = set(services) | set(self._services)
+        else:
+            keys = changed
+        affected: set[RouteKey] = set()
+        self.replanned = 0
+        for key in keys:
+            old, new = self._services.get(key), services.get(key)
+            if old is new:
+                continue
+            self.replanned += 1
+            share = self._shares.pop(key, None)
+            self._services.pop(key, None)
+            if share is not None:
+                self._forget(key, share, affected)
+            if new is not None:
+                self._services[key] = new
+                share = self._share(new)
+                self._shares[key] = share
+                self._learn(key, share, affected)
+        for route in affected:
+            self._remerge(route)
+        if self._sorted is None:
+            self._sorted = sorted(set(self._base.problems) | set(self._problems), key=_order)
+        base = self._base
+        return BGPPlan(node=self.node, peers=list(base.peers), selected_peers=list(base.selected_peers),
+                       peer_reasons=dict(base.peer_reasons),
+                       routes={peer: dict(table) for peer, table in self._routes.items()},
+                       service_peers=dict(self._service_peers), announced=dict(self._announced),
+                       problems=list(self._sorted))
+
+    def _reset(self, node_facts: NodeFacts | None, pools: Sequence[Pool],
+               advs: Sequence[BGPAdvertisementFacts], peers: Sequence[PeerFacts], aliases: Mapping[str, str],
+               passwords: Mapping[str, str | None], node_addresses: Sequence[str],
+               node_networks: Sequence[str] | None) -> None:
+        """The context's part of `compute_bgp_plan` (peers, advertisement problems), no Service yet."""
+        base = compute_bgp_plan(self.node, node_facts, (), pools, advs, peers, aliases, passwords,
+                                node_addresses, node_networks, self.ignore_exclude_label)
+        self._base = base
+        self._labels = dict(node_facts.labels) if node_facts is not None else {}
+        self._pools = {p.name: p for p in pools}
+        self._advs = list(advs)
+        self._aliases = dict(aliases)
+        announces, _why = node_announces(node_facts, self.ignore_exclude_label)
+        self._announcing = announces and bool(base.peers)
+        self._services, self._shares, self._route_services, self._routes = {}, {}, {}, {}
+        self._service_peers, self._announced, self._problems, self._sorted = {}, {}, {}, None
+
+    def _share(self, svc: ServiceFacts) -> _ServiceShare:
+        anns, problems = service_announcements(svc, self.node, self._labels, self._pools, self._advs,
+                                               self._announcing)
+        parts = route_parts(anns, self._base.peers, self._aliases)
+        for problem in parts.problems:
+            if problem.kind == "Service":  # the key of an Announcement: strip its suffix
+                problem = Problem("Service", svc.key, problem.reason, problem.message)
+            problems.append(problem)
+        peers = sorted({p for names in parts.service_peers.values() for p in names}) or None
+        announced = sorted({ip for a in anns for ip in a.ips}) if peers else None
+        return _ServiceShare(tuple(set(problems)), parts, peers, announced)
+
+    def _learn(self, key: ServiceKey, share: _ServiceShare, affected: set[RouteKey]) -> None:
+        for route in share.parts.standard:
+            self._route_services.setdefault(route, set()).add(key)
+            affected.add(route)
+        if share.peers is not None and share.announced is not None:
+            self._service_peers[key] = share.peers
+            self._announced[key] = share.announced
+        for problem in share.problems:
+            n = self._problems.get(problem, 0)
+            self._problems[problem] = n + 1
+            if not n:
+                self._sorted = None
+
+    def _forget(self, key: ServiceKey, share: _ServiceShare, affected: set[RouteKey]) -> None:
+        for route in share.parts.standard:
+            self._route_services[route].discard(key)
+            affected.add(route)
+        self._service_peers.pop(key, None)
+        self._announced.pop(key, None)
+        for problem in share.problems:
+            n = self._problems[problem] - 1
+            if n:
+                self._problems[problem] = n
+            else:
+                del self._problems[problem]
+                self._sorted = None
+
+    def _remerge(self, route: RouteKey) -> None:
+        """One prefix to one peer from the parts of every Service announced under it."""
+        peer, prefix = route
+        keys = self._route_services.get(route)
+        if not keys:
+            self._route_services.pop(route, None)
+            table = self._routes.get(peer)
+            if table is not None:
+                table.pop(prefix, None)
+                if not table:
+                    del self._routes[peer]
+            return
+        standard: set[str] = set()
+        large: set[str] = set()
+        prefs: dict[str, int] = {}
+        for key in keys:
+            parts = self._shares[key].parts
+            standard |= parts.standard[route]
+            large |= parts.large[route]
+            prefs.update(parts.prefs.get(route, {}))
+        self._routes.setdefault(peer, {})[prefix] = route_attrs(standard, large, prefs)[0]

@@ -110,19 +110,32 @@ def route_prefix(ip: str, adv: AdvertisementSpec) -> str:
     return str(ipaddress.ip_network(f"{addr}/{length}", strict=False))
 
 
-def desired_routes(
+RouteKey = tuple[str, str]  # (BGPPeer name, prefix)
+
+
+@dataclass
+class RouteParts:
+    """What some announcements put into the routes, before the parts of one prefix are merged
+    (`route_attrs`): communities and localPref per (peer, prefix), the peers per Service, and
+    problems (first seen first, no duplicates). Parts of disjoint announcements merge by union,
+    which is what lets the speaker redo one Service's parts alone (`bgp.plan.BGPPlanner`)."""
+
+    standard: dict[RouteKey, set[str]] = field(default_factory=dict)
+    large: dict[RouteKey, set[str]] = field(default_factory=dict)
+    prefs: dict[RouteKey, dict[str, int]] = field(default_factory=dict)  # advertisement name -> localPref
+    service_peers: dict[str, list[str]] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+
+def route_parts(
     announcements: Iterable[Announcement],
     peers: Sequence[PeerSpec],
     aliases: Mapping[str, str] | None = None,
-) -> DesiredRoutes:
-    """Routes per peer for what this node announces (see the module docstring)."""
+) -> RouteParts:
+    """The parts of `announcements` (see `RouteParts`); `desired_routes` merges them."""
     aliases = aliases or {}
-    out = DesiredRoutes()
+    out = RouteParts()
     peer_names = {p.name for p in peers}
-    # (peer, prefix) -> accumulated attributes
-    standard: dict[tuple[str, str], set[str]] = {}
-    large: dict[tuple[str, str], set[str]] = {}
-    prefs: dict[tuple[str, str], dict[str, int]] = {}  # advertisement name -> localPref
     reported: set[Problem] = set()
 
     def problem(kind: str, name: str, reason: str, message: str) -> None:
@@ -153,9 +166,9 @@ def desired_routes(
                     if version not in peer.families() or peer.next_hop(version) is None:
                         continue
                     key = (peer.name, prefix)
-                    standard.setdefault(key, set()).update(std)
-                    large.setdefault(key, set()).update(lrg)
-                    slot = prefs.setdefault(key, {})
+                    out.standard.setdefault(key, set()).update(std)
+                    out.large.setdefault(key, set()).update(lrg)
+                    slot = out.prefs.setdefault(key, {})
                     if adv.local_pref is not None:
                         if peer.is_ebgp:
                             problem(
@@ -168,26 +181,49 @@ def desired_routes(
                     service_peers.add(peer.name)
         if service_peers:
             out.service_peers[ann.service] = sorted(service_peers)
+    return out
 
-    for key in sorted(standard):
+
+def route_attrs(
+    standard: Iterable[str], large: Iterable[str], prefs: Mapping[str, int]
+) -> tuple[RouteAttrs, str | None]:
+    """One prefix's merged parts -> (its attributes, the name of the advertisement whose localPref
+    was used when several disagree, else None): the first by name wins."""
+    local_pref = None
+    conflict = None
+    if prefs:
+        first = min(prefs)
+        local_pref = prefs[first]
+        if len(set(prefs.values())) > 1:
+            conflict = first
+    return RouteAttrs(local_pref=local_pref, communities=_sort_communities(standard),
+                      large_communities=_sort_communities(large)), conflict
+
+
+def desired_routes(
+    announcements: Iterable[Announcement],
+    peers: Sequence[PeerSpec],
+    aliases: Mapping[str, str] | None = None,
+) -> DesiredRoutes:
+    """Routes per peer for what this node announces (see the module docstring)."""
+    parts = route_parts(announcements, peers, aliases)
+    out = DesiredRoutes(service_peers=parts.service_peers, problems=parts.problems)
+    reported = set(out.problems)
+    for key in sorted(parts.standard):
         peer_name, prefix = key
-        values = prefs.get(key, {})
-        local_pref = None
-        if values:
-            first = min(values)
-            local_pref = values[first]
-            if len(set(values.values())) > 1:
-                problem(
-                    "BGPPeer", peer_name, "LocalPrefConflict",
-                    f"conflicting localPref for {prefix} to peer {peer_name}: "
-                    + ", ".join(f"{n}={v}" for n, v in sorted(values.items()))
-                    + f"; using {local_pref} from {first}"
-                )
-        out.routes.setdefault(peer_name, {})[prefix] = RouteAttrs(
-            local_pref=local_pref,
-            communities=_sort_communities(standard[key]),
-            large_communities=_sort_communities(large[key]),
-        )
+        values = parts.prefs.get(key, {})
+        attrs, first = route_attrs(parts.standard[key], parts.large[key], values)
+        if first is not None:
+            found = Problem(
+                "BGPPeer", peer_name, "LocalPrefConflict",
+                f"conflicting localPref for {prefix} to peer {peer_name}: "
+                + ", ".join(f"{n}={v}" for n, v in sorted(values.items()))
+                + f"; using {attrs.local_pref} from {first}"
+            )
+            if found not in reported:
+                reported.add(found)
+                out.problems.append(found)
+        out.routes.setdefault(peer_name, {})[prefix] = attrs
     return out
 
 

@@ -1,4 +1,7 @@
-"""BGP behind the speaker's `Protocol`: snapshot -> `bgp.plan.compute_bgp_plan` -> ExaBGP.
+"""BGP behind the speaker's `Protocol`: snapshot -> `bgp.plan.BGPPlanner` -> ExaBGP.
+
+`BGPPlanner` is `compute_bgp_plan` redone only for the Services changed since the snapshot
+planned last (`Snapshot.service_changes`).
 
 plan: the snapshot, plus what no cache holds: the passwordSecret values
 (`secrets.PeerPasswords`, GET and refreshed) and this node's connected networks (where a
@@ -36,7 +39,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lbspeaker.bgp.config import PeerSpec
-from lbspeaker.bgp.plan import BGPPlan, compute_bgp_plan
+from lbspeaker.bgp.plan import BGPPlan, BGPPlanner
 from lbspeaker.bgp.routes import RouteAttrs
 from lbspeaker.bgp.session import PeerSession
 from lbspeaker.facts import Problem
@@ -121,6 +124,8 @@ class BGP:
         self._peers_applied: list[PeerSpec] | None = None
         self.applied: BGPPlan | None = None  # the plan applied last
         self.problems: set[Problem] = set()
+        self._planner = BGPPlanner(node, ignore_exclude_lb)
+        self._planned: Snapshot | None = None  # the snapshot the planner saw last
 
     # --- Protocol ---------------------------------------------------------------------------------------
 
@@ -129,12 +134,14 @@ class BGP:
 
     def plan(self, snap: Snapshot) -> BGPPlan:
         me = [n for n in snap.nodes if n.name == self.node]
-        return compute_bgp_plan(
-            self.node, node_facts=me[0] if me else None, services=snap.services, pools=snap.pools,
-            advertisements=snap.bgp_advertisements, peers=snap.peers, aliases=snap.aliases,
+        plan = self._planner.plan(
+            snap.service_map, snap.service_changes(self._planned), node_facts=me[0] if me else None,
+            pools=snap.pools, advertisements=snap.bgp_advertisements, peers=snap.peers, aliases=snap.aliases,
             passwords=self.passwords.resolve(snap.peers), node_addresses=snap.node_addresses,
-            node_networks=self._networks_now(), ignore_exclude_label=self.ignore_exclude_lb,
+            node_networks=self._networks_now(),
         )
+        self._planned = snap
+        return plan
 
     def apply(self, plan: BGPPlan) -> None:
         if plan.peers and self.manager is None:

@@ -1,4 +1,8 @@
-"""Layer 2 behind the speaker's `Protocol`: snapshot -> `plan.compute_plan` -> the ARP/NDP announcer.
+"""Layer 2 behind the speaker's `Protocol`: snapshot -> `plan.L2Planner` -> the ARP/NDP announcer.
+
+plan: `L2Planner` is `compute_plan` redone only for the Services changed since the snapshot
+planned last (`Snapshot.service_changes`), so a burst of Service events does not replan
+every Service each time.
 
 apply: `Announcer.set_owned` (gratuitous ARP / unsolicited NA on take, silence at once on
 loss), ServiceL2Status through the owned-status writer, `nodeAssigned` Events, the
@@ -17,7 +21,7 @@ from typing import Any, Protocol
 
 from lbspeaker.facts import Problem
 from lbspeaker.links import select_interfaces
-from lbspeaker.plan import Plan, compute_plan
+from lbspeaker.plan import L2Planner, Plan
 from lbspeaker.speaker import snapshot as S
 from lbspeaker.speaker import strictarp
 from lbspeaker.speaker.metrics import SpeakerMetrics
@@ -88,6 +92,8 @@ class Layer2:
         self._applied: dict[str, list[str]] = {}
         self._owned_services: dict[str, set[str]] = {}  # service -> IPs we announce
         self.problems: set[Problem] = set()
+        self._planner = L2Planner(node, ignore_exclude_lb, self.interfaces or None)
+        self._planned: Snapshot | None = None  # the snapshot the planner saw last
 
     # --- Protocol ---------------------------------------------------------------------------------------
 
@@ -95,11 +101,12 @@ class Layer2:
         return self.caches <= snap.synced
 
     def plan(self, snap: Snapshot) -> Layer2Plan:
-        plan = compute_plan(
-            self.node, services=snap.services, pools=snap.pools, advertisements=snap.l2_advertisements,
-            nodes=snap.nodes, live_speakers=snap.live_speakers, links=snap.links,
-            ignore_exclude_label=self.ignore_exclude_lb, default_interfaces=self.interfaces or None,
+        plan = self._planner.plan(
+            snap.service_map, snap.service_changes(self._planned), pools=snap.pools,
+            advertisements=snap.l2_advertisements, nodes=snap.nodes, live_speakers=snap.live_speakers,
+            links=snap.links,
         )
+        self._planned = snap
         links = list(snap.links) if snap.links is not None else None
         defaults = select_interfaces(links, self.interfaces or None) if links is not None else []
         return Layer2Plan(plan, snap.strictarp, tuple(defaults))

@@ -14,6 +14,13 @@ change, layer 2 not on a Community edit).
 Node-local inputs (live speakers, links, which caches have listed) are set on the
 index the same way, so one rule covers all of them. Reading one object is cheap; a
 snapshot is assembled from the stored readings without re-reading every object.
+
+Why the join is kept, and logged: at 10,000 Services a snapshot that re-joins every
+Service with its EndpointSlices, and a plan that redoes every Service, cost more than the
+events they follow. So the index keeps each Service joined with its slices (redone only
+for the Service an event is about) and writes the key of every joined Service that
+changed to a `ChangeLog`; a snapshot carries the log position, and a plan that has seen
+an earlier snapshot redoes only the Services changed since (`Snapshot.service_changes`).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from lbspeaker.api.constants import SERVICE_NAME_LABEL, class_matches
@@ -31,6 +39,7 @@ from lbspeaker.facts import (
     PeerFacts,
     Pool,
     ServiceFacts,
+    ServiceKey,
     community_aliases,
     read_node,
     read_pool,
@@ -88,16 +97,51 @@ def readings(lb_class: str | None) -> dict[str, Reading]:
     }
 
 
+class ChangeLog:
+    """The keys of joined Services that changed, in order (seq n = the n-th change), bounded.
+
+    `since(start, end)` answers "which Services changed between two snapshots"; once the
+    entries asked for were dropped (more than `limit` changes ago) it answers None, and the
+    caller plans every Service, as it would without a log.
+    """
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
+        self._mu = threading.Lock()
+        self._keys: list[ServiceKey] = []
+        self._base = 0  # seq of the change before self._keys[0]
+
+    @property
+    def seq(self) -> int:
+        with self._mu:
+            return self._base + len(self._keys)
+
+    def add(self, key: ServiceKey) -> None:
+        with self._mu:
+            self._keys.append(key)
+            if len(self._keys) > 2 * self.limit:
+                del self._keys[: self.limit]
+                self._base += self.limit
+
+    def since(self, start: int, end: int) -> set[ServiceKey] | None:
+        """Keys changed after change `start` up to change `end` (None: not known any more)."""
+        with self._mu:
+            if start < self._base or start > end or end > self._base + len(self._keys):
+                return None
+            return set(self._keys[start - self._base: end - self._base])
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """Everything both plans read, from one moment of the caches and of this node.
 
-    `generations` says which inputs moved since an earlier snapshot (see `changed`).
+    `generations` says which inputs moved since an earlier snapshot (see `changed`);
+    `service_changes` which Services did.
     """
 
     node: str
     generations: Mapping[str, int]
-    services: tuple[ServiceFacts, ...] = ()
+    service_map: Mapping[ServiceKey, ServiceFacts] = field(default_factory=dict)
     pools: tuple[Pool, ...] = ()
     nodes: tuple[NodeFacts, ...] = ()
     node_addresses: tuple[str, ...] = ()  # this node's InternalIPs
@@ -109,6 +153,19 @@ class Snapshot:
     live_speakers: frozenset[str] = frozenset()
     links: tuple[LinkInfo, ...] | None = None
     synced: frozenset[str] = frozenset()  # names of the caches that have listed
+    service_seq: int = 0  # position in `service_log` when taken
+    service_log: ChangeLog | None = None
+
+    @cached_property
+    def services(self) -> tuple[ServiceFacts, ...]:
+        """Every Service (with its serving endpoints) that holds an IP, by key."""
+        return tuple(self.service_map[k] for k in sorted(self.service_map))
+
+    def service_changes(self, earlier: Snapshot | None) -> set[ServiceKey] | None:
+        """Keys of the Services that changed since `earlier` (None: unknown, plan them all)."""
+        if earlier is None or self.service_log is None or earlier.service_log is not self.service_log:
+            return None
+        return self.service_log.since(earlier.service_seq, self.service_seq)
 
     def changed(self, earlier: Snapshot | None, inputs: Iterable[str]) -> bool:
         """Did any of `inputs` move since `earlier` (None: the first snapshot)?"""
@@ -131,6 +188,10 @@ class FactsIndex:
         self._mu = threading.Lock()
         self._facts: dict[str, dict[Key, Any]] = {name: {} for name in self._readings}
         self._local: dict[str, Any] = {}
+        # Services joined with their EndpointSlices, kept per Service (see the module docstring).
+        self._slices: dict[tuple[str, str], dict[Key, tuple[str | None, ...]]] = {}
+        self._joined: dict[ServiceKey, ServiceFacts] = {}
+        self.service_log = ChangeLog()
         self.generations: dict[str, int] = {}
         self.changed: dict[str, int] = {}  # events that changed a reading, per resource
         self.ignored: dict[str, int] = {}  # events that changed none (no plan can move)
@@ -157,10 +218,41 @@ class FactsIndex:
                 facts.pop(key, None)
             else:
                 facts[key] = new
+            if name == SERVICES:
+                for svc in (old, new):
+                    if svc is not None:
+                        self._rejoin((svc.namespace, svc.name))
+            elif name == ENDPOINTSLICES:
+                if old is not None and (new is None or new[0] != old[0]):
+                    slices = self._slices.get(old[0], {})
+                    slices.pop(key, None)
+                    if not slices:
+                        self._slices.pop(old[0], None)
+                    self._rejoin(old[0])
+                if new is not None:
+                    self._slices.setdefault(new[0], {})[key] = new[1]
+                    self._rejoin(new[0])
             self.generations[name] = self.generations.get(name, 0) + 1
             self.changed[name] = self.changed.get(name, 0) + 1
         self._on_change(name)
         return True
+
+    def _rejoin(self, svc: tuple[str, str]) -> None:
+        """Join one Service with its slices again (under the lock); log it if that changed."""
+        skey = f"{svc[0]}/{svc[1]}"  # ServiceFacts.key
+        facts: ServiceFacts | None = self._facts.get(SERVICES, {}).get(skey if svc[0] else svc[1])
+        joined = None
+        if facts is not None:
+            slices = self._slices.get(svc)
+            eps = tuple(n for k in sorted(slices) for n in slices[k]) if slices else ()
+            joined = replace(facts, serving_endpoints=eps) if eps else facts
+        if joined == self._joined.get(skey):
+            return
+        if joined is None:
+            del self._joined[skey]
+        else:
+            self._joined[skey] = joined
+        self.service_log.add(skey)
 
     def set(self, name: str, value: Any) -> bool:
         """Set a node-local input (live speakers, links, synced caches); True if it moved."""
@@ -178,16 +270,12 @@ class FactsIndex:
 
     def snapshot(self) -> Snapshot:
         with self._mu:
-            f = {name: list(items.values()) for name, items in self._facts.items()}
+            f = {name: list(items.values()) for name, items in self._facts.items()
+                 if name not in (SERVICES, ENDPOINTSLICES)}  # joined incrementally
             local = dict(self._local)
             generations = dict(self.generations)
-        endpoints: dict[tuple[str, str], list[str | None]] = {}
-        for svc, serving in f[ENDPOINTSLICES]:
-            endpoints.setdefault(svc, []).extend(serving)
-        services = []
-        for s in f[SERVICES]:
-            eps = endpoints.get((s.namespace, s.name))
-            services.append(replace(s, serving_endpoints=tuple(eps)) if eps else s)
+            joined = dict(self._joined)
+            seq = self.service_log.seq
         nodes: list[NodeFacts] = f[NODES]
         me = [n.internal_ips for n in nodes if n.name == self.node]
         kube_proxy = f[KUBE_PROXY]
@@ -195,7 +283,9 @@ class FactsIndex:
         return Snapshot(
             node=self.node,
             generations=generations,
-            services=tuple(sorted(services, key=lambda s: s.key)),
+            service_map=joined,
+            service_seq=seq,
+            service_log=self.service_log,
             pools=tuple(sorted(f[POOLS], key=lambda p: p.name)),
             nodes=tuple(sorted(nodes, key=lambda n: n.name)),
             node_addresses=me[0] if me else (),
