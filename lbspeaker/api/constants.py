@@ -31,6 +31,10 @@ ANNOTATION_ADDRESS_POOL = f"{GROUP}/{ADDRESS_POOL}"
 ANNOTATION_ALLOW_SHARED_IP = f"{GROUP}/{ALLOW_SHARED_IP}"
 ANNOTATION_IP_ALLOCATED_FROM_POOL = f"{GROUP}/{IP_ALLOCATED_FROM_POOL}"
 
+# ConfigurationState objects (MetalLB's metallb.io/component-type and metallb.io/node-name).
+COMPONENT_TYPE_LABEL = f"{GROUP}/component-type"
+NODE_NAME_LABEL = f"{GROUP}/node-name"
+
 EXCLUDE_FROM_LB_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 

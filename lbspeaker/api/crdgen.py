@@ -109,18 +109,18 @@ def _field_schema(model: type[CustomResource], name: str) -> dict[str, Any]:
 def openapi_schema(model: type[CustomResource]) -> dict[str, Any]:
     """The openAPIV3Schema of one kind."""
     full = model.model_json_schema(mode="validation")
-    spec = _field_schema(model, "spec")
-    status = _field_schema(model, "status")
+    properties: dict[str, Any] = {
+        "apiVersion": {"type": "string", "description": "Versioned schema of this representation."},
+        "kind": {"type": "string", "description": "REST resource this object represents."},
+        "metadata": {"type": "object"},
+    }
+    for name in ("spec", "status"):  # a status-only kind (ConfigurationState) has no spec
+        if name in model.model_fields:
+            properties[name] = _field_schema(model, name)
     schema: dict[str, Any] = {
         "description": " ".join((model.__doc__ or model.__name__).split()),
         "type": "object",
-        "properties": {
-            "apiVersion": {"type": "string", "description": "Versioned schema of this representation."},
-            "kind": {"type": "string", "description": "REST resource this object represents."},
-            "metadata": {"type": "object"},
-            "spec": spec,
-            "status": status,
-        },
+        "properties": properties,
     }
     if "spec" in full.get("required", []):
         schema["required"] = ["spec"]

@@ -1022,6 +1022,42 @@ class ServiceBGPStatus(CustomResource):
     status: ServiceBGPStatusStatus = Field(default_factory=ServiceBGPStatusStatus)
 
 
+# --- ConfigurationState -----------------------------------------------------------------------------------
+
+CONFIGURATION_RESULTS = ("Valid", "Invalid", "Unknown")
+ERROR_SUMMARY_LEN = 4096
+
+
+class ConfigurationStateStatus(_Model):
+    """Whether the configuration a component runs is valid (MetalLB v0.15.3+ shape)."""
+
+    result: Literal["Valid", "Invalid", "Unknown"] | None = None
+    """Valid: every condition is True. Invalid: some condition is False (see errorSummary). Unknown:
+    the component has not reported yet."""
+    errorSummary: str | None = Field(default=None, max_length=ERROR_SUMMARY_LEN)
+    """What is wrong, one line: the messages of the False conditions, joined by '; '. Empty when Valid."""
+    conditions: Conditions = Field(default_factory=list)
+    """One condition per part of the component that checks configuration (e.g. PoolReconcilerValid)."""
+
+
+class ConfigurationState(CustomResource):
+    """Status only: whether one component (the controller, or the speaker on one node) runs its
+    configuration as written. Named `controller` and `speaker-<node>`, labelled
+    lbspeaker.io/component-type (controller or speaker) and lbspeaker.io/node-name (speakers)."""
+
+    PLURAL: ClassVar[str] = "configurationstates"
+    SINGULAR: ClassVar[str] = "configurationstate"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("cfgstate",)
+    PRINTER_COLUMNS: ClassVar[tuple[dict[str, Any], ...]] = (
+        _col("Result", ".status.result"),
+        _col("ErrorSummary", ".status.errorSummary"),
+        _AGE,
+    )
+
+    kind: Literal["ConfigurationState"] = "ConfigurationState"
+    status: ConfigurationStateStatus = Field(default_factory=ConfigurationStateStatus)
+
+
 # --- registry and parsing --------------------------------------------------------------------------------
 
 KINDS: dict[str, type[CustomResource]] = {
@@ -1035,6 +1071,7 @@ KINDS: dict[str, type[CustomResource]] = {
         Community,
         ServiceL2Status,
         ServiceBGPStatus,
+        ConfigurationState,
     )
 }
 
@@ -1046,7 +1083,8 @@ AnyResource = Annotated[
     | BFDProfile
     | Community
     | ServiceL2Status
-    | ServiceBGPStatus,
+    | ServiceBGPStatus
+    | ConfigurationState,
     Field(discriminator="kind"),
 ]
 _ADAPTER: TypeAdapter[CustomResource] = TypeAdapter(AnyResource)  # type: ignore[arg-type, unused-ignore]

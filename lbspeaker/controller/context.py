@@ -35,6 +35,7 @@ SVC = "svc:"     # work item: reconcile one Service
 POOL = "pool:"   # work item: write one pool's status
 POOLS_KEY = "pools"
 ADVERTISEMENTS_KEY = "advertisements"
+CONFIG_STATE_KEY = "configstate"
 
 
 class NotLeader(Exception):
@@ -133,5 +134,5 @@ def with_conditions(conditions: list[dict[str, Any]]) -> Callable[[dict[str, Any
     return mutate
 
 
-__all__ = ["ADVERTISEMENTS_KEY", "POOL", "POOLS_KEY", "SVC", "Caches", "Context", "NotLeader", "now",
-           "with_conditions", "write_status"]
+__all__ = ["ADVERTISEMENTS_KEY", "CONFIG_STATE_KEY", "POOL", "POOLS_KEY", "SVC", "Caches", "Context",
+           "NotLeader", "now", "with_conditions", "write_status"]

@@ -38,6 +38,8 @@ class PoolsAndAdvertisements:
         self._pool_status_pending: set[str] = set()
         self.pool_status_delay = 0.2  # batch pool status writes: at most ~5 per second per pool
         self.pools_loaded = False
+        # (kind, name) -> the advertisement's Ready=False as a Problem (the ConfigurationState reads it)
+        self.advertisement_problems: dict[tuple[str, str], F.Problem] = {}
 
     def reset(self) -> None:
         """A new term: every problem is reported again, every pool status rechecked."""
@@ -167,14 +169,20 @@ class PoolsAndAdvertisements:
 
     def sync_advertisement_status(self, resource: Resource, cache: WatchCache) -> None:
         pools, nodes = self.ctx.caches.pools.items(), self.ctx.caches.nodes.items()
+        for key in [k for k in self.advertisement_problems if k[0] == resource.kind]:
+            del self.advertisement_problems[key]
         for adv in cache.items():
             old = adv.get("status") or {}
             conditions = advertisement_conditions(
                 adv, pools, nodes, old.get("conditions"), now(),
                 bgp_advertisements=cache.items() if resource is BGPADVERTISEMENTS else None)
+            ready = conditions[0]
+            if ready["status"] == "False":
+                name = str(adv["metadata"]["name"])
+                self.advertisement_problems[(resource.kind, name)] = F.Problem(
+                    resource.kind, name, str(ready["reason"]), str(ready["message"]))
             if old.get("conditions") == conditions:
                 continue
-            ready = conditions[0]
             was = {c.get("type"): c for c in old.get("conditions") or []}.get("Ready") or {}
             if ready["status"] == "False" and was.get("message") != ready["message"]:
                 self.ctx.event(adv, "Warning", ready["reason"], ready["message"])

@@ -12,7 +12,9 @@ Work items (strings, coalesced by the queue, `controller.workqueue`):
   ``svc:<ns>/<name>``  reconcile one Service (`controller.services`);
   ``pools``            re-validate every pool, feed the allocator, report problems (`controller.pools`);
   ``pool:<name>``      write one pool's status (counts + conditions) if it changed;
-  ``advertisements``   write the advertisements' Ready condition if it changed.
+  ``advertisements``   write the advertisements' Ready condition if it changed;
+  ``configstate``      write the ConfigurationState `controller` if it changed, delete speakers'
+                       ones whose node is gone (`controller.configstate`).
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from typing import Any
 from lbspeaker import facts as F
 from lbspeaker.api import constants as C
 from lbspeaker.controller.allocator import Allocator
+from lbspeaker.controller.configstate import ConfigurationStates
 from lbspeaker.controller.context import (
     ADVERTISEMENTS_KEY,
+    CONFIG_STATE_KEY,
     POOL,
     POOLS_KEY,
     SVC,
@@ -108,6 +112,7 @@ class Controller:
         # Worker-owned parts (only the worker thread calls them).
         self.pool_part = PoolsAndAdvertisements(self.ctx)
         self.service_part = ServiceReconciler(self.ctx, self.pool_part)
+        self.config_state = ConfigurationStates(self.ctx, self.pool_part)
 
         self._node_labels: dict[str, dict[str, str]] = {}
         self._advertisement_specs: dict[tuple[str, str], Any] = {}
@@ -305,6 +310,9 @@ class Controller:
                     self.queue.add(ADVERTISEMENTS_KEY)  # pool names and labels decide what they select
                 elif key == ADVERTISEMENTS_KEY:
                     self.pool_part.sync_advertisements()
+                    self.queue.add(CONFIG_STATE_KEY)  # after both: pools and advertisements are known
+                elif key == CONFIG_STATE_KEY:
+                    self.config_state.sync()
                 elif key.startswith(POOL):
                     self.pool_part.sync_pool_status(key[len(POOL):])
                 elif key.startswith(SVC):
@@ -335,6 +343,7 @@ class Controller:
                 log.warning("caches not synced after %.0fs; still waiting before allocating anything",
                             self.cfg.cache_sync_timeout)
                 deadline = time.monotonic() + self.cfg.cache_sync_timeout
+        self.config_state.reset()
         self.service_part.restore()
 
 

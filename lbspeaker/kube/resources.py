@@ -72,6 +72,7 @@ SERVICEL2STATUSES = Resource(GROUP, VERSION, "servicel2statuses", "ServiceL2Stat
 SERVICEBGPSTATUSES = Resource(GROUP, VERSION, "servicebgpstatuses", "ServiceBGPStatus", True)
 BGPPEERS = Resource(GROUP, BGPPEER_VERSION, "bgppeers", "BGPPeer", True)
 BFDPROFILES = Resource(GROUP, VERSION, "bfdprofiles", "BFDProfile", True)
+CONFIGURATIONSTATES = Resource(GROUP, VERSION, "configurationstates", "ConfigurationState", True)
 
 ALL: tuple[Resource, ...] = (
     SERVICES,
@@ -92,6 +93,7 @@ ALL: tuple[Resource, ...] = (
     SERVICEBGPSTATUSES,
     BGPPEERS,
     BFDPROFILES,
+    CONFIGURATIONSTATES,
 )
 
 

@@ -6,7 +6,9 @@ Two inputs are understood:
   BGPAdvertisement, BGPPeer v1beta1/v1beta2, BFDProfile, Community, and the deprecated v1beta1
   AddressPool): same names and field names, so the object moves over by changing its
   apiVersion and namespace; fields lbspeaker's schema does not have (the API server
-  would prune them silently) are removed and *reported*.
+  would prune them silently) are removed and *reported*. The status-only kinds
+  (ServiceL2Status, ServiceBGPStatus, ConfigurationState) are skipped with a note: lbspeaker's
+  components write their own.
 * MetalLB's legacy ConfigMap (`metallb-system/config`, key `config`, MetalLB <= 0.12):
   `address-pools:` (protocol layer2/bgp, addresses, auto-assign, avoid-buggy-ips,
   bgp-advertisements), `peers:`, `bfd-profiles:` and `bgp-communities:` become IPAddressPool +
@@ -31,7 +33,7 @@ from lbspeaker.api import constants as C
 METALLB_GROUPS = ("metallb.io",)
 METALLB_NAMESPACE = "metallb-system"
 CARRIED_KINDS = {"IPAddressPool", "L2Advertisement", "BGPAdvertisement", "BGPPeer", "BFDProfile", "Community"}
-STATUS_KINDS = {"ServiceL2Status", "ServiceBGPStatus"}
+STATUS_KINDS = {"ServiceL2Status", "ServiceBGPStatus", "ConfigurationState"}
 DROPPED_META = {
     "uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp",
     "deletionGracePeriodSeconds", "managedFields", "selfLink", "ownerReferences", "finalizers",
@@ -167,7 +169,8 @@ def convert_crd_object(obj: Mapping[str, Any], namespace: str, result: Result) -
     meta = obj.get("metadata") or {}
     where = f"{kind} {meta.get('name')}"
     if kind in STATUS_KINDS:
-        result.notes.append(f"{where}: skipped: runtime state, the speakers write their own")
+        result.notes.append(f"{where}: skipped: runtime state, lbspeaker's controller and speakers write "
+                            "their own")
         return
     if kind == "AddressPool":  # metallb.io/v1beta1, deprecated: a pool with its protocol inside
         pool = {

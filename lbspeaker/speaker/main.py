@@ -16,7 +16,8 @@ The one loop (`Speaker._loop`), the thin shell around the pure plans:
              bgp.BGP: compute_bgp_plan -> ExaBGP set_peers/set_routes, ServiceBGPStatus,
                  nodeAssigned, BGPPeer session entries
         -> one `status.OwnedStatusWriter` thread for both status kinds; Events and problems
-           through `protocol.Reporter`
+           through `protocol.Reporter`, which also feeds the ConfigurationState `speaker-<node>`
+           (`configstate.SpeakerConfigState`, its own thread)
 
 BGP can never stall layer 2: each protocol plans and applies on its own thread.
 
@@ -78,6 +79,7 @@ from lbspeaker.plan import Plan
 from lbspeaker.speaker import snapshot as S
 from lbspeaker.speaker import strictarp
 from lbspeaker.speaker.bgp import BGP, DEFAULT_RUN_DIR, ManagerFactory, default_manager_factory
+from lbspeaker.speaker.configstate import SpeakerConfigState
 from lbspeaker.speaker.heartbeat import DEFAULT_PORT, Heartbeater, PeerState
 from lbspeaker.speaker.layer2 import AnnouncerLike, Enforcer, Layer2
 from lbspeaker.speaker.membership import Membership, lease_name
@@ -215,12 +217,14 @@ class Speaker:
         self.status = OwnedStatusWriter(rest, ns, cfg.node,
                                         {L2_STATUS: self.statuses, BGP_STATUS: self.bgp_statuses})
         self.node_problems = NodeProblemsWriter(rest, ns, cfg.node)
+        self.config_state = SpeakerConfigState(rest, ns, cfg.node)
         self.reporter = Reporter(
             self.recorder, ns,
             lookups={"Service": self.services, "Node": self.nodes, "L2Advertisement": self.advs,
                      "BGPPeer": self.bgp_peers, "BGPAdvertisement": self.bgp_advs},
             api_versions={"Service": "v1", "Node": "v1", "L2Advertisement": L2ADVERTISEMENTS.api_version,
                           "BGPPeer": BGPPEERS.api_version, "BGPAdvertisement": BGPADVERTISEMENTS.api_version},
+            config_state=self.config_state,
         )
         self.sessions = SessionStatus(rest, ns, cfg.node, self.reporter)
 
@@ -352,6 +356,7 @@ class Speaker:
         self.membership.start()
         self.status.start()
         self.node_problems.start()
+        self.config_state.start()
         self.sessions.start(self.bgp.refresh_sessions)
         for runner in self.runners:
             runner.start()
@@ -403,6 +408,7 @@ class Speaker:
 
     def _close(self, node_problems_s: float, recorder_s: float) -> None:
         self.node_problems.stop(timeout=node_problems_s)
+        self.config_state.stop(timeout=node_problems_s)
         self.recorder.close(timeout=recorder_s)
         with contextlib.suppress(Exception):
             self.announcer.stop()

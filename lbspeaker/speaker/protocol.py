@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
 from lbspeaker.facts import Problem
@@ -66,15 +66,23 @@ class ObjectLookup(Protocol):
     def get(self, namespace: str | None, name: str) -> dict[str, Any] | None: ...
 
 
+class ProblemSink(Protocol):
+    def set(self, protocol: str, problems: Iterable[Problem]) -> None: ...
+
+
 class Reporter:
-    """Problems and Events of both protocols, on the objects they are about (read from the caches)."""
+    """Problems and Events of both protocols, on the objects they are about (read from the caches).
+
+    `config_state` (the speaker's ConfigurationState, `speaker.configstate`) is handed every
+    protocol's problems after each plan."""
 
     def __init__(self, recorder: EventRecorder, namespace: str, lookups: Mapping[str, ObjectLookup],
-                 api_versions: Mapping[str, str]) -> None:
+                 api_versions: Mapping[str, str], config_state: ProblemSink | None = None) -> None:
         self.recorder = recorder
         self.namespace = namespace
         self._lookups = dict(lookups)
         self._api_versions = dict(api_versions)
+        self.config_state = config_state
 
     def ref(self, kind: str, name: str) -> dict[str, Any] | None:
         """The cached object `kind` `name` ("ns/name" for Services, a Node by name, anything else
@@ -103,7 +111,10 @@ class Reporter:
             self.recorder.warning(ref, reason, message)
 
     def problems(self, protocol: str, before: set[Problem], now: set[Problem], prefix: str = "") -> None:
-        """Log and tell (Warning Event) the new problems, log the resolved ones."""
+        """Log and tell (Warning Event) the new problems, log the resolved ones; the ConfigurationState
+        gets them all."""
+        if self.config_state is not None:
+            self.config_state.set(protocol, now)
         for p in sorted(now - before, key=_order):
             log.warning("%s: %s %s: %s: %s", protocol, p.kind, p.name, p.reason, p.message)
             self.warning(p.kind, p.name, p.reason, prefix + p.message)

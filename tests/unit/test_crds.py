@@ -22,6 +22,7 @@ PLURALS = [
     "bgpadvertisements",
     "bgppeers",
     "bfdprofiles",
+    "configurationstates",
     "communities",
     "servicel2statuses",
     "servicebgpstatuses",

@@ -148,6 +148,16 @@ kind: ServiceL2Status
 metadata:
   name: l2-abc
   namespace: metallb-system
+---
+apiVersion: metallb.io/v1beta1
+kind: ConfigurationState
+metadata:
+  name: speaker-kind-worker
+  namespace: metallb-system
+  labels: {metallb.io/component-type: speaker, metallb.io/node-name: kind-worker}
+status:
+  result: Invalid
+  errorSummary: peer peer1 referencing non existing bfd profile my-bfd-profile
 """
 
 LEGACY = """
@@ -258,6 +268,8 @@ def test_crds_report_what_does_not_carry_over() -> None:
     assert "BGPPeer peer-bfd: spec.vrf='red' not carried over" in notes
     assert "BFDProfile full1: echoMode is carried over but lbspeaker has no BFD echo function" in notes
     assert "ServiceL2Status l2-abc: skipped" in notes
+    assert "ConfigurationState speaker-kind-worker: skipped: runtime state" in notes
+    assert not [o for o in convert_text(CRDS).objects if o["kind"] == "ConfigurationState"]
     assert "copy that Secret into lbspeaker-system" in notes
     peer = by_kind_name(convert_text(CRDS).objects)[("BGPPeer", "peer-bfd")]
     assert "vrf" not in peer["spec"]

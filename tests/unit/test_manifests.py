@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from lbspeaker.api.constants import NAMESPACE
+from lbspeaker.api.models import KINDS
 from lbspeaker.lbctl.kustomize import KustomizeError, render
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
@@ -68,7 +69,7 @@ def test_renders_everything(objects: list[dict[str, Any]]) -> None:
     } <= kinds
     crds = {o["metadata"]["name"] for o in objects if o["kind"] == "CustomResourceDefinition"}
     on_disk = {p.name for p in (MANIFESTS / "crds").glob("lbspeaker.io_*.yaml")}
-    assert len(crds) == len(on_disk) == 8
+    assert len(crds) == len(on_disk) == len(KINDS)
 
 
 def test_same_as_kubectl_kustomize(objects: list[dict[str, Any]]) -> None:

@@ -18,6 +18,7 @@ import pytest
 
 PURE = (
     "lbspeaker.facts",
+    "lbspeaker.configstate",
     "lbspeaker.election",
     "lbspeaker.plan",
     "lbspeaker.links",
