@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
         _common(sp, suppress=True)
         if name == "migrate-metallb":
             sp.add_argument("-f", "--filename", required=True,
-                            help="YAML: MetalLB objects or the legacy config ConfigMap; - for stdin")
+                            help="YAML: MetalLB objects or the legacy config ConfigMap (a file, a "
+                                 "directory of them, or - for stdin)")
             sp.add_argument("--to-namespace", default=None,
                             help="namespace of the converted objects (default: --namespace)")
     return p
@@ -146,14 +147,29 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_PROBLEMS if problems else EXIT_OK
 
 
+def read_manifests(path: str) -> str:
+    """A file's text, or every *.yaml / *.yml / *.json of a directory (sorted) as one multi-document
+    stream, as `kubectl apply -f DIR` reads it."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_dir():
+        return p.read_text()
+    files = sorted(f for f in p.iterdir() if f.suffix in (".yaml", ".yml", ".json") and f.is_file())
+    return "\n---\n".join(f.read_text() for f in files)
+
+
 def cmd_migrate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from lbspeaker.lbctl.migrate import convert_text
 
     if args.filename == "-":
         text = sys.stdin.read()
     else:
-        with open(args.filename) as f:
-            text = f.read()
+        try:
+            text = read_manifests(args.filename)
+        except OSError as exc:
+            err.write(f"lbctl: cannot read {args.filename}: {exc.strerror or exc}\n")
+            return EXIT_PROBLEMS
     result = convert_text(text, args.to_namespace or args.namespace)
     if args.output == "json":
         json.dump({"apiVersion": "v1", "kind": "List", "items": result.objects}, out, indent=2)
