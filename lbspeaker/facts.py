@@ -27,10 +27,10 @@ Facts API (every type is a frozen dataclass; every reader takes one dict):
   allocator for; `ServiceError` when that request is malformed.
 * endpoints: `endpoint_can_serve` (MetalLB's rule: ready unset or true, or serving true),
   `serving_endpoint_nodes`, `serving_endpoint_addresses`, `slices_by_service`.
-* advertisements: `L2AdvertisementFacts`, `BGPAdvertisementFacts` (with its route-shaping part
-  `AdvertisementSpec`), both `Advertisement`s with the one matching:
-  `matches_pool(pool)` and `selects_node(node_or_labels)`. `PeerFacts` (BGPPeer),
-  `community_aliases(objs)`.
+* advertisements: `L2AdvertisementFacts` (with `preference(node)`), `BGPAdvertisementFacts` (with
+  its route-shaping part `AdvertisementSpec`), both `Advertisement`s with the one matching:
+  `matches_pool(pool)`, `matches_service(service_or_labels)` and `selects_node(node_or_labels)`.
+  `PeerFacts` (BGPPeer), `community_aliases(objs)`.
 * speaker Leases: `SPEAKER_LEASE_PREFIX`, `speaker_of_lease(name)`, `lease_fresh(lease, now)`,
   `parse_time`.
 * `ClusterFacts` (`read_cluster(...)`): one snapshot of all of the above, what
@@ -321,6 +321,8 @@ class ServiceFacts:
     pool: str | None = None  # the `ip-allocated-from-pool` annotation, as written
     etp_local: bool = False
     serving_endpoints: tuple[str | None, ...] = ()  # see serving_endpoint_nodes
+    labels: Mapping[str, str] = field(default_factory=dict)  # advertisements' serviceSelectors match these
+    sharing_key: str | None = None  # the allow-shared-ip annotation (any spelling)
 
     @property
     def key(self) -> ServiceKey:
@@ -348,6 +350,8 @@ def service_facts(svc: Obj, slices: Iterable[Obj] = ()) -> ServiceFacts | None:
         pool=C.annotation(meta.get("annotations"), C.IP_ALLOCATED_FROM_POOL),
         etp_local=spec.get("externalTrafficPolicy") == "Local",
         serving_endpoints=tuple(serving_endpoint_nodes(slices)),
+        labels=dict(meta.get("labels") or {}),
+        sharing_key=C.annotation(meta.get("annotations"), C.ALLOW_SHARED_IP) or None,
     )
 
 
@@ -511,10 +515,13 @@ def _listed(spec: Obj, key: str, kind: type) -> tuple[Any, ...]:
 
 @dataclass(frozen=True)
 class Advertisement:
-    """Which pools and nodes an L2Advertisement or BGPAdvertisement applies to (MetalLB's rules).
+    """Which pools, Services and nodes an L2Advertisement or BGPAdvertisement applies to (MetalLB's rules).
 
     Selectors are Kubernetes LabelSelector dicts; an object whose spec does not parse
-    (`error` says why) applies to nothing.
+    (`error` says why) applies to nothing. An advertisement applies to a Service's IP when it
+    matches the IP's pool (`matches_pool`) and the Service (`matches_service`), and lets a node
+    announce it when it selects the node (`selects_node`): MetalLB's `l2AdsForService` /
+    `bgpAdsForService`.
     """
 
     name: str
@@ -522,6 +529,7 @@ class Advertisement:
     ip_address_pools: tuple[str, ...] = ()
     ip_address_pool_selectors: tuple[Mapping[str, Any], ...] = ()
     error: str = ""
+    service_selectors: tuple[Mapping[str, Any], ...] = ()
 
     def matches_pool(self, pool: Pool) -> bool:
         """Named in ipAddressPools, selected by one of ipAddressPoolSelectors, or both empty (every pool)."""
@@ -538,12 +546,30 @@ class Advertisement:
         labels = node.labels if isinstance(node, NodeFacts) else node
         return selectors_match(self.node_selectors, labels)
 
+    def matches_service(self, service: ServiceFacts | Mapping[str, str]) -> bool:
+        """Whether it applies to the Service (or one with these labels): no serviceSelectors = every
+        Service, else any selector matches (an invalid one matches nothing)."""
+        if self.error:
+            return False
+        labels = service.labels if isinstance(service, ServiceFacts) else service
+        return selectors_match(self.service_selectors, labels)
+
 
 @dataclass(frozen=True)
 class L2AdvertisementFacts(Advertisement):
-    """An L2Advertisement; `interfaces` (empty = the default choice) does not affect election."""
+    """An L2Advertisement; `interfaces` (empty = the default choice) does not affect election,
+    `preferred` ((weight, selector) from preferredNodeSelectors) orders it (`preference`)."""
 
     interfaces: tuple[str, ...] = ()
+    preferred: tuple[tuple[int, Mapping[str, Any]], ...] = ()
+
+    def preference(self, node: NodeFacts) -> int:
+        """This advertisement's score for `node`: the summed weights of the preferences that select
+        it, counted only for nodes its own nodeSelectors select (MetalLB: scores are ad-scoped, so an
+        advertisement never lifts a node that another advertisement made eligible)."""
+        if not self.preferred or not self.selects_node(node):
+            return 0
+        return sum(w for w, sel in self.preferred if selector_matches(sel, node.labels))
 
     @classmethod
     def from_object(cls, obj: Obj) -> L2AdvertisementFacts:
@@ -554,7 +580,22 @@ class L2AdvertisementFacts(Advertisement):
             interfaces=tuple(spec.get("interfaces") or ()),
             ip_address_pools=tuple(spec.get("ipAddressPools") or ()),
             ip_address_pool_selectors=tuple(spec.get("ipAddressPoolSelectors") or ()),
+            service_selectors=tuple(spec.get("serviceSelectors") or ()),
+            preferred=_preferences(spec.get("preferredNodeSelectors")),
         )
+
+
+def _preferences(entries: Any) -> tuple[tuple[int, Mapping[str, Any]], ...]:
+    """(weight, selector) of preferredNodeSelectors; entries the schema would refuse are skipped."""
+    out: list[tuple[int, Mapping[str, Any]]] = []
+    for entry in entries if isinstance(entries, list) else ():
+        if not isinstance(entry, Mapping):
+            continue
+        weight, pref = entry.get("weight"), entry.get("preference")
+        if isinstance(weight, int) and not isinstance(weight, bool) and 1 <= weight <= 100 \
+                and isinstance(pref, Mapping):
+            out.append((weight, pref))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -605,6 +646,7 @@ class BGPAdvertisementFacts(Advertisement):
             node_selectors=tuple(raw.get("nodeSelectors") or ()),
             ip_address_pools=tuple(spec.ipAddressPools),
             ip_address_pool_selectors=tuple(raw.get("ipAddressPoolSelectors") or ()),
+            service_selectors=tuple(raw.get("serviceSelectors") or ()),
         )
 
 

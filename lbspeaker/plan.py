@@ -10,17 +10,27 @@ Steps, MetalLB's semantics:
 1. Each Service with ingress IPs is tied to a pool: the `ip-allocated-from-pool`
    annotation when it names a known pool, else the pool whose addresses contain the
    IP. No pool, or no L2Advertisement for the pool: not announced in layer 2 (it may
-   be a BGP-only pool; not a problem).
-2. Candidates per Service: `election.l2_candidates` (live speaker, Ready node, no
-   NetworkUnavailable, no exclude label unless ignored, selected by an
-   L2Advertisement of the pool; ETP Local: a serving local endpoint; no serving
-   endpoint anywhere: nobody).
-3. One owner per IP. Several Services may share an IP: the IP's candidates are the
-   union of theirs (sharing rules make ETP Local sharers select the same pods), and
-   the election key is the IP itself (dual stack: MetalLB hashes a Service's *first*
-   IP so both families land on one node; we do the same when the IP is held by a
-   single Service).
-4. This node announces the IPs it owns on the interfaces the matching
+   be a BGP-only pool; not a problem). The advertisements that apply are those of the
+   pool that also match the Service (`serviceSelectors`, empty = every Service); none:
+   not announced in layer 2 (MetalLB's `l2AdsForService`).
+2. allow-shared-ip with serviceSelectors (MetalLB PR #3032): a Service carrying the
+   allow-shared-ip annotation that an applying advertisement selects by
+   `serviceSelectors` is not announced in layer 2, with a `SharedIPWithServiceSelectors`
+   problem: Services sharing one IP but selected by different advertisements would
+   have different candidates, and the IP must have exactly one announcer. The other
+   sharers then all see the same selector-less advertisements.
+3. Candidates per Service: `election.l2_candidates` (live speaker, no
+   NetworkUnavailable, no exclude label unless ignored, selected by an applying
+   L2Advertisement; ETP Local: a serving local endpoint; no serving endpoint
+   anywhere: nobody; Ready is not read, as in MetalLB: see `election`).
+4. One owner per IP. Several Services may share an IP: the IP's candidates are the
+   union of theirs (sharing rules make ETP Local sharers select the same pods), its
+   preference scores are summed over the union of their applying advertisements
+   (`election.preference_scores`), and the election key is the IP itself (dual stack:
+   MetalLB hashes a Service's *first* IP so both families land on one node; we do the
+   same when the IP is held by a single Service). Every input is a set every speaker
+   computes alike, so every speaker elects the same owner.
+5. This node announces the IPs it owns on the interfaces the matching
    L2Advertisements allow (any advertisement without `interfaces` = the default
    choice; `default_interfaces` overrides that default, e.g. `--interfaces`).
 
@@ -39,7 +49,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from lbspeaker.election import elect_l2, l2_candidates
+from lbspeaker.election import elect_l2, l2_candidates, preference_scores
 from lbspeaker.facts import (
     ClusterFacts,
     L2AdvertisementFacts,
@@ -153,25 +163,34 @@ def compute_plan(
     live = frozenset(live_speakers)
     plan = Plan(node=node)
 
-    # IP -> (union of candidates, services, advertisements that apply on this node, anchor IP)
+    # IP -> (union of candidates, services, advertisements that apply on this node, every
+    # advertisement that applies, anchor IP)
     ip_candidates: dict[str, set[str]] = {}
     ip_services: dict[str, set[ServiceKey]] = {}
     ip_advs: dict[str, dict[str, L2AdvertisementFacts]] = {}
+    ip_applying: dict[str, dict[str, L2AdvertisementFacts]] = {}
     ip_anchor: dict[str, str] = {}
+    denied: set[ServiceKey] = set()
     svc_list = sorted(services, key=lambda s: s.key)
     for svc in svc_list:
         for ip in svc.ips:
             pool = pool_of(svc, ip, pool_map)
             if pool is None:
                 continue
-            matching = [a for a in advs if a.matches_pool(pool)]
+            matching = [a for a in advs if a.matches_pool(pool) and a.matches_service(svc)]
             if not matching:
+                continue
+            if svc.sharing_key and any(a.service_selectors for a in matching):
+                if svc.key not in denied:
+                    denied.add(svc.key)
+                    plan.problems.append(_shared_with_selectors(svc, matching))
                 continue
             cands = l2_candidates(
                 live, node_map, matching, svc.serving_endpoints, svc.etp_local, ignore_exclude_label,
             )
             ip_candidates.setdefault(ip, set()).update(cands)
             ip_services.setdefault(ip, set()).add(svc.key)
+            ip_applying.setdefault(ip, {}).update((a.name, a) for a in matching)
             mine = ip_advs.setdefault(ip, {})
             me = node_map.get(node)
             for a in matching:
@@ -182,7 +201,9 @@ def compute_plan(
             ip_anchor.setdefault(ip, svc.ips[0])
 
     for ip in sorted(ip_candidates):
-        owner = elect_l2(ip_anchor[ip], ip_candidates[ip])
+        ip_cands = ip_candidates[ip]
+        owner = elect_l2(ip_anchor[ip], ip_cands,
+                         preference_scores(ip_cands, node_map, ip_applying[ip].values()))
         plan.owners[ip] = owner
         for key in ip_services[ip]:
             plan.service_owners.setdefault(key, {})[ip] = owner
@@ -210,6 +231,16 @@ def l2_plan(
     return compute_plan(node, facts.services, facts.pools.values(), facts.l2_advertisements,
                         facts.nodes.values(), facts.live_speakers, links, ignore_exclude_label,
                         default_interfaces)
+
+
+def _shared_with_selectors(svc: ServiceFacts, matching: Sequence[L2AdvertisementFacts]) -> Problem:
+    names = ", ".join(sorted(a.name for a in matching if a.service_selectors))
+    return Problem(
+        "Service", svc.key, "SharedIPWithServiceSelectors",
+        f"not announced in layer 2: it has the allow-shared-ip annotation and L2Advertisement {names} "
+        "selects it by serviceSelectors (Services sharing an IP could elect different nodes; MetalLB "
+        "refuses the same); remove the annotation, or change those serviceSelectors so they do not select "
+        "it (an L2Advertisement without serviceSelectors still announces it)")
 
 
 def _interfaces_for(

@@ -481,15 +481,32 @@ class AdvertisementStatus(_Model):
 InterfaceName = Annotated[str, Field(min_length=1, max_length=IFNAME_LEN)]
 
 
+class PreferredNodeSelector(_Model):
+    """A weighted soft preference for the announcing node (Kubernetes' PreferredSchedulingTerm shape)."""
+
+    weight: int = Field(ge=1, le=100)
+    """Added to the score of every node the preference selects, 1-100; the highest score announces."""
+    preference: LabelSelector
+    """Nodes this weight applies to (among the nodes this advertisement's nodeSelectors select)."""
+
+
 class L2AdvertisementSpec(_Model):
-    """Which pools are announced over ARP/NDP, from which nodes, on which interfaces."""
+    """Which pools are announced over ARP/NDP, for which Services, from which nodes, on which interfaces."""
 
     ipAddressPools: Names = Field(default_factory=list)
     """Pools announced by this advertisement (all pools when this and ipAddressPoolSelectors are empty)."""
     ipAddressPoolSelectors: Selectors = Field(default_factory=list)
     """Label selectors of the pools announced."""
+    serviceSelectors: Selectors = Field(default_factory=list)
+    """Label selectors of the Services announced (all Services of the pools when empty). A Service with
+    the allow-shared-ip annotation that one of these selects is not announced in layer 2 (MetalLB's rule:
+    Services sharing an IP must have one announcer)."""
     nodeSelectors: Selectors = Field(default_factory=list)
     """Nodes that may announce (all nodes when empty)."""
+    preferredNodeSelectors: list[PreferredNodeSelector] = Field(
+        default_factory=list, max_length=MAX_SELECTORS)
+    """Soft preferences: among the nodes that may announce, the one with the highest summed weight
+    announces; ties and nodes without preference fall back to the sha256 order."""
     interfaces: list[InterfaceName] = Field(default_factory=list, max_length=MAX_INTERFACES)
     """Node interfaces to answer ARP/NDP on (default: every suitable interface)."""
 
@@ -529,8 +546,20 @@ CommunityRef = Annotated[
 ]
 
 
+SERVICE_SELECTOR_AGGREGATION = cel(
+    "!has(self.serviceSelectors) || size(self.serviceSelectors) == 0 "
+    "|| ((!has(self.aggregationLength) || self.aggregationLength == 32) "
+    "&& (!has(self.aggregationLengthV6) || self.aggregationLengthV6 == 128))",
+    "serviceSelectors announce each selected Service's own IPs: leave aggregationLength at 32 and "
+    "aggregationLengthV6 at 128 (an aggregated prefix would also attract the IPs of Services it does "
+    "not select), or aggregate in a second BGPAdvertisement without serviceSelectors",
+)
+
+
 class BGPAdvertisementSpec(_Model):
-    """Which pools are announced over BGP, to which peers, with which attributes."""
+    """Which pools are announced over BGP, for which Services, to which peers, with which attributes."""
+
+    model_config = ConfigDict(json_schema_extra=rules(SERVICE_SELECTOR_AGGREGATION))
 
     aggregationLength: int = Field(default=32, ge=1, le=32)
     """Prefix length IPv4 routes are announced with (32: one route per IP); at least the longest prefix
@@ -551,6 +580,15 @@ class BGPAdvertisementSpec(_Model):
     """Nodes that may announce (all nodes when empty)."""
     peers: Names = Field(default_factory=list)
     """Names of the BGPPeers to announce to (all peers when empty)."""
+    serviceSelectors: Selectors = Field(default_factory=list)
+    """Label selectors of the Services announced (all Services of the pools when empty); only with
+    aggregationLength 32 and aggregationLengthV6 128 (an aggregate would cover other Services' IPs)."""
+
+    @model_validator(mode="after")
+    def _selectors_need_host_routes(self) -> BGPAdvertisementSpec:
+        if self.serviceSelectors and (self.aggregationLength != 32 or self.aggregationLengthV6 != 128):
+            raise ValueError(SERVICE_SELECTOR_AGGREGATION["message"])
+        return self
 
     @field_validator("communities")
     @classmethod

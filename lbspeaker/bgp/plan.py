@@ -21,8 +21,11 @@ does ECMP across them), so the plan only needs this node's facts, MetalLB's way:
    announces nothing.
 3. **Services.** Each ingress IP's pool (the `ip-allocated-from-pool` annotation,
    else the pool containing the IP) picks the BGPAdvertisements that match the pool
-   (`ipAddressPools` / `ipAddressPoolSelectors`, both empty = every pool) and select
-   this node (`nodeSelectors`). ETP Cluster: announced while any endpoint serves
+   (`ipAddressPools` / `ipAddressPoolSelectors`, both empty = every pool), match the
+   Service (`serviceSelectors`, empty = every Service; MetalLB's `bgpAdsForService`) and
+   select this node (`nodeSelectors`). An advertisement with serviceSelectors announces
+   host routes only (the schema refuses an aggregation with them: an aggregate would
+   attract other Services' IPs). ETP Cluster: announced while any endpoint serves
    anywhere; ETP Local: only with a serving endpoint on this node.
 4. **Routes.** `routes.desired_routes` turns the result into routes per peer
    (aggregation, communities and aliases, `peers`, localPref to iBGP only).
@@ -298,8 +301,8 @@ def service_announcements(
         pool = pool_of(svc, ip, pools)
         if pool is None:
             continue
-        here = [a for a in advertisements if a.matches_pool(pool) and a.selects_node(labels)
-                and _within_pool(ip, a, pool, problems)]
+        here = [a for a in advertisements if a.matches_pool(pool) and a.matches_service(svc)
+                and a.selects_node(labels) and _within_pool(ip, a, pool, problems)]
         # Only advertisements that apply on this node can disagree here: different localPref
         # for different nodes (zone a prefers 100, zone b 200) is a design, not a conflict.
         prefs = {a.name: a.route.local_pref for a in here if a.route.local_pref is not None}

@@ -106,7 +106,13 @@ def advertisement_conditions(
     selected_nodes = sorted(
         name for name, n in node_map.items() if facts.selects_node(n))
     excluded = [name for name in selected_nodes if EXCLUDE_FROM_LB_LABEL in node_map[name].labels]
+    preferred = sorted(((facts.preference(node_map[n]), n) for n in selected_nodes if n not in excluded),
+                       key=lambda sn: (-sn[0], sn[1]))
+    preferred = [(score, n) for score, n in preferred if score]
     message = (f"announces pool(s) {_names(selected_pools) or '(none yet)'} "
-               f"from node(s) {_names([n for n in selected_nodes if n not in excluded]) or '(none yet)'}"
-               + (f" (not from {_names(excluded)}: labelled {EXCLUDE_FROM_LB_LABEL})" if excluded else ""))
+               + ("for the Services its serviceSelectors select " if facts.service_selectors else "")
+               + f"from node(s) {_names([n for n in selected_nodes if n not in excluded]) or '(none yet)'}"
+               + (f" (not from {_names(excluded)}: labelled {EXCLUDE_FROM_LB_LABEL})" if excluded else "")
+               + (f", preferring {_names([f'{n} ({score})' for score, n in preferred])}"
+                  if preferred else ""))
     return [condition(prev, CONDITION_READY, True, "Accepted", message, generation, now)]

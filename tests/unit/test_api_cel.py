@@ -108,6 +108,31 @@ CASES: list[tuple[str, dict[str, Any], str | None]] = [
     ),
     ("BGPAdvertisement", _obj("BGPAdvertisement", communities=["65536:1"]), "Community alias"),
     ("BGPAdvertisement", _obj("BGPAdvertisement", communities=["large:1:2"]), "Community alias"),
+    ("BGPAdvertisement", _obj("BGPAdvertisement", serviceSelectors=_sel("In", ["a"])), None),
+    (
+        "BGPAdvertisement",
+        _obj("BGPAdvertisement", serviceSelectors=_sel("In", ["a"]), aggregationLength=24),
+        "serviceSelectors announce each",
+    ),
+    (
+        "BGPAdvertisement",
+        _obj("BGPAdvertisement", serviceSelectors=_sel("In", ["a"]), aggregationLengthV6=64),
+        "serviceSelectors announce each",
+    ),
+    ("BGPAdvertisement", _obj("BGPAdvertisement", serviceSelectors=[], aggregationLength=24), None),
+    ("BGPAdvertisement", _obj("BGPAdvertisement", serviceSelectors=_sel("In", [])), SEL),
+    ("L2Advertisement", _obj("L2Advertisement", serviceSelectors=_sel("Exists", None)), None),
+    ("L2Advertisement", _obj("L2Advertisement", serviceSelectors=_sel("NotIn", None)), SEL),
+    (
+        "L2Advertisement",
+        _obj("L2Advertisement", preferredNodeSelectors=[{"weight": 50, "preference": _sel("In", ["a"])[0]}]),
+        None,
+    ),
+    (
+        "L2Advertisement",
+        _obj("L2Advertisement", preferredNodeSelectors=[{"weight": 50, "preference": _sel("In", [])[0]}]),
+        SEL,
+    ),
     # BGPPeer
     ("BGPPeer", _obj("BGPPeer"), None),
     ("BGPPeer", _obj("BGPPeer", peerASN=None), XOR_ASN),

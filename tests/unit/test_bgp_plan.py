@@ -274,3 +274,31 @@ def test_ipv6_service_over_dual_stack_ipv4_session_takes_the_node_ipv6_next_hop(
     assert by_name["v4"].next_hop(6) == "fc00:f853:ccd:e793::3"
     assert by_name["v6only"].next_hop(6) == "self"
     assert p.problems == []
+
+# --- serviceSelectors (MetalLB's bgpAdsForService, issue 10) ------------------------------------
+
+
+def test_service_selectors_pick_the_advertisements_of_each_service() -> None:
+    prod = adv("prod", ipAddressPools=["bgp"], communities=["65000:1"], serviceSelectors=[
+        {"matchLabels": {"env": "prod"}}])
+    staged = adv("staged", ipAddressPools=["bgp"], communities=["65000:2"], serviceSelectors=[
+        {"matchExpressions": [{"key": "env", "operator": "In", "values": ["staged"]}]}])
+    p_svc, s_svc, o_svc = (ServiceFacts("default", name, (ip,), serving_endpoints=("n",), labels={"env": env})
+                           for name, ip, env in (("p", "198.51.100.10", "prod"),
+                                                 ("s", "198.51.100.11", "staged"),
+                                                 ("o", "198.51.100.12", "dev")))
+    p = plan([p_svc, s_svc, o_svc], [prod, staged])
+    routes = p.routes["router"]
+    assert sorted(routes) == ["198.51.100.10/32", "198.51.100.11/32"]  # the unselected one: not announced
+    assert routes["198.51.100.10/32"] != routes["198.51.100.11/32"]  # each with its own community
+    assert "default/o" not in p.announced
+
+
+def test_service_selectors_with_aggregation_is_invalid() -> None:
+    bad = adv("bad", ipAddressPools=["bgp"], aggregationLength=24,
+              serviceSelectors=[{"matchLabels": {"env": "prod"}}])
+    assert "aggregationLength at 32" in bad.error
+    p = plan([ServiceFacts("default", "p", ("198.51.100.10",), serving_endpoints=("n",),
+                           labels={"env": "prod"})], [bad])
+    assert p.routes == {}
+    assert [x.reason for x in p.problems] == ["InvalidAdvertisement"]

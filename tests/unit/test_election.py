@@ -67,16 +67,19 @@ ALL = ["cp", "w1", "w2", "notready", "netdown", "excluded", "unknown"]
 @pytest.mark.parametrize(
     ("name", "speakers", "advs", "eps", "local", "ignore", "expected"),
     [
-        ("all eligible", ALL, [ADV_ALL], ["w1"], False, False, ["cp", "w1", "w2"]),
-        ("ignore exclude label", ALL, [ADV_ALL], ["w1"], False, True, ["cp", "excluded", "w1", "w2"]),
-        ("node selector", ALL, [ADV_WORKERS], ["w1"], False, False, ["w1", "w2"]),
-        ("union of advs", ALL, [ADV_WORKERS, ADV_ALL], ["w1"], False, False, ["cp", "w1", "w2"]),
+        ("all eligible (NotReady too, as MetalLB)", ALL, [ADV_ALL], ["w1"], False, False,
+         ["cp", "notready", "w1", "w2"]),
+        ("ignore exclude label", ALL, [ADV_ALL], ["w1"], False, True,
+         ["cp", "excluded", "notready", "w1", "w2"]),
+        ("node selector", ALL, [ADV_WORKERS], ["w1"], False, False, ["notready", "w1", "w2"]),
+        ("union of advs", ALL, [ADV_WORKERS, ADV_ALL], ["w1"], False, False, ["cp", "notready", "w1", "w2"]),
         ("no adv -> nobody", ALL, [], ["w1"], False, False, []),
         ("no endpoints -> nobody", ALL, [ADV_ALL], [], False, False, []),
-        ("nodeless endpoint serves", ALL, [ADV_ALL], [None], False, False, ["cp", "w1", "w2"]),
+        ("nodeless endpoint serves", ALL, [ADV_ALL], [None], False, False, ["cp", "notready", "w1", "w2"]),
         ("dead speaker", ["cp", "w2"], [ADV_ALL], ["w1"], False, False, ["cp", "w2"]),
         ("local: nodes with ep", ALL, [ADV_ALL], ["w2", "w2", "cp"], True, False, ["cp", "w2"]),
-        ("local: ep on bad node", ALL, [ADV_ALL], ["notready", "excluded"], True, False, []),
+        ("local: ep on excluded node", ALL, [ADV_ALL], ["netdown", "excluded"], True, False, []),
+        ("local: ep on NotReady node", ALL, [ADV_ALL], ["notready"], True, False, ["notready"]),
         ("local: endpoint on node w/o speaker", ["cp", "w1"], [ADV_ALL], ["w2"], True, False, []),
         ("local + selector", ALL, [ADV_WORKERS], ["cp", "w1"], True, False, ["w1"]),
         ("local: nodeless endpoint only", ALL, [ADV_ALL], [None], True, False, []),
@@ -99,7 +102,7 @@ def test_match_expressions_selector() -> None:
         name="x",
         node_selectors=({"matchExpressions": [{"key": "role", "operator": "NotIn", "values": ["cp"]}]},),
     )
-    assert l2_candidates(ALL, _nodes(), [adv], ["w1"], False) == ["w1", "w2"]
+    assert l2_candidates(ALL, _nodes(), [adv], ["w1"], False) == ["notready", "w1", "w2"]
 
 
 def test_invalid_selector_matches_nothing() -> None:
@@ -107,7 +110,7 @@ def test_invalid_selector_matches_nothing() -> None:
         name="bad", node_selectors=({"matchExpressions": [{"key": "role", "operator": "Bogus"}]},)
     )
     assert l2_candidates(ALL, _nodes(), [bad], ["w1"], False) == []
-    assert l2_candidates(ALL, _nodes(), [bad, ADV_WORKERS], ["w1"], False) == ["w1", "w2"]
+    assert l2_candidates(ALL, _nodes(), [bad, ADV_WORKERS], ["w1"], False) == ["notready", "w1", "w2"]
 
 
 def test_l2_announcer() -> None:
@@ -188,7 +191,7 @@ def test_every_node_agrees_and_winner_is_candidate(
     if winner is not None:
         assert winner in reference
         assert winner in speakers
-        assert nodes[winner].ready and not nodes[winner].network_unavailable
+        assert not nodes[winner].network_unavailable  # Ready is not read (MetalLB)
         if local:
             assert winner in eps
     else:

@@ -299,3 +299,23 @@ def test_plans_take_one_snapshot() -> None:
     assert plans[0].owners == plans[1].owners and set(plans[0].owners) == {"10.0.0.1"}
     assert sum("10.0.0.1" in p.announce for p in plans) == 1
     assert bgp_plan(cluster, "n1").routes == {}
+
+
+def test_service_facts_carry_labels_and_sharing_key() -> None:
+    obj = {"metadata": {"namespace": "ns", "name": "s", "labels": {"app": "a"},
+                        "annotations": {"metallb.universe.tf/allow-shared-ip": "k"}},
+           "spec": {"type": "LoadBalancer"}, "status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.1"}]}}}
+    f = F.service_facts(obj)
+    assert f is not None and f.labels == {"app": "a"} and f.sharing_key == "k"
+
+
+def test_l2_advertisement_reads_service_selectors_and_preferences() -> None:
+    a = F.L2AdvertisementFacts.from_object({"metadata": {"name": "a"}, "spec": {
+        "nodeSelectors": [{"matchLabels": {"role": "lb"}}],
+        "serviceSelectors": [{"matchLabels": {"app": "a"}}],
+        "preferredNodeSelectors": [{"weight": 60, "preference": {"matchLabels": {"zone": "z1"}}},
+                                   {"weight": 0, "preference": {}}, "junk"]}})
+    assert a.matches_service({"app": "a"}) and not a.matches_service({"app": "b"})
+    assert a.preferred == ((60, {"matchLabels": {"zone": "z1"}}),)  # what the schema refuses is skipped
+    assert a.preference(F.NodeFacts("n", labels={"role": "lb", "zone": "z1"})) == 60
+    assert a.preference(F.NodeFacts("n", labels={"zone": "z1"})) == 0  # not selected by its nodeSelectors

@@ -53,9 +53,6 @@ EXPECTED_NOTES = {
 # Fields other work in progress adds to lbspeaker (issue 10); dropped with a note until they land.
 PENDING = {
     ("BGPPeer upstream", "localASN"),
-    ("L2Advertisement teams-prefer-edge", "preferredNodeSelectors"),
-    ("L2Advertisement selected-services", "serviceSelectors"),
-    ("BGPAdvertisement selected-services", "serviceSelectors"),
 }
 
 

@@ -95,7 +95,7 @@ def test_candidate_table(case: str, advs, services, expect_candidates) -> None:
 @pytest.mark.parametrize(
     "node, live, expect_excluded",
     [
-        (NodeFacts("kind-worker", ready=False), ALL, True),
+        (NodeFacts("kind-worker", ready=False), ALL, False),  # Ready is not read, as in MetalLB
         (NodeFacts("kind-worker", network_unavailable=True), ALL, True),
         (NodeFacts("kind-worker", labels={EXCLUDE_FROM_LB_LABEL: ""}), ALL, True),
         (NodeFacts("kind-worker"), ALL - {"kind-worker"}, True),
