@@ -266,11 +266,13 @@ def _interfaces_for(
 
 @dataclass(frozen=True)
 class _Share:
-    """One Service's part in one of its IPs: its candidates, and the matching advertisements
-    that select this node (they choose the interfaces if this node owns the IP)."""
+    """One Service's part in one of its IPs: its candidates, the matching advertisements that
+    select this node (they choose the interfaces if this node owns the IP), and every matching
+    advertisement (their preferences score the candidates)."""
 
     candidates: frozenset[str]
     mine: tuple[L2AdvertisementFacts, ...]
+    applying: tuple[L2AdvertisementFacts, ...] = ()
 
 
 class L2Planner:
@@ -299,6 +301,8 @@ class L2Planner:
         self._announce: dict[str, L2Announcement] = {}
         self._no_interface: dict[str, list[Problem]] = {}
         self._adv_problems: list[Problem] = []
+        self._denied: dict[ServiceKey, Problem] = {}  # SharedIPWithServiceSelectors
+        self._node_map: dict[str, NodeFacts] = {}
         self.replanned = 0  # Services redone by the last call
 
     def plan(
@@ -338,6 +342,7 @@ class L2Planner:
         if context != self._context:
             self._reset()
             self._adv_problems = advertisement_problems(self.node, node_map, pool_map, advs, link_list)
+            self._node_map = node_map
             self._context = context
             keys: Iterable[ServiceKey] = services.keys()
         elif changed is None:
@@ -357,6 +362,7 @@ class L2Planner:
                 affected.add(ip)
             self._service_owners.pop(key, None)
             self._services.pop(key, None)
+            self._denied.pop(key, None)
             if new is None:
                 continue
             self._services[key] = new
@@ -365,18 +371,22 @@ class L2Planner:
                 pool = pool_of(new, ip, pool_map)
                 if pool is None:
                     continue
-                matching = [a for a in advs if a.matches_pool(pool)]
+                matching = [a for a in advs if a.matches_pool(pool) and a.matches_service(new)]
                 if not matching:
+                    continue
+                if new.sharing_key and any(a.service_selectors for a in matching):
+                    self._denied.setdefault(key, _shared_with_selectors(new, matching))
                     continue
                 cands = l2_candidates(live, node_map, matching, new.serving_endpoints, new.etp_local,
                                       self.ignore_exclude_label)
                 mine = tuple(a for a in matching if me is not None and a.selects_node(me))
-                shares[ip] = _Share(frozenset(cands), mine)
+                shares[ip] = _Share(frozenset(cands), mine, tuple(matching))
                 self._ip_services.setdefault(ip, set()).add(key)
                 affected.add(ip)
         for ip in affected:
             self._replan_ip(ip, link_list)
         problems = list(self._adv_problems)
+        problems.extend(self._denied[k] for k in sorted(self._denied))
         for ip in sorted(self._no_interface):
             problems.extend(self._no_interface[ip])
         return Plan(node=self.node, announce=dict(self._announce), owners=dict(self._owners),
@@ -385,6 +395,7 @@ class L2Planner:
     def _reset(self) -> None:
         self._services, self._shares, self._ip_services = {}, {}, {}
         self._owners, self._service_owners, self._announce, self._no_interface = {}, {}, {}, {}
+        self._denied = {}
 
     def _replan_ip(self, ip: str, links: Sequence[LinkInfo] | None) -> None:
         keys = self._ip_services.get(ip)
@@ -395,7 +406,10 @@ class L2Planner:
         ordered = sorted(keys)
         shares = [self._shares[k][ip] for k in ordered]
         # anchor: the first IP of the first Service (by key) holding this IP, as in compute_plan
-        owner = elect_l2(self._services[ordered[0]].ips[0], set().union(*(s.candidates for s in shares)))
+        cands = set().union(*(s.candidates for s in shares))
+        applying = {a.name: a for s in shares for a in s.applying}
+        owner = elect_l2(self._services[ordered[0]].ips[0], cands,
+                         preference_scores(cands, self._node_map, applying.values()))
         self._owners[ip] = owner
         for k in ordered:
             self._service_owners[k] = {**self._service_owners.get(k, {}), ip: owner}

@@ -42,6 +42,9 @@ ADVS = [
     L2AdvertisementFacts("l2-zone-b", node_selectors=({"matchLabels": {"zone": "b"}},)),
     L2AdvertisementFacts("l2-prod", ip_address_pool_selectors=({"matchLabels": {"env": "prod"}},),
                          interfaces=("nope0",)),
+    L2AdvertisementFacts("l2-web", service_selectors=({"matchLabels": {"app": "web"}},),
+                         preferred=((50, {"matchLabels": {"zone": "b"}}),)),
+    L2AdvertisementFacts("l2-prefer-a", ip_address_pools=("a",), preferred=((10, {}),)),
 ]
 LINK_SETS: list[tuple[LinkInfo, ...] | None] = [
     None, (LinkInfo("eth0", 2), LinkInfo("eth1", 3)), (LinkInfo("eth0", 2, flags=IFF_UP | 0x80),)]
@@ -54,7 +57,9 @@ def services(draw: st.DrawFn, key: str) -> ServiceFacts | None:
     ips = tuple(dict.fromkeys(draw(st.lists(st.sampled_from(IPS), min_size=1, max_size=2))))
     eps = tuple(draw(st.lists(st.sampled_from([*NODE_NAMES, None]), max_size=3)))
     pool = draw(st.sampled_from([None, "a", "b", "gone"]))
-    return ServiceFacts("ns", key, ips, pool, draw(st.booleans()), eps)
+    return ServiceFacts("ns", key, ips, pool, draw(st.booleans()), eps,
+                        labels={"app": draw(st.sampled_from(["web", "db"]))},
+                        sharing_key=draw(st.sampled_from([None, None, "k"])))
 
 
 @st.composite
