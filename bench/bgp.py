@@ -350,26 +350,9 @@ class CurlLoop:
         return dict(json.loads(out.strip().splitlines()[-1]))
 
 
-_BIRD_LINE = re.compile(r"^(\S+)\s+BGP\s+\S+\s+(\S+)\s+(.+?)\s+(\S+)\s*$")
-
-
 def router_sessions(ctx: Context) -> dict[str, tuple[str, str]]:
     """{worker IP: (BGP state, a value that changes whenever that session is re-established)}."""
-    paths = rtr.RouterPaths(rtr.runtime_dir(ctx.lab.state_dir))
-    out: dict[str, tuple[str, str]] = {}
-    if ctx.router == "frr":
-        data = json.loads(rtr.vtysh(paths, "show bgp neighbors json") or "{}")
-        for ip in ctx.workers.values():
-            n = data.get(ip) or {}
-            counts = f"{n.get('connectionsEstablished')}/{n.get('connectionsDropped')}"
-            out[ip] = (str(n.get("bgpState")), counts)
-        return out
-    names = {rtr.bird_protocol_name(node, 4): ip for node, ip in ctx.workers.items()}
-    for line in rtr.birdc(paths, "show protocols").splitlines():
-        m = _BIRD_LINE.match(line)
-        if m and m.group(1) in names:
-            out[names[m.group(1)]] = (m.group(4), m.group(3))  # info (Established), since
-    return out
+    return rtr.session_marks(ctx.router, rtr.RouterPaths(rtr.runtime_dir(ctx.lab.state_dir)), ctx.workers)
 
 
 class SessionWatch:

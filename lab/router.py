@@ -481,6 +481,46 @@ def bgp_neighbors(kind: str, paths: RouterPaths) -> dict[str, str]:
     return {}
 
 
+def parse_frr_session_marks(text: str) -> dict[str, tuple[str, str]]:
+    """`show bgp neighbors json` -> {address: (state, "established/dropped")}: the counts
+    change whenever that session went down or came up again, however briefly."""
+    out: dict[str, tuple[str, str]] = {}
+    try:
+        data = json.loads(text or "{}")
+    except json.JSONDecodeError:
+        return out
+    for addr, peer in data.items():
+        if isinstance(peer, dict) and "bgpState" in peer:
+            counts = f"{peer.get('connectionsEstablished')}/{peer.get('connectionsDropped')}"
+            out[addr] = (str(peer["bgpState"]), counts)
+    return out
+
+
+_BIRD_PROTOCOL_LINE = re.compile(r"^(\S+)\s+BGP\s+\S+\s+(\S+)\s+(.+?)\s+(\S+)\s*$")
+
+
+def parse_bird_session_marks(text: str) -> dict[str, tuple[str, str]]:
+    """`birdc show protocols` -> {protocol: (info, since)}: `since` changes whenever the
+    protocol changed state (a session that dropped and came back)."""
+    out: dict[str, tuple[str, str]] = {}
+    for line in text.splitlines():
+        m = _BIRD_PROTOCOL_LINE.match(line)
+        if m:
+            out[m.group(1)] = (m.group(4), m.group(3))
+    return out
+
+
+def session_marks(kind: str, paths: RouterPaths, nodes: dict[str, str]) -> dict[str, tuple[str, str]]:
+    """{node IPv4 address: (BGP state, a mark that changes whenever that session restarted)}
+    for `nodes` ({node name: IPv4 address}), as the running router sees them."""
+    if kind == "frr":
+        marks = parse_frr_session_marks(vtysh(paths, "show bgp neighbors json"))
+        return {ip: marks[ip] for ip in nodes.values() if ip in marks}
+    protocols = parse_bird_session_marks(birdc(paths, "show protocols"))
+    by_name = {bird_protocol_name(node, 4): ip for node, ip in nodes.items()}
+    return {ip: protocols[name] for name, ip in by_name.items() if name in protocols}
+
+
 def parse_frr_bfd_peers(text: str) -> dict[str, str]:
     """`show bfd peers json` -> {peer address: status} (up, down, init, shutdown)."""
     out: dict[str, str] = {}

@@ -1,10 +1,11 @@
 """ExaBGP 5 configuration from BGPPeers (pure).
 
-One ExaBGP process per speaker carries every session of the node, so the file is
-one `process` (the relay that connects ExaBGP's API to the speaker, see `relay.py`)
-and one `neighbor` block per peer. Routes are never written into the file: they go
-through the API, so a reload (SIGUSR1) only changes sessions, and ExaBGP keeps the
-API routes of unchanged neighbours (its outgoing RIB is cached by neighbour name).
+The file is one `process` (the relay that connects ExaBGP's API to the speaker, see
+`relay.py`) and one `neighbor` block per peer; the speaker renders one file per BGPPeer
+(`peers.py` runs one ExaBGP per peer) and all of them together only to validate.
+Routes are never written into the file: they go through the API, so a reload (SIGUSR1)
+only changes sessions, and ExaBGP keeps the API routes of unchanged neighbours (its
+outgoing RIB is cached by neighbour name).
 
 Mapping of BGPPeer (v1beta2) fields, and why:
 

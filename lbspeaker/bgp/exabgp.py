@@ -1,4 +1,7 @@
-"""ExaBGP process manager: one ExaBGP per speaker, routes kept announced through anything.
+"""ExaBGP process manager: one ExaBGP process, routes kept announced through anything.
+
+The speaker runs one of these per BGPPeer (`peers.PeerProcesses`, see there why); this
+class can carry several neighbours in one process, and reload them, as tests do.
 
 Design (the I/O shell around `config`, `routes` and `session`):
 
@@ -21,7 +24,7 @@ Design (the I/O shell around `config`, `routes` and `session`):
   empty again, so every route is announced again.
 * **Leftovers.** The PID is written to `WORKDIR/exabgp.pid`; `start()` ends an ExaBGP
   still running from a previous speaker instance with this workdir (checked by PID and
-  command line), so two ExaBGPs never peer from the same node.
+  command line, `end_leftover`), so two ExaBGPs never peer from the same node.
 * **Crash/restart.** When ExaBGP exits without being asked, every session is reported
   Idle with the exit as reason and ExaBGP is started again after a back-off (0.5 s,
   doubling to 30 s, reset after a minute of stable running).
@@ -34,8 +37,10 @@ Design (the I/O shell around `config`, `routes` and `session`):
   line, re-signals a few times, and as a last resort restarts ExaBGP (routes are then
   announced again as after a crash).
 * **Stop.** `stop()` withdraws every route, waits for the acknowledgements (and a
-  moment for the UPDATEs to leave), then SIGTERM (SIGKILL after a timeout), so
-  routers drop this node's next hops at once. Except to a peer with graceful restart
+  moment for the UPDATEs to leave), then SIGTERM (SIGKILL when the time is up), so
+  routers drop this node's next hops at once; all of it within the `timeout` given (a
+  speaker has a grace period to exit in), and a back-off after refused commands does
+  not delay the withdrawals. Except to a peer with graceful restart
   (`routes.kept_across_restart`): its routes stay, and ExaBGP closes a session that
   negotiated graceful restart without a NOTIFICATION, so the router keeps them (stale)
   while the speaker restarts, as in a rolling update.
@@ -45,6 +50,9 @@ Design (the I/O shell around `config`, `routes` and `session`):
   have been set and every route to that peer is acknowledged, the manager sends
   `announce eor` for its families (`config.eor_commands`); the router then drops the
   stale routes that were not announced again.
+* **Spawning.** ExaBGP is always spawned by the supervising thread (first start and
+  restarts), which lives until `stop()`: a `pdeathsig` command prefix ties ExaBGP to
+  the thread that forked it.
 * **Sessions.** `session.SessionTable` turns events (and a long silence) into per-peer
   state; `on_session_change(name, PeerSession)` is called
   on every change, outside the manager's lock.
@@ -90,6 +98,8 @@ SessionCallback = Callable[[str, PeerSession], None]
 _DIRTY = RouteAttrs(local_pref=-1)
 # stands for an End-of-RIB command in the queue of commands awaiting acknowledgement
 _EOR_PREFIX = "\x00eor"
+# of a stop's timeout, kept for ending ExaBGP (SIGTERM, then SIGKILL) after the withdrawals
+KILL_RESERVE = 0.5
 
 
 def exabgp_env(log_level: str = "INFO") -> dict[str, str]:
@@ -171,6 +181,8 @@ class ExaBGPManager:
         self._backoff = backoff_initial
         self._running = False
         self._stopping = False
+        self._started_once = False
+        self._cancelled = False
         self._server: socket.socket | None = None
         self._threads: list[threading.Thread] = []
         self._notify_q: queue.Queue[tuple[str, PeerSession] | None] = queue.Queue()
@@ -292,17 +304,23 @@ class ExaBGPManager:
                 self._cond.wait(min(left, 0.1))
             return True
 
-    def start(self) -> None:
-        """Listen on the API socket and start ExaBGP (and the supervising threads)."""
+    def start(self, timeout: float = 5.0) -> None:
+        """Listen on the API socket and start ExaBGP (and the supervising threads).
+
+        ExaBGP is spawned by the supervising thread (here as after a crash), never by the
+        caller's: a `pdeathsig` prefix ties the child to the thread that forked it, and the
+        caller may be a short-lived one. Returns once it is spawned (or after `timeout`).
+        """
         with self._lock:
-            if self._running:
+            if self._running or self._cancelled:
                 return
             self._running = True
+            self._started_once = True
             self._stopping = False
             if self._rendered is None:
                 self._rendered = render_config([], self._relay_argv())
                 self._write_config(self._rendered.text)
-            self._end_leftover()
+            end_leftover(self.pid_path, self.config_path)
             with contextlib.suppress(FileNotFoundError):
                 self.socket_path.unlink()
             server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -311,7 +329,7 @@ class ExaBGPManager:
             server.listen(4)
             server.settimeout(0.2)  # so the accept thread notices stop() promptly
             self._server = server
-            self._spawn()
+            self._restart_at = time.monotonic()  # the supervising thread spawns it at once
         for target, name in (
             (self._accept_loop, "exabgp-accept"),
             (self._supervise_loop, "exabgp-supervise"),
@@ -321,29 +339,45 @@ class ExaBGPManager:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
+        with self._cond:
+            self._cond.wait_for(lambda: self._proc is not None or not self._running, timeout)
 
-    def stop(self, withdraw: bool = True, timeout: float = 3.0, grace: float = 0.2) -> None:
-        """Withdraw every route (unless told not to; never to a graceful-restart peer), then end
-        ExaBGP and the threads."""
+    def stop(self, withdraw: bool = True, timeout: float = 2.0, grace: float = 0.2,
+             keep_graceful: bool = True) -> None:
+        """Withdraw every route (unless told not to; never to a graceful-restart peer, unless
+        `keep_graceful` is False: a peer being deleted), then end ExaBGP and the threads.
+
+        Everything, withdrawals included, is done within `timeout` seconds (plus at most
+        ~0.1 s to reap a SIGKILLed ExaBGP): a speaker has a grace period to exit in.
+        Withdrawals get what is left after reserving `KILL_RESERVE` for ending ExaBGP.
+        """
+        deadline = time.monotonic() + timeout
+
+        def left(cap: float = float("inf")) -> float:
+            return max(0.0, min(cap, deadline - time.monotonic()))
+
         with self._lock:
             if not self._running:
+                self._cancelled = not self._started_once  # stopped before it started: never start
                 return
             withdrawn = False
             if withdraw and self._conn is not None and self._proc is not None and self._proc.poll() is None:
-                kept = kept_across_restart(self._desired, self._peers.values())
+                kept = kept_across_restart(self._desired, self._peers.values()) if keep_graceful else {}
                 withdrawn = kept != self._desired
                 if kept:
                     log.info("stop: keeping the routes to graceful-restart peers %s", ", ".join(sorted(kept)))
                 self._desired = kept
                 self._dirty = True
+                self._retry_at = 0.0  # a back-off after refused commands must not hold the withdrawals
                 self._cond.notify_all()
         if withdrawn:
             t0 = time.monotonic()
-            if self.wait_synced(timeout):
+            if self.wait_synced(left() - KILL_RESERVE):
                 log.info("stop: withdrawals acknowledged in %.3fs", time.monotonic() - t0)
-                time.sleep(grace)  # acknowledged = in ExaBGP's RIB; let the UPDATEs leave
+                time.sleep(left(grace))  # acknowledged = in ExaBGP's RIB; let the UPDATEs leave
             else:
-                log.warning("withdrawals not acknowledged within %.1fs; stopping ExaBGP anyway", timeout)
+                log.warning("withdrawals not acknowledged within %.1fs; stopping ExaBGP anyway",
+                            time.monotonic() - t0)
         with self._lock:
             self._stopping = True
             self._running = False
@@ -351,12 +385,12 @@ class ExaBGPManager:
             relay = self._relay_pid
             self._cond.notify_all()
         if proc is not None:
-            self._terminate(proc, timeout)
+            self._terminate(proc, left())
         if relay is not None:
             # the relay exits on EOF from ExaBGP; make sure, by its recorded PID
-            deadline = time.monotonic() + 1.0
-            while _alive(relay) and time.monotonic() < deadline:
-                time.sleep(0.02)
+            end = time.monotonic() + left(0.3)
+            while _alive(relay) and time.monotonic() < end:
+                time.sleep(0.01)
             if _alive(relay):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(relay, signal.SIGKILL)
@@ -373,7 +407,7 @@ class ExaBGPManager:
         self._writer_q.put(None)
         self._notify_q.put(None)
         for t in self._threads:
-            t.join(timeout=2)
+            t.join(timeout=left(0.5))  # daemon threads: one that lingers cannot hold the exit
         self._threads = []
 
     # --- process ----------------------------------------------------------------------------------
@@ -410,37 +444,21 @@ class ExaBGPManager:
         log.info("started ExaBGP pid %d", proc.pid)
         threading.Thread(target=self._output_loop, args=(proc,), name="exabgp-output", daemon=True).start()
         threading.Thread(target=self._wait_loop, args=(proc,), name="exabgp-wait", daemon=True).start()
-
-    def _end_leftover(self) -> None:
-        """SIGTERM (then SIGKILL) an ExaBGP a previous instance left running with our config."""
-        try:
-            pid = int(self.pid_path.read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except (FileNotFoundError, ValueError, ProcessLookupError):
-            return
-        if b"exabgp" not in cmdline or str(self.config_path).encode() not in cmdline:
-            return  # the PID was reused by something else
-        log.warning("ending ExaBGP pid %d left by a previous run", pid)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 3
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        self._cond.notify_all()
 
     def _terminate(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
+        """SIGTERM (ExaBGP sends its NOTIFICATIONs), SIGKILL when `timeout` runs out."""
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(timeout)
+                proc.wait(max(timeout, 0.05))
             except subprocess.TimeoutExpired:
-                log.warning("ExaBGP pid %d ignored SIGTERM; killing it", proc.pid)
+                log.warning("ExaBGP pid %d still running %.1fs after SIGTERM; killing it", proc.pid, timeout)
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
-                proc.wait(5)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(1.0)
 
     def _wait_loop(self, proc: subprocess.Popen[bytes]) -> None:
         code = proc.wait()
@@ -708,8 +726,9 @@ class ExaBGPManager:
             while self._running:
                 now = time.monotonic()
                 if self._restart_at is not None and now >= self._restart_at and not self._stopping:
-                    self.restarts += 1
-                    log.info("restarting ExaBGP (restart #%d)", self.restarts)
+                    if self._proc is not None:
+                        self.restarts += 1
+                        log.info("restarting ExaBGP (restart #%d)", self.restarts)
                     self._spawn()
                 self._check_reload(now)
                 self._sync()
@@ -735,6 +754,29 @@ class ExaBGPManager:
                     self.on_session_change(*item)
                 except Exception:
                     log.exception("session callback failed")
+
+
+def end_leftover(pid_path: Path, config_path: Path | None = None) -> None:
+    """SIGTERM (then SIGKILL) an ExaBGP a previous run left behind, named by `pid_path`.
+
+    Checked by command line (an ExaBGP, with `config_path` if given) so a reused PID is
+    never signalled."""
+    try:
+        pid = int(pid_path.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return
+    if b"exabgp" not in cmdline or (config_path is not None and str(config_path).encode() not in cmdline):
+        return  # the PID was reused by something else
+    log.warning("ending ExaBGP pid %d left by a previous run", pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 3
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:

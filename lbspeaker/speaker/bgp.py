@@ -8,7 +8,8 @@ plan: the snapshot, plus what no cache holds: the passwordSecret values
 TTL-1 eBGP peer can be; `netinfo.node_networks`, re-read every 10 s). `poll()` re-reads
 both and asks for a replan when either moved.
 
-apply: `ExaBGPManager.set_peers` / `set_routes` (one ExaBGP per speaker, started lazily
+apply: `PeerProcesses.set_peers` / `set_routes` (`bgp/peers.py`: one ExaBGP per BGPPeer,
+so adding, changing or deleting one peer never touches another's session; started lazily
 when the first BGPPeer selects this node, so an L2-only cluster runs none),
 ServiceBGPStatus through the owned-status writer, `nodeAssigned` Events, problems as
 Events, and this node's BGPPeer session entries (`sessions.SessionStatus`).
@@ -17,13 +18,15 @@ Isolation from layer 2: this runs on its own runner thread and never raises into
 rest of the speaker; a BGP problem (bad BGPPeer, ExaBGP crash, unreadable Secret, a
 missing CRD) is logged, reported and retried, and never touches ARP/NDP.
 
-Shutdown (`withdraw`): withdraw every route and wait for ExaBGP's acknowledgements (the
-routers drop this node's next hops at once), stop ExaBGP. Routes to a BGPPeer with
-`enableGracefulRestart` are not withdrawn: its session closes without a NOTIFICATION and the
-router keeps them while the speaker restarts (a rolling update); the next speaker re-announces
-and then sends End-of-RIB (`bgp.exabgp`). ExaBGP runs under `pdeathsig`
-tied to the runner's thread, so `finish` keeps that thread until ExaBGP is gone, and a
-SIGKILLed speaker takes its ExaBGP (and its sessions) with it.
+Shutdown (`withdraw`): every ExaBGP withdraws its routes and waits for the
+acknowledgements (the routers drop this node's next hops at once), then stops, all in
+parallel and within `WITHDRAW_TIMEOUT` (the speaker has a grace period to exit in).
+Routes to a BGPPeer with `enableGracefulRestart` are not withdrawn: its session closes
+without a NOTIFICATION and the router keeps them while the speaker restarts (a rolling
+update); the next speaker re-announces and then sends End-of-RIB (`bgp.exabgp`).
+ExaBGP runs under `pdeathsig`, tied to its manager's supervising thread (which spawns it
+and lives until that manager stops), so a SIGKILLed speaker takes its ExaBGPs (and their
+sessions) with it; `finish` keeps the runner's thread until the managers are stopped.
 """
 
 from __future__ import annotations
@@ -54,16 +57,19 @@ log = logging.getLogger("lbspeaker.speaker.bgp")
 
 DEFAULT_RUN_DIR = "/run/lbspeaker"
 NETWORKS_REFRESH = 10.0
+WITHDRAW_TIMEOUT = 2.0  # withdrawals acknowledged and every ExaBGP ended, on SIGTERM
 
 
 class ManagerLike(Protocol):
     """What BGP needs from `ExaBGPManager` (a fake in component tests)."""
 
-    updates_total: int
-    restarts: int
+    @property
+    def updates_total(self) -> int: ...
+    @property
+    def restarts(self) -> int: ...
 
     def start(self) -> None: ...
-    def stop(self, withdraw: bool = True, timeout: float = 3.0, grace: float = 0.2) -> None: ...
+    def stop(self, withdraw: bool = True, timeout: float = 2.0, grace: float = 0.2) -> None: ...
     def set_peers(self, peers: Sequence[PeerSpec]) -> Any: ...
     def set_routes(self, table: Mapping[str, Mapping[str, RouteAttrs]]) -> None: ...
     def sessions(self) -> dict[str, PeerSession]: ...
@@ -74,11 +80,16 @@ ManagerFactory = Callable[[Path, Callable[[str, PeerSession], None]], ManagerLik
 
 
 def default_manager_factory(workdir: Path, on_change: Callable[[str, PeerSession], None]) -> ManagerLike:
-    """A real ExaBGPManager whose ExaBGP dies with this process (see `pdeathsig`)."""
-    from lbspeaker.bgp.exabgp import ExaBGPManager
+    """One ExaBGP per BGPPeer (`bgp/peers.py`), each dying with this process (see `pdeathsig`)."""
+    from lbspeaker.bgp.exabgp import ExaBGPManager, SessionCallback
+    from lbspeaker.bgp.peers import PeerProcesses
 
     prefix = [sys.executable, "-m", "lbspeaker.speaker.pdeathsig", str(os.getpid()), "--"]
-    return ExaBGPManager(workdir, command_prefix=prefix, on_session_change=on_change)
+
+    def one(peer_dir: Path, cb: SessionCallback) -> ExaBGPManager:
+        return ExaBGPManager(peer_dir, command_prefix=prefix, on_session_change=cb)
+
+    return PeerProcesses(workdir, one, on_session_change=on_change)
 
 
 class BGP:
@@ -180,7 +191,7 @@ class BGP:
         if mgr is not None:
             t0 = time.monotonic()
             try:
-                mgr.stop(withdraw=True)
+                mgr.stop(withdraw=True, timeout=WITHDRAW_TIMEOUT)
                 log.info("BGP: routes withdrawn and ExaBGP stopped in %.3fs", time.monotonic() - t0)
             except Exception:
                 log.exception("BGP: stopping ExaBGP failed")

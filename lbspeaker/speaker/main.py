@@ -30,8 +30,9 @@ Communities), which are not part of the speaker's readiness.
 
 SIGTERM: stop answering (announcer emptied) while BGP withdraws every route (in
 parallel, acknowledged by ExaBGP), heartbeat LEAVING, release the Lease, remove our
-ServiceL2Statuses / ServiceBGPStatuses / BGPPeer session entries (best effort,
-bounded), exit.
+ServiceL2Statuses / ServiceBGPStatuses / BGPPeer session entries (best effort), exit;
+every step against one deadline (`--shutdown-timeout`, 3 s, below the DaemonSet's 5 s
+grace period), and a watchdog `os._exit`s `EXIT_MARGIN` after it whatever still runs.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -96,6 +98,8 @@ from lbspeaker.speaker.status import BGP_STATUS, L2_STATUS, OwnedStatusWriter, n
 DEFAULT_METRICS_ADDR = "0.0.0.0:7473"
 
 log = logging.getLogger("lbspeaker.speaker")
+# past the shutdown deadline, this long for what cannot be bounded (interpreter exit), then os._exit
+EXIT_MARGIN = 1.0
 
 
 @dataclass
@@ -119,6 +123,35 @@ class Config:
     debounce: float = 0.02
     sync_timeout: float = 60.0
     run_dir: str = DEFAULT_RUN_DIR
+    shutdown_budget: float = 3.0  # SIGTERM -> exit; the DaemonSet's grace period is 5 s
+
+
+class Deadline:
+    """Seconds left until a fixed point in time (monotonic clock)."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self._clock = clock
+        self._start = clock()
+        self.at = self._start + seconds
+
+    def left(self, cap: float = float("inf")) -> float:
+        """What is left (never below 0), at most `cap`."""
+        return max(0.0, min(cap, self.at - self._clock()))
+
+    def elapsed(self) -> float:
+        return self._clock() - self._start
+
+
+def bounded(what: str, fn: Callable[[], Any], seconds: float) -> bool:
+    """Run `fn` on a daemon thread and wait at most `seconds`; False (logged) if it overran."""
+    t = threading.Thread(target=fn, name=f"stop-{what}", daemon=True)
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        log.warning("shutdown: %s still running after %.1fs: not waiting for it", what, seconds)
+        return False
+    return True
 
 
 def node_addresses(node: Mapping[str, Any]) -> list[str]:
@@ -363,36 +396,47 @@ class Speaker:
         self._thread = threading.Thread(target=self._loop, name="speaker-loop", daemon=True)
         self._thread.start()
 
-    def stop(self, release: bool = True, cleanup_budget_s: float = 2.0) -> None:
-        """Graceful stop: silence first, then tell the others, then the API cleanup (bounded).
+    def stop(self, release: bool = True, cleanup_budget_s: float = 1.0,
+             budget_s: float | None = None) -> None:
+        """Graceful stop: silence first, then tell the others, then the API cleanup, by a deadline.
 
         BGP withdraws in parallel with the layer-2 handover (each has its own
-        acknowledgement wait) and is done before the API cleanup starts.
+        acknowledgement wait) and is done before the API cleanup starts. Every step that
+        can block (an API call, a thread join, ExaBGP) gets what is left of `budget_s`
+        (`cfg.shutdown_budget`) and is abandoned when that is spent: the threads are
+        daemons, so the process exits all the same, inside the pod's grace period.
         """
-        bgp_stop = threading.Thread(target=self.bgp_runner.stop, name="bgp-stop", daemon=True)
+        deadline = Deadline(self.cfg.shutdown_budget if budget_s is None else budget_s)
+        bgp_stop = threading.Thread(target=self.bgp_runner.stop, kwargs={"join": 0.5}, name="bgp-stop",
+                                    daemon=True)
         bgp_stop.start()
         self._stop.set()
         self._wake.set()
-        self.l2_runner.stop()  # no layer-2 apply after this; the announcer is emptied
+        self.l2_runner.stop(join=deadline.left(0.5))  # no layer-2 apply after this; the announcer is emptied
         log.info("stopped answering; handing over")
         if self.heartbeat is not None:
-            with contextlib.suppress(Exception):
-                self.heartbeat.leave()
-        self.membership.stop(release=release)
+            hb = self.heartbeat
+            bounded("heartbeat leave", hb.leave, deadline.left(0.3))
+        bounded("Lease release", lambda: self.membership.stop(release=release), deadline.left(1.0))
         if self._thread is not None:
-            self._thread.join(timeout=2)
-        bgp_stop.join(timeout=5)
-        self.sessions.stop()
-        self.status.stop()
+            self._thread.join(timeout=deadline.left(0.5))
+        bgp_stop.join(deadline.left())
+        if bgp_stop.is_alive():
+            log.warning("shutdown: BGP withdrawals still running at the deadline: not waiting")
+        self.sessions.stop(timeout=deadline.left(0.2))
+        bounded("status writer", self.status.stop, deadline.left(0.2))
         if release:
             cleanups = [threading.Thread(target=fn, daemon=True)
                         for fn in (self.status.delete_all, self.sessions.remove_all)]
             for t in cleanups:
                 t.start()
-            deadline = time.monotonic() + cleanup_budget_s
+            budget = deadline.left(cleanup_budget_s)
+            end = time.monotonic() + budget
             for t in cleanups:
-                t.join(max(0.1, deadline - time.monotonic()))
-        self._close(node_problems_s=0.5, recorder_s=1.0)
+                t.join(max(0.0, end - time.monotonic()))
+        self._close(node_problems_s=deadline.left(0.2), recorder_s=deadline.left(0.3),
+                    caches_s=deadline.left(0.3))
+        log.info("stopped in %.2fs (budget %.1fs)", deadline.elapsed(), deadline.seconds)
 
     def abort(self) -> None:
         """Simulate a crash (tests): every thread stops, nothing is released or said to the others."""
@@ -404,20 +448,24 @@ class Speaker:
         self.membership.stop(release=False)
         self.sessions.stop()
         self.status.stop()
-        self._close(node_problems_s=0.1, recorder_s=0.1)
+        self._close(node_problems_s=0.1, recorder_s=0.1, caches_s=1.0)
 
-    def _close(self, node_problems_s: float, recorder_s: float) -> None:
+    def _close(self, node_problems_s: float, recorder_s: float, caches_s: float) -> None:
         self.node_problems.stop(timeout=node_problems_s)
         self.config_state.stop(timeout=node_problems_s)
         self.recorder.close(timeout=recorder_s)
         with contextlib.suppress(Exception):
             self.announcer.stop()
         if self.heartbeat is not None:
-            self.heartbeat.stop()
+            bounded("heartbeats", self.heartbeat.stop, 0.3)
         if self._link_watcher is not None:
-            self._link_watcher.stop()
-        for c in [*self.caches, *self.bgp_caches]:
-            c.stop(timeout=1.0)
+            bounded("link watcher", self._link_watcher.stop, 0.3)
+        caches = [*self.caches, *self.bgp_caches]
+        for c in caches:
+            c.stop(timeout=0)  # every watch aborted at once, then joined against one deadline
+        end = time.monotonic() + caches_s
+        for c in caches:
+            c.stop(timeout=max(0.0, end - time.monotonic()))
         if self.health is not None:
             self.health.stop()
 
@@ -518,6 +566,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", default=DEFAULT_RUN_DIR,
                    help="writable directory for runtime state (ExaBGP's config and API socket under "
                         "bgp/<node>/); an emptyDir with a read-only root filesystem")
+    p.add_argument("--shutdown-timeout", type=float, default=3.0,
+                   help="seconds from SIGTERM to exit: BGP withdrawals, the Lease release and the status "
+                        "cleanup share them, and whatever is still running then is abandoned (a shutdown "
+                        f"still running {EXIT_MARGIN:g} s later exits at once). Keep it below the pod's "
+                        "terminationGracePeriodSeconds (5 in the manifests)")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -537,14 +590,24 @@ def main(argv: list[str] | None = None) -> int:
         heartbeat_key_delay=args.heartbeat_key_delay,
         metrics_addr=args.metrics_addr, interfaces=[i for i in args.interfaces.split(",") if i.strip()],
         ignore_exclude_lb=args.ignore_exclude_lb, enforce_strict_arp=args.enforce_strict_arp,
-        lb_class=args.lb_class, run_dir=args.run_dir,
+        lb_class=args.lb_class, run_dir=args.run_dir, shutdown_budget=args.shutdown_timeout,
     )
     rest = Rest(load_api_client(args.kubeconfig), timeouts=Timeouts(connect=2.0, read=5.0))
     speaker = Speaker(cfg, rest, Announcer(), list_links=list_links, enforce=enforce_strict_arp)
     done = threading.Event()
 
+    def hard_exit() -> None:
+        log.error("shutdown still running %.1fs after the signal: exiting now",
+                  cfg.shutdown_budget + EXIT_MARGIN)
+        logging.shutdown()
+        os._exit(1)
+
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: stopping", signum)
+        log.info("signal %d: stopping (deadline %.1fs)", signum, cfg.shutdown_budget)
+        if not done.is_set():
+            watchdog = threading.Timer(cfg.shutdown_budget + EXIT_MARGIN, hard_exit)
+            watchdog.daemon = True
+            watchdog.start()
         done.set()
 
     signal.signal(signal.SIGTERM, on_signal)

@@ -283,7 +283,8 @@ def test_cluster_local_and_signals(bgp_lab: tuple[Lab, Rest]) -> None:
     wait_for("SIGKILL: next hop withdrawn", lambda: workers[victim2] not in fib_nexthops(CLUSTER_IP),
              timeout=HOLD + 3)
     print(f"SIGKILL -> next hop gone from FIB in {time.monotonic() - t0:.2f}s (hold time {HOLD}s)")
-    exabgp = subprocess.run(["pgrep", "-f", f"bgp/{victim2}/exabgp.conf"], capture_output=True, text=True)
+    exabgp = subprocess.run(["pgrep", "-f", f"exabgp server .*/bgp/{victim2}/"], capture_output=True,
+                            text=True)
     assert exabgp.stdout.strip() == "", "ExaBGP outlived its speaker"
 
     # --- restart: the routes come back ------------------------------------------------------
