@@ -154,3 +154,30 @@ def test_check_sees_a_peer_down(web: tuple[Lab, Rest]) -> None:
     finally:
         with contextlib.suppress(Exception):
             rest.delete(R.BGPPEERS, "lbctl-wrong-asn", SYS)
+
+
+def test_configuration_states_say_whether_the_configuration_is_taken(web: tuple[Lab, Rest]) -> None:
+    """The controller and every speaker write their ConfigurationState (MetalLB's names); an interface
+    no node has makes the speakers' states Invalid, naming the advertisement, until it is fixed."""
+    lab, rest = web
+    speakers = sorted(p["name"] for p in lab.state()["processes"] if p["name"].startswith("speaker-"))
+    assert speakers
+
+    def states() -> dict[str, dict[str, Any]]:
+        items = rest.list(R.CONFIGURATIONSTATES, SYS)["items"]
+        return {o["metadata"]["name"]: o.get("status") or {} for o in items}
+
+    wait_for("every component reports", lambda: all(
+        states().get(n, {}).get("result") in ("Valid", "Invalid") for n in ["controller", *speakers]))
+    name = "lbctl-e2e-bad-if"
+    ensure(rest, R.L2ADVERTISEMENTS, {"metadata": {"name": name, "namespace": SYS},
+                                      "spec": {"ipAddressPools": [POOL], "interfaces": ["nope0"]}})
+    try:
+        def invalid(st: dict[str, Any]) -> bool:
+            return st.get("result") == "Invalid" and f"L2Advertisement {name}" in st.get("errorSummary", "")
+
+        wait_for("speakers say Invalid", lambda: all(invalid(states().get(n, {})) for n in speakers))
+    finally:
+        rest.delete(R.L2ADVERTISEMENTS, name, SYS)
+    wait_for("speakers forget it", lambda: all(
+        f"L2Advertisement {name}" not in states().get(n, {}).get("errorSummary", "") for n in speakers))
