@@ -277,14 +277,14 @@ def diff_routes(
     changes: list[RouteChange] = []
     for peer in sorted(old):
         kept = new.get(peer, {})
-        for prefix in sorted(old[peer]):
-            if prefix not in kept:
-                changes.append(RouteChange(peer, prefix, None))
+        for prefix in sorted(old[peer].keys() - kept.keys()):
+            changes.append(RouteChange(peer, prefix, None))
     for peer in sorted(new):
         before = old.get(peer, {})
-        for prefix, attrs in sorted(new[peer].items()):
-            if before.get(prefix) != attrs:
-                changes.append(RouteChange(peer, prefix, attrs))
+        routes = new[peer]
+        # only the changes are sorted: with thousands of routes, few move at a time
+        for prefix in sorted(p for p, attrs in routes.items() if before.get(p) != attrs):
+            changes.append(RouteChange(peer, prefix, routes[prefix]))
     return changes
 
 

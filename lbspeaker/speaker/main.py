@@ -8,7 +8,8 @@ The one loop (`Speaker._loop`), the thin shell around the pure plans:
         -> `snapshot.FactsIndex`: each event is read into facts; only an event whose facts
            changed wakes the loop (a Lease renewal, a Node heartbeat, a status write does not)
     + Lease cache, heartbeats -> membership (live speakers); netlink link events -> links
-        -> debounce (20 ms) -> one `Snapshot` (only when an input moved)
+        -> debounce (20 ms quiet, at most 100 ms under a burst) -> one `Snapshot` (only when
+           an input moved)
         -> each protocol's `Runner` (own thread, newest snapshot wins; skipped when none of
            the protocol's inputs moved):
              layer2.Layer2: compute_plan -> Announcer.set_owned (GARP on take, silence at
@@ -121,6 +122,7 @@ class Config:
     enforce_strict_arp: bool = False
     lb_class: str | None = None
     debounce: float = 0.02
+    coalesce: float = 0.1  # under a burst of events, one snapshot at least this often
     sync_timeout: float = 60.0
     run_dir: str = DEFAULT_RUN_DIR
     shutdown_budget: float = 3.0  # SIGTERM -> exit; the DaemonSet's grace period is 5 s
@@ -296,8 +298,7 @@ class Speaker:
             if self._stop.is_set():
                 return
             if woke:
-                self._stop.wait(self.cfg.debounce)  # a burst of events makes one snapshot
-                self._wake.clear()
+                self._coalesce()
             if not synced:
                 synced = self.synced()
                 if not synced:
@@ -319,6 +320,18 @@ class Speaker:
             snap = self.index.snapshot()
             for runner in self.runners:
                 runner.offer(snap)
+
+    def _coalesce(self) -> None:
+        """A burst of events makes one snapshot: wait until `debounce` passes without an event,
+        but no longer than `coalesce` in all (1,000 Service creates then make ten snapshots a
+        second, not one per event; a lone change still goes out after `debounce`)."""
+        until = time.monotonic() + self.cfg.coalesce
+        while True:
+            self._wake.clear()
+            left = until - time.monotonic()
+            if left <= 0 or self._stop.wait(min(self.cfg.debounce, left)) or not self._wake.is_set():
+                break
+        self._wake.clear()
 
     def _membership(self) -> set[str]:
         live = self.membership.live()

@@ -162,6 +162,6 @@ class SpeakerMetrics:
         """{(service key, ip)} announced now; stale label sets are removed."""
         for svc, ip in self._announced - pairs:
             self.announced.remove(svc, ip, self.node, "layer2")
-        for svc, ip in pairs:
+        for svc, ip in pairs - self._announced:  # the others are set already
             self.announced.labels(svc, ip, self.node, "layer2").set(1)
         self._announced = set(pairs)

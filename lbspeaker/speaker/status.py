@@ -11,6 +11,12 @@ vs. actual (a label-selected cache of our own objects per kind, in the same
 namespace the objects are written to). Objects of ours that no plan wants, left
 by an earlier run included, are deleted. API errors are retried every `retry_s`;
 nothing here ever blocks the announcing path (fail-static).
+
+Why passes are mostly partial: with thousands of Services a plan arrives several times a
+second, and rebuilding and comparing every object each time cost more than the writes.
+`set_desired` rebuilds only the objects whose fields changed and marks their names; a pass
+after a plan looks only at those names. A full pass (every object against the cache) runs
+first, then at least every `retry_s`, and after a failure.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -121,6 +128,7 @@ class ObjectSource(Protocol):
     @property
     def synced(self) -> bool: ...
     def items(self) -> list[dict[str, Any]]: ...
+    def get(self, namespace: str | None, name: str) -> dict[str, Any] | None: ...
 
 
 class OwnedStatusWriter:
@@ -145,6 +153,10 @@ class OwnedStatusWriter:
         self._actual = dict(actual)
         self.retry_s = retry_s
         self._desired: dict[OwnedKind, dict[str, dict[str, Any]]] = {k: {} for k in self._actual}
+        self._fields: dict[OwnedKind, dict[str, Mapping[str, Any]]] = {k: {} for k in self._actual}
+        self._dirty: dict[OwnedKind, set[str]] = {k: set() for k in self._actual}  # names to look at
+        self._full_due = True  # next pass compares every object
+        self._full_at = 0.0
         self._mu = threading.Lock()
         self._kick = threading.Event()
         self._stop = threading.Event()
@@ -158,14 +170,27 @@ class OwnedStatusWriter:
 
     def set_desired(self, kind: OwnedKind, services: Mapping[str, Mapping[str, Any]]) -> None:
         """{service key: protocol fields} of the Services this node announces now, for `kind`."""
-        desired = {}
-        for key, fields in services.items():
-            obj = kind.object(key, self.node, self.namespace, fields)
-            desired[obj["metadata"]["name"]] = obj
+        before = self._fields[kind]
+        if services == before:
+            return
+        changed = [k for k, fields in services.items() if before.get(k) != fields]
+        changed += [k for k in before if k not in services]
+        names = set()
         with self._mu:
             if self._closed:
                 return
+            desired = dict(self._desired[kind])
+            for key in changed:
+                fields = services.get(key)
+                name = kind.name(key, self.node)
+                names.add(name)
+                if fields is None:
+                    desired.pop(name, None)
+                else:
+                    desired[name] = kind.object(key, self.node, self.namespace, fields)
             self._desired[kind] = desired
+            self._fields[kind] = dict(services)
+            self._dirty[kind] |= names
         self._kick.set()
 
     def start(self) -> None:
@@ -185,17 +210,23 @@ class OwnedStatusWriter:
             if self._stop.is_set():
                 return
             try:
-                self.reconcile()
+                full = self._full_due or time.monotonic() - self._full_at >= self.retry_s
+                self.reconcile(full)
             except Exception as exc:  # never kill the thread
                 self.errors += 1
                 self.last_error = str(exc)
+                self._full_due = True
                 log.exception("status reconcile failed")
 
-    def reconcile(self) -> bool:
-        """One pass over every kind; True if everything is in sync afterwards."""
+    def reconcile(self, full: bool = True) -> bool:
+        """One pass over every kind (`full`: every object, else the names changed since the last
+        pass); True if everything is in sync afterwards."""
+        if full:
+            self._full_at = time.monotonic()
         ok = True
         for kind in self._actual:
-            ok &= self._reconcile(kind)
+            ok &= self._reconcile(kind) if full else self._reconcile_changed(kind)
+        self._full_due = not ok  # a failure is retried by a full pass
         self.in_sync = ok  # if not, the loop retries after retry_s
         return ok
 
@@ -214,6 +245,7 @@ class OwnedStatusWriter:
             return False
         with self._mu:
             desired = dict(self._desired[kind])
+            self._dirty[kind] = set()
         create, update, delete = diff_status(desired, self._actual_map(kind, source))
         self._written[kind] = {}
         ok = True
@@ -223,6 +255,34 @@ class OwnedStatusWriter:
             ok &= self._update(kind, obj)
         for name in delete:
             ok &= self._delete(kind, name)
+        return ok
+
+    def _reconcile_changed(self, kind: OwnedKind) -> bool:
+        """Only the names `set_desired` changed since the last pass (see the module docstring)."""
+        source = self._actual[kind]
+        if not source.synced:
+            return False
+        with self._mu:
+            names, self._dirty[kind] = self._dirty[kind], set()
+            desired = self._desired[kind]
+            want = {name: desired.get(name) for name in names}
+        ok = True
+        written = self._written[kind]
+        for name, obj in sorted(want.items()):
+            if name in written:  # trust what we just wrote over the cache
+                cur = written[name]
+            else:
+                cur = source.get(self.namespace, name)
+                if cur is not None and ((cur.get("metadata") or {}).get("labels") or {}).get(
+                        LABEL_NODE) != label_value(self.node):
+                    cur = None
+            if obj is None:
+                if cur is not None:
+                    ok &= self._delete(kind, name)
+            elif cur is None:
+                ok &= self._create(kind, obj)
+            elif (cur.get("status") or {}) != obj["status"]:
+                ok &= self._update(kind, obj)
         return ok
 
     def _actual_map(self, kind: OwnedKind, source: ObjectSource) -> dict[str, dict[str, Any]]:
