@@ -262,6 +262,28 @@ class RejectLog:
         return f"heartbeat refused ({exc}) from {src}; {n} refused for {r.value} since the last such line"
 
 
+def _bind_sockets(bind: str, port: int) -> tuple[list[socket.socket], socket.socket | None]:
+    """The UDP sockets heartbeats use: IPv4 on `bind` (all addresses when empty) and, when
+    unbound, an IPv6-only one on `::` where the host has IPv6. Returns (all, the IPv6 one)."""
+    s4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s4.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s4.bind((bind or "0.0.0.0", port))
+    s4.settimeout(0.1)
+    socks = [s4]
+    sock6: socket.socket | None = None
+    if not bind:
+        with contextlib.suppress(OSError):
+            s6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s6.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s6.bind(("::", port))
+            s6.settimeout(0.1)
+            socks.append(s6)
+            sock6 = s6
+    return socks, sock6
+
+
+@dataclass(eq=False)
 class Heartbeater:
     """The socket side: send ALIVE to every peer address every `interval`, receive into a PeerTable.
 
@@ -270,57 +292,36 @@ class Heartbeater:
     docstring); `on_change()` is called (from the heartbeat thread) whenever a peer's state changes.
     """
 
-    def __init__(
-        self,
-        node: str,
-        peers: Callable[[], Mapping[str, Iterable[str]]],
-        on_change: Callable[[], None],
-        port: int = DEFAULT_PORT,
-        bind: str = "",
-        interval: float = 0.2,
-        timeout: float = 1.0,
-        keys: Callable[[], Keys] = dict,
-        key_delay: float = DEFAULT_KEY_DELAY_S,
-        max_skew: float = DEFAULT_MAX_SKEW_S,
-    ) -> None:
-        self.node = node
-        self.port = port
-        self.interval = interval
-        self.key_delay = key_delay
-        self.max_skew = max_skew
-        self.table = PeerTable(timeout)
-        self._peers = peers
-        self._keys_source = keys
-        self._keys: dict[str, bytes] = {}
-        self._key_first_seen: dict[str, float] = {}
-        self._peer_view: dict[str, list[str]] = {}
-        self._on_change = on_change
-        self._incarnation = time.time_ns()
-        self._seq = 0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self.rejects = RejectLog()
-        self.received = 0
-        self.send_errors = 0
-        self._socks: list[socket.socket] = []
-        s4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s4.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s4.bind((bind or "0.0.0.0", port))
-        s4.settimeout(0.1)
-        self._socks.append(s4)
-        self._sock6: socket.socket | None = None
-        if not bind:
-            with contextlib.suppress(OSError):
-                s6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-                s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                s6.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                s6.bind(("::", port))
-                s6.settimeout(0.1)
-                self._socks.append(s6)
-                self._sock6 = s6
-        self._last_states: dict[str, PeerState] = {}
-        self._change_lock = threading.Lock()
+    node: str
+    peers: Callable[[], Mapping[str, Iterable[str]]]
+    on_change: Callable[[], None]
+    port: int = DEFAULT_PORT
+    bind: str = ""
+    interval: float = 0.2
+    timeout: float = 1.0
+    keys: Callable[[], Keys] = dict
+    key_delay: float = DEFAULT_KEY_DELAY_S
+    max_skew: float = DEFAULT_MAX_SKEW_S
+    table: PeerTable = field(init=False)
+    rejects: RejectLog = field(default_factory=RejectLog, init=False)
+    received: int = field(default=0, init=False)
+    send_errors: int = field(default=0, init=False)
+    _keys: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
+    _key_first_seen: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+    _peer_view: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
+    _incarnation: int = field(default_factory=time.time_ns, init=False, repr=False)
+    _seq: int = field(default=0, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _threads: list[threading.Thread] = field(default_factory=list, init=False, repr=False)
+    _socks: list[socket.socket] = field(init=False, repr=False)
+    _sock6: socket.socket | None = field(init=False, repr=False)
+    _last_states: dict[str, PeerState] = field(default_factory=dict, init=False, repr=False)
+    _change_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.table = PeerTable(self.timeout)
+        self._socks, self._sock6 = _bind_sockets(self.bind, self.port)
         self.refresh()
 
     @property
@@ -347,12 +348,12 @@ class Heartbeater:
     def refresh(self) -> None:
         """Re-read peers and keys (each send round). Losing every key forgets every peer: fail safe."""
         try:
-            view = {n: list(a) for n, a in self._peers().items() if n != self.node}
+            view = {n: list(a) for n, a in self.peers().items() if n != self.node}
         except Exception:
             log.exception("heartbeat peer list failed; keeping the last one")
             view = self._peer_view
         try:
-            keys = dict(self._keys_source())
+            keys = dict(self.keys())
         except Exception:
             log.exception("reading the heartbeat keys failed; keeping the last ones")
             keys = self._keys
@@ -433,7 +434,7 @@ class Heartbeater:
                 return
             self._last_states = states
             try:
-                self._on_change()
+                self.on_change()
             except Exception:
                 log.exception("heartbeat change callback failed")
 

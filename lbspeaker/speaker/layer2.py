@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Protocol
 
 from lbspeaker.facts import Problem
@@ -53,6 +53,7 @@ class Layer2Plan:
     default_interfaces: tuple[str, ...]  # for strictARP enforcement
 
 
+@dataclass(eq=False)
 class Layer2:
     """The layer-2 protocol of one node (see the module docstring)."""
 
@@ -62,38 +63,31 @@ class Layer2:
     poll_interval = 1.0
     caches = frozenset({S.SERVICES, S.ENDPOINTSLICES, S.NODES, S.POOLS, S.L2ADVERTISEMENTS, S.KUBE_PROXY})
 
-    def __init__(
-        self,
-        node: str,
-        announcer: AnnouncerLike,
-        *,
-        status: OwnedStatusWriter,
-        reporter: Reporter,
-        metrics: SpeakerMetrics,
-        node_problems: NodeProblemsWriter,
-        ignore_exclude_lb: bool = False,
-        interfaces: Sequence[str] = (),
-        enforce_strict_arp: bool = False,
-        enforce: Enforcer | None = None,
-    ) -> None:
-        self.node = node
-        self.announcer = announcer
-        self.status = status
-        self.reporter = reporter
-        self.metrics = metrics
-        self.node_problems = node_problems
-        self.ignore_exclude_lb = ignore_exclude_lb
-        self.interfaces = list(interfaces)
-        self.enforce_strict_arp = enforce_strict_arp
-        self.enforce = enforce
-        self.applied: Plan | None = None  # the plan applied last
+    node: str
+    announcer: AnnouncerLike
+    _: KW_ONLY
+    status: OwnedStatusWriter
+    reporter: Reporter
+    metrics: SpeakerMetrics
+    node_problems: NodeProblemsWriter
+    ignore_exclude_lb: bool = False
+    interfaces: Sequence[str] = ()
+    enforce_strict_arp: bool = False
+    enforce: Enforcer | None = None
+    applied: Plan | None = field(default=None, init=False)  # the plan applied last
+    strictarp_state: strictarp.StrictArpState = field(init=False)
+    strict_enforced: dict[str, dict[str, int]] | None = field(default=None, init=False)
+    problems: set[Problem] = field(default_factory=set, init=False)
+    _applied: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
+    # service -> IPs we announce
+    _owned_services: dict[str, set[str]] = field(default_factory=dict, init=False, repr=False)
+    _planner: L2Planner = field(init=False, repr=False)
+    _planned: Snapshot | None = field(default=None, init=False, repr=False)  # what the planner saw last
+
+    def __post_init__(self) -> None:
+        self.interfaces = list(self.interfaces)
         self.strictarp_state = strictarp.check(None)
-        self.strict_enforced: dict[str, dict[str, int]] | None = None
-        self._applied: dict[str, list[str]] = {}
-        self._owned_services: dict[str, set[str]] = {}  # service -> IPs we announce
-        self.problems: set[Problem] = set()
-        self._planner = L2Planner(node, ignore_exclude_lb, self.interfaces or None)
-        self._planned: Snapshot | None = None  # the snapshot the planner saw last
+        self._planner = L2Planner(self.node, self.ignore_exclude_lb, self.interfaces or None)
 
     # --- Protocol ---------------------------------------------------------------------------------------
 

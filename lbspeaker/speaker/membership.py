@@ -44,7 +44,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -150,6 +150,7 @@ def live_set(
     return out
 
 
+@dataclass(eq=False)
 class Membership:
     """Holds our Lease (renew thread) and computes the live set from the Lease cache and heartbeats.
 
@@ -159,33 +160,26 @@ class Membership:
     called when our own standing changes (first acquisition, API view stale/fresh).
     """
 
-    def __init__(
-        self,
-        node: str,
-        lock: Any,
-        leases: Callable[[], Iterable[Mapping[str, Any]]],
-        heartbeat_states: Callable[[], Mapping[str, PeerState]],
-        lease_watch_ok: Callable[[], bool],
-        on_change: Callable[[], None],
-        renew_interval: float = 2.0,
-        skew_s: float = 2.0,
-    ) -> None:
-        self.node = node
-        self.lock = lock
-        self._leases = leases
-        self._hb = heartbeat_states
-        self._watch_ok = lease_watch_ok
-        self._on_change = on_change
-        self.renew_interval = renew_interval
-        self.tracker = LeaseTracker(skew_s)
-        self.acquired_once = False
-        self.last_renew_ok: float | None = None
-        self.renew_failures = 0
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._mu = threading.Lock()
-        self._last_api_ok: bool | None = None
-        self._live_api_ok: bool | None = None
+    node: str
+    lock: Any
+    leases: Callable[[], Iterable[Mapping[str, Any]]]
+    heartbeat_states: Callable[[], Mapping[str, PeerState]]
+    lease_watch_ok: Callable[[], bool]
+    on_change: Callable[[], None]
+    renew_interval: float = 2.0
+    skew_s: float = 2.0
+    tracker: LeaseTracker = field(init=False)
+    acquired_once: bool = field(default=False, init=False)
+    last_renew_ok: float | None = field(default=None, init=False)
+    renew_failures: int = field(default=0, init=False)
+    _stopping: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _thread: threading.Thread | None = field(default=None, init=False, repr=False)
+    _mu: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _last_api_ok: bool | None = field(default=None, init=False, repr=False)
+    _live_api_ok: bool | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.tracker = LeaseTracker(self.skew_s)
 
     @property
     def stopping(self) -> bool:
@@ -196,7 +190,7 @@ class Membership:
         now_mono = time.monotonic() if now_mono is None else now_mono
         last = self.last_renew_ok
         recent = last is not None and now_mono - last <= 2 * self.renew_interval + 1
-        return recent and self._watch_ok()
+        return recent and self.lease_watch_ok()
 
     def self_live(self) -> bool:
         return self.acquired_once and not self.stopping
@@ -219,7 +213,7 @@ class Membership:
             elif not api_ok:
                 log.warning("membership: API view stale (renewal failing or Lease watch down); "
                             "keeping the last known members and announcements")
-            self._on_change()
+            self.on_change()
         return ok
 
     def start(self) -> None:
@@ -238,7 +232,7 @@ class Membership:
         """The live speakers now (see the module docstring)."""
         now_mono = time.monotonic()
         with self._mu:
-            self.tracker.update(self._leases(), now_mono)
+            self.tracker.update(self.leases(), now_mono)
             api_ok = self.api_ok(now_mono)
             if api_ok and self._live_api_ok is False:
                 log.info("membership: API view current again; grace of %.1fs for the others' renewals",
@@ -247,7 +241,7 @@ class Membership:
             self._live_api_ok = api_ok
             now_wall = datetime.now(UTC)
             states = {n: self.tracker.state(n, now_mono, now_wall, api_ok) for n in self.tracker.nodes()}
-        return live_set(self.node, self.self_live(), states, self._hb())
+        return live_set(self.node, self.self_live(), states, self.heartbeat_states())
 
     def stop(self, release: bool = True) -> None:
         """Stop renewing; release the Lease (at once, before exit) so others need not wait."""
