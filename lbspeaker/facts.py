@@ -150,8 +150,17 @@ class Pool:
 
     @property
     def pinned(self) -> bool:
-        """Has serviceAllocation selectors: serves only matching Services, tried before plain pools."""
+        """Has serviceAllocation selectors: serves only matching Services."""
         return bool(self.namespaces or self.namespace_selectors or self.service_selectors)
+
+    @property
+    def allocation_tier(self) -> bool:
+        """Tried before the plain autoAssign pools, by priority: pinned, or a serviceAllocation priority.
+
+        A pool whose serviceAllocation sets only `priority` matches every Service and competes by
+        priority with the pools pinned to the Service (see docs/metallb-compat.md).
+        """
+        return self.pinned or bool(self.priority and self.priority > 0)
 
     @property
     def families(self) -> frozenset[int]:
@@ -207,12 +216,16 @@ def parse_pool(obj: Obj) -> Pool:
 
 
 def read_pool(obj: Obj) -> Pool:
-    """Lenient reading: address entries that do not parse are skipped (the schema rejects them)."""
+    """Lenient reading: address entries that do not parse are skipped (the schema rejects them).
+
+    A bare address (10.1.0.1) is read as its /32 here: the CRD and the controller refuse it now
+    (MetalLB's rule), but a pool stored before that rule keeps its announced IPs announced.
+    """
     spec = obj.get("spec") or {}
     ranges = []
     for entry in spec.get("addresses") or ():
         try:
-            ranges.append(parse_address_range(str(entry)))
+            ranges.append(parse_address_range(str(entry), allow_bare=True))
         except AddressSyntaxError:
             continue
     return _pool(obj.get("metadata") or {}, spec, ranges)

@@ -107,6 +107,8 @@ def to_json_schema(schema: Any) -> Any:
             out[k] = to_json_schema(v)
         else:
             out[k] = v
+    if schema.get("x-kubernetes-list-type") == "set":
+        out["uniqueItems"] = True  # kube-apiserver: "Duplicate value" on a repeated entry of a set
     if schema.get("x-kubernetes-int-or-string"):
         out.pop("type", None)
         out.setdefault("anyOf", [{"type": "integer"}, {"type": "string"}])
@@ -198,7 +200,12 @@ def _kube_message(err: jsonschema.ValidationError) -> tuple[str, str]:
         )
     if v == "pattern":
         return f, f"Invalid value: {_fmt(val)}: {where} in body should match '{err.validator_value}'"
-    if v == "uniqueItems":
+    if v == "uniqueItems" and isinstance(val, list):
+        seen: list[Any] = []
+        for i, item in enumerate(val):
+            if item in seen:  # kube names the repeated entry: spec.namespaces[2]: Duplicate value: "a"
+                return field_path([*path, i]), f"Duplicate value: {json.dumps(item, sort_keys=True)}"
+            seen.append(item)
         return f, f"Duplicate value: {_fmt(val)}"
     if v == "maxProperties":
         return f, f"Too many: {len(val)}: must have at most {err.validator_value} items"

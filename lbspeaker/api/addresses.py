@@ -1,5 +1,7 @@
-"""Parsing of IPAddressPool `addresses` entries: a CIDR (`10.0.0.0/24`), a single
-address, or an inclusive range `start-end` of one family (MetalLB's syntax).
+"""Parsing of IPAddressPool `addresses` entries: a CIDR (`10.0.0.0/24`, `10.1.0.1/32`) or an
+inclusive range `start-end` of one family (MetalLB's syntax: MetalLB's `config.ParseCIDR` refuses
+a bare address such as `10.1.0.1`, and so does the CRD; `allow_bare=True` is only for the readers
+that must keep announcing what an object written before that rule holds).
 
 Pure: the CRD's CEL rules catch syntax at apply time; this is the one Python
 implementation that the controller, the speaker and lbctl share.
@@ -45,7 +47,14 @@ class AddressSyntaxError(ValueError):
     """An `addresses` entry that is neither a CIDR, an address nor a `start-end` range."""
 
 
-def parse_address_range(text: str) -> AddressRange:
+def bare_address_message(entry: str) -> str:
+    """What to tell a user who wrote a single address without a prefix length."""
+    prefix = 128 if ":" in entry else 32
+    return (f"{entry!r} is a single address without a prefix length: write it as {entry.strip()}/{prefix} "
+            "(an address is a CIDR or a start-end range, as in MetalLB)")
+
+
+def parse_address_range(text: str, allow_bare: bool = False) -> AddressRange:
     """Parse one `addresses` entry; raise AddressSyntaxError with a message a user can act on."""
     entry = text.strip()
     if not entry:
@@ -63,6 +72,13 @@ def parse_address_range(text: str) -> AddressRange:
         if int(start) > int(end):
             raise AddressSyntaxError(f"{entry!r}: range start {start} is after its end {end}")
         return AddressRange(start.version, int(start), int(end))
+    if "/" not in entry and not allow_bare:
+        try:
+            ipaddress.ip_address(entry)
+        except ValueError:
+            pass
+        else:
+            raise AddressSyntaxError(bare_address_message(entry))
     try:
         net = ipaddress.ip_network(entry, strict=False)
     except ValueError as exc:

@@ -20,6 +20,7 @@ went through an API server (lbctl, tests).
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -94,6 +95,8 @@ _IS_RANGE = (
 )
 ADDRESS_SYNTAX_RULE = f"isCIDR(self) || isIP(self) || ({_IS_RANGE})"
 ADDRESS_ORDER_RULE = f"!(({_IS_RANGE}) && ip({_START}).family() == 4) || {_v4_int(_START)} <= {_v4_int(_END)}"
+# A bare address parses (ADDRESS_SYNTAX_RULE) but is refused by its own rule, so the user reads the fix.
+ADDRESS_NOT_BARE_RULE = "!isIP(self)"
 
 STANDARD_COMMUNITY = (
     "(self.matches('^[0-9]{1,5}:[0-9]{1,5}$') && int(self.split(':')[0]) <= 65535 "
@@ -255,8 +258,42 @@ class LabelSelector(_Model):
         return self.model_dump(exclude_defaults=True)
 
 
-Selectors = Annotated[list[LabelSelector], Field(max_length=MAX_SELECTORS)]
-Names = Annotated[list[ObjectName], Field(max_length=MAX_NAMES)]
+# `x-kubernetes-list-type: set`: kube-apiserver refuses a repeated entry ("Duplicate value"), as
+# MetalLB's config.For does (validateDuplicate / validateLabelSelectorDuplicate). A selector is an
+# atomic map, which a set may hold. `duplicates()` is the same check for the controller's conditions
+# (objects stored before the rule).
+_SET: dict[str, Any] = {"x-kubernetes-list-type": "set"}
+Selectors = Annotated[list[LabelSelector], Field(max_length=MAX_SELECTORS, json_schema_extra=_SET)]
+Names = Annotated[list[ObjectName], Field(max_length=MAX_NAMES, json_schema_extra=_SET)]
+
+
+def duplicates(values: Any) -> list[Any]:
+    """Entries that occur more than once in a list (dicts compared by content), first occurrence order."""
+    seen: set[str] = set()
+    out: list[Any] = []
+    shown: set[str] = set()
+    for value in values or ():
+        key = json.dumps(value, sort_keys=True, default=str)
+        if key in seen and key not in shown:
+            out.append(value)
+            shown.add(key)
+        seen.add(key)
+    return out
+
+
+def duplicate_messages(spec: Any, fields: tuple[str, ...]) -> list[str]:
+    """One message per field of `spec` (a dict; dotted paths go into sub-objects) listing a repeated entry."""
+    out = []
+    for path in fields:
+        value: Any = spec
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, list):
+            for dup in duplicates(value):
+                text = dup if isinstance(dup, str) else json.dumps(dup, sort_keys=True)
+                out.append(f"spec.{path} lists {text} more than once: list each entry once (MetalLB rejects "
+                           "repeated entries too)")
+    return out
 
 
 # metav1.Condition's own validation patterns (CamelCase reason; optional DNS prefix on type).
@@ -341,8 +378,13 @@ AddressEntry = Annotated[
         json_schema_extra=rules(
             cel(
                 ADDRESS_SYNTAX_RULE,
-                "each address must be a CIDR (172.18.255.0/24, fd00::/120), a single IP, or an "
+                "each address must be a CIDR (172.18.255.0/24, 172.18.255.7/32, fd00::/120) or an "
                 "inclusive range 'start-end' of two IPs of the same family (172.18.255.200-172.18.255.250)",
+            ),
+            cel(
+                ADDRESS_NOT_BARE_RULE,
+                "a single address needs a prefix length, as in MetalLB: write 10.1.0.1 as 10.1.0.1/32 "
+                "(IPv6: fd00::1/128)",
             ),
             cel(
                 ADDRESS_ORDER_RULE,
@@ -364,6 +406,14 @@ class ServiceAllocation(_Model):
     """Label selectors of namespaces whose Services may use this pool."""
     serviceSelectors: Selectors = Field(default_factory=list)
     """Label selectors of Services that may use this pool."""
+
+    @model_validator(mode="after")
+    def _no_duplicates(self) -> ServiceAllocation:
+        problems = duplicate_messages(self.model_dump(exclude_defaults=True),
+                                      ("namespaces", "namespaceSelectors", "serviceSelectors"))
+        if problems:
+            raise ValueError("; ".join(problems).replace("spec.", "spec.serviceAllocation."))
+        return self
 
 
 class IPAddressPoolSpec(_Model):
@@ -569,7 +619,8 @@ class BGPAdvertisementSpec(_Model):
     of the pool's addresses."""
     localPref: Uint32 | None = None
     """BGP LOCAL_PREF of the routes (iBGP only)."""
-    communities: list[CommunityRef] = Field(default_factory=list, max_length=MAX_COMMUNITIES)
+    communities: list[CommunityRef] = Field(default_factory=list, max_length=MAX_COMMUNITIES,
+                                            json_schema_extra=_SET)
     """BGP communities attached to the routes: values (65535:65282, large:1:2:3) or names of Community
     aliases."""
     ipAddressPools: Names = Field(default_factory=list)
@@ -784,6 +835,27 @@ _CONNECT_RULES = (
 )
 
 
+# iBGP: the router is in our AS (MetalLB's config.peerFromCR tests peerASN == myASN; dynamicASN
+# internal says the same without the number).
+_IBGP = (
+    "((has(self.peerASN) && self.peerASN == self.myASN) "
+    "|| (has(self.dynamicASN) && self.dynamicASN == 'internal'))"
+)
+EBGP_MULTIHOP_IBGP_MESSAGE = (
+    "ebgpMultiHop is for eBGP only and this peer is iBGP (peerASN equals myASN, or dynamicASN internal): "
+    "drop ebgpMultiHop (an iBGP session is not limited to one hop), as MetalLB requires"
+)
+LOCAL_ASN_IBGP_MESSAGE = (
+    "localASN (the AS number presented to this peer instead of myASN, FRR's local-as no-prepend "
+    "replace-as) is for eBGP only and this peer is iBGP (peerASN equals myASN, or dynamicASN internal): "
+    "drop localASN, as MetalLB requires"
+)
+LOCAL_ASN_SAME_AS_PEER_MESSAGE = (
+    "localASN equals peerASN: the router would see its own AS number and treat the eBGP session as iBGP; "
+    "pick another localASN or drop it"
+)
+
+
 class BGPPeerSpec(_Model):
     """A BGP session the speakers on the selected nodes open (MetalLB v1beta2 fields)."""
 
@@ -819,11 +891,18 @@ class BGPPeerSpec(_Model):
                 "disableMP (one session per family) contradicts dualStackAddressFamily (both families "
                 "on one session): set at most one of them",
             ),
+            cel(f"!(has(self.ebgpMultiHop) && self.ebgpMultiHop && {_IBGP})", EBGP_MULTIHOP_IBGP_MESSAGE),
+            cel(f"!(has(self.localASN) && {_IBGP})", LOCAL_ASN_IBGP_MESSAGE),
+            cel("!(has(self.localASN) && has(self.peerASN) && self.localASN == self.peerASN)",
+                LOCAL_ASN_SAME_AS_PEER_MESSAGE),
         )
     )
 
     myASN: ASN
     """AS number of the local end of the session."""
+    localASN: ASN | None = None
+    """AS number presented to this peer instead of myASN (eBGP only; MetalLB's FRR `local-as <ASN>
+    no-prepend replace-as`): the OPEN carries it and the announced AS_PATH is just this number."""
     peerASN: ASN | None = None
     """AS number expected from the router (or set dynamicASN)."""
     dynamicASN: Literal["internal", "external"] | None = None
@@ -901,6 +980,21 @@ class BGPPeerSpec(_Model):
             if seconds != int(seconds):
                 raise ValueError(f"{value!r}: {_CONNECT_RULES[1]['message']}")
         return value
+
+    def is_ibgp(self) -> bool:
+        """The router is in our AS (peerASN equals myASN, or dynamicASN internal)."""
+        return (self.peerASN is not None and self.peerASN == self.myASN) or self.dynamicASN == "internal"
+
+    @model_validator(mode="after")
+    def _ebgp_only_fields(self) -> BGPPeerSpec:
+        """The CEL rules on localASN, for objects that never met the API server. (ebgpMultiHop on an
+        iBGP peer is refused by CEL only: an object stored before that rule keeps its session, and the
+        speaker reports the field as ignored, `bgp.config.validate_peer`.)"""
+        if self.localASN is not None and self.is_ibgp():
+            raise ValueError(LOCAL_ASN_IBGP_MESSAGE)
+        if self.localASN is not None and self.localASN == self.peerASN:
+            raise ValueError(LOCAL_ASN_SAME_AS_PEER_MESSAGE)
+        return self
 
     @model_validator(mode="after")
     def _keepalive_within_hold(self) -> BGPPeerSpec:
@@ -1036,7 +1130,7 @@ class ServiceBGPStatusStatus(_Model):
     """Name of the Service."""
     serviceNamespace: str | None = Field(default=None, max_length=NAME_LEN, json_schema_extra=_IMMUTABLE)
     """Namespace of the Service."""
-    peers: Names = Field(default_factory=list)
+    peers: list[ObjectName] = Field(default_factory=list, max_length=MAX_NAMES)
     """BGPPeers the Service is configured to be announced to (whether a session is up is in BGPPeer
     status)."""
 

@@ -13,6 +13,10 @@ Mapping of BGPPeer (v1beta2) fields, and why:
   `dynamicASN: internal` -> `peer-as` = myASN (iBGP by definition);
   `dynamicASN: external` -> `peer-as auto` (ExaBGP accepts what the router sends;
   `session.py` flags an OPEN whose AS equals myASN).
+* `localASN` (eBGP only, MetalLB's `local-as <ASN> no-prepend replace-as`) -> this neighbour's
+  `local-as`: ExaBGP sets the local AS per neighbour, so the OPEN carries localASN and the
+  routes we originate have AS_PATH [localASN], which is what FRR's replace-as sends. (no-prepend
+  is about received routes, which the speaker does not import.) On an iBGP peer it is refused.
 * `sourceAddress` -> `local-address` (and the MD5 key is bound to it); unset: ExaBGP
   picks the address the kernel routes from.
 * `peerPort` -> `connect` (only when not 179).
@@ -70,6 +74,7 @@ class PeerSpec:
     peer_address: str
     my_asn: int
     peer_asn: int | None = None
+    local_asn: int | None = None  # localASN: the AS presented to this peer instead of my_asn
     dynamic_asn: str | None = None  # "internal" | "external"
     peer_port: int = 179
     source_address: str | None = None
@@ -92,6 +97,11 @@ class PeerSpec:
         return ipaddress.ip_address(self.peer_address).version
 
     @property
+    def session_asn(self) -> int:
+        """The local AS of this session: localASN when set, else myASN."""
+        return self.local_asn if self.local_asn is not None else self.my_asn
+
+    @property
     def is_ebgp(self) -> bool:
         """True when the router is in another AS (dynamicASN external counts as eBGP)."""
         if self.peer_asn is not None:
@@ -101,7 +111,7 @@ class PeerSpec:
     @property
     def selector(self) -> str:
         """ExaBGP API neighbour selector addressing exactly this session."""
-        return f"neighbor {self.peer_address} local-as {self.my_asn}"
+        return f"neighbor {self.peer_address} local-as {self.session_asn}"
 
     def families(self) -> tuple[int, ...]:
         """IP versions of the routes this session carries."""
@@ -160,6 +170,7 @@ def peer_spec_from_bgppeer(
         peer_address=spec.peerAddress or "",
         my_asn=spec.myASN,
         peer_asn=spec.peerASN,
+        local_asn=spec.localASN,
         dynamic_asn=spec.dynamicASN,
         peer_port=spec.peerPort,
         source_address=spec.sourceAddress,
@@ -211,6 +222,14 @@ def validate_peer(peer: PeerSpec) -> list[Problem]:
                 bad("sourceAddress and peerAddress must be of the same IP family")
     if peer.peer_asn is None and peer.dynamic_asn not in ("internal", "external"):
         bad("set peerASN or dynamicASN (internal/external)")
+    if peer.local_asn is not None and not peer.is_ebgp:
+        bad("localASN is for eBGP only and this peer is iBGP (peerASN equals myASN, or dynamicASN "
+            "internal): drop localASN, as MetalLB requires")
+    elif peer.local_asn is not None and peer.local_asn == peer.peer_asn:
+        bad("localASN equals peerASN: the router would see its own AS number; pick another localASN")
+    if peer.ebgp_multihop and not peer.is_ebgp:
+        bad("ebgpMultiHop is ignored: this peer is iBGP (peerASN equals myASN, or dynamicASN internal) and "
+            "MetalLB refuses ebgpMultiHop there (so does the CRD for new objects); drop it", fatal=False)
     if peer.router_id is not None:
         try:
             ipaddress.IPv4Address(peer.router_id)
@@ -253,7 +272,7 @@ def _neighbor_block(peer: PeerSpec) -> list[str]:
         lines.append(f"    router-id {peer.router_id};")
     if peer.source_address:
         lines.append(f"    local-address {peer.source_address};")
-    lines.append(f"    local-as {peer.my_asn};")
+    lines.append(f"    local-as {peer.session_asn};")
     if peer.peer_asn is not None:
         lines.append(f"    peer-as {peer.peer_asn};")
     elif peer.dynamic_asn == "internal":

@@ -245,7 +245,7 @@ class SessionTable:
         out = []
         for name, peer in self.peers.items():
             if _same_ip(peer.peer_address, event.peer_address) and (
-                event.local_as is None or event.local_as == peer.my_asn
+                event.local_as is None or event.local_as == peer.session_asn
             ):
                 out.append(name)
         return out

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lbspeaker.api.constants import EXCLUDE_FROM_LB_LABEL
-from lbspeaker.api.models import CONDITION_READY
+from lbspeaker.api.models import CONDITION_READY, duplicate_messages
 from lbspeaker.bgp.aggregation import aggregation_problems
 from lbspeaker.bgp.plan import LocalPrefLoss, local_pref_conflicts
 from lbspeaker.controller.translate import condition
@@ -27,6 +27,19 @@ from lbspeaker.facts import BGPAdvertisementFacts, L2AdvertisementFacts, NodeFac
 from lbspeaker.plan import advertisement_problems
 
 MAX_LISTED = 10  # names listed in a message before "and N more"
+# Lists whose repeated entries MetalLB's config.For rejects (the CRDs make them sets; this reports
+# objects stored before that rule).
+DUPLICATE_FIELDS = ("ipAddressPools", "ipAddressPoolSelectors", "nodeSelectors", "serviceSelectors",
+                    "communities", "peers")
+
+
+def duplicate_problems(adv: Mapping[str, Any]) -> list[Problem]:
+    """DuplicateEntries for every list of the advertisement's spec that repeats an entry."""
+    kind = str(adv.get("kind") or "Advertisement")
+    name = str((adv.get("metadata") or {}).get("name") or "")
+    spec = adv.get("spec") if isinstance(adv.get("spec"), dict) else {}
+    return [Problem(kind, name, "DuplicateEntries", text)
+            for text in duplicate_messages(spec, DUPLICATE_FIELDS)]
 
 
 def _names(names: Sequence[str]) -> str:
@@ -88,6 +101,7 @@ def advertisement_conditions(
     conflicts = (local_pref_problems(adv, bgp_advertisements, pool_map, node_map)
                  if bgp_advertisements is not None else [])
     too_wide = aggregation_length_problems(adv, pool_map) if bgp_advertisements is not None else []
+    problems = [*duplicate_problems(adv), *problems]
     prev = {str(c.get("type")): c for c in previous or () if isinstance(c, Mapping)}
     generation = (adv.get("metadata") or {}).get("generation")
     if problems or conflicts or too_wide:

@@ -16,9 +16,10 @@ Rules (MetalLB's, with the differences called out):
   Service); else the requested pool (``autoAssign`` ignored); else the pools *pinned* to
   the Service (``serviceAllocation`` matches when the namespace is listed in
   ``namespaces`` or matches a ``namespaceSelector`` -- if either is set -- AND a
-  ``serviceSelector`` matches -- if any is set; autoAssign on) by priority (lower
-  number first; unset/0 last; ties by name); else the autoAssign pools without such
-  selectors (ordered the same way, where MetalLB uses random map order). A pool with
+  ``serviceSelector`` matches -- if any is set; autoAssign on), together with the pools
+  whose ``serviceAllocation`` sets only a ``priority`` (they match every Service), by
+  priority (lower number first; unset/0 last; ties by name); else the autoAssign pools
+  without either (ordered the same way, where MetalLB uses random map order). A pool with
   selectors never serves a Service it does not match, not even on explicit request; a
   Service relabelled out of its pool's selectors is moved (a pool change keeps it, with
   a warning: configuration changes never move an IP).
@@ -34,6 +35,9 @@ Rules (MetalLB's, with the differences called out):
   from one pool; ``PreferDualStack`` both from the first pool offering both, else one
   of the primary family, else one of the secondary family. A PreferDualStack Service
   holding one address gets the missing family added from the same pool when possible.
+  A dual-stack Service's IPs are always IPv4 first (``Result.ips``, hence its status),
+  whatever its primary family, as MetalLB writes them (its ``selectIPsForFamilyAndPolicy``);
+  the layer-2 election hashes the first IP, so both pick the same node.
 * **Sharing.** An IP may be held by several Services when all have the same non-empty
   sharing key, the same backend key (pod selector identity; ETP Local only) and no
   common (protocol, port). It stays allocated until its last holder releases it.
@@ -458,7 +462,7 @@ class _IPUse:
 
 @dataclass(slots=True)
 class _Held:
-    addrs: tuple[tuple[int, int], ...]                 # (family, value), primary family first
+    addrs: tuple[tuple[int, int], ...]                 # (family, value), IPv4 first
     pool: str | None                                   # pool it was allocated from (kept if deleted)
     request: ServiceRequest
     ips: tuple[str, ...] = ()                          # addrs as text, computed once
@@ -733,6 +737,7 @@ class Allocator:
                 use.sharing_key, use.backend_key = req.sharing_key, req.backend_key
                 self._share_add(use)
             use.hold(key, req.ports)
+        addrs = tuple(sorted(addrs))  # IPv4 first (MetalLB's status order), see the module docstring
         self._held[key] = _Held(addrs, pool, req, tuple(_ip_text(f, v) for f, v in addrs))
         self._pool_holders.setdefault(pool or "", set()).add(key)
 
@@ -931,9 +936,9 @@ class Allocator:
             self._allocate_from([st], req)
             return
         ordered = sorted(self._pools.values(), key=lambda s: _priority_key(s.pool))
-        pinned = [s for s in ordered if s.pool.pinned and s.pool.auto_assign
+        pinned = [s for s in ordered if s.pool.allocation_tier and s.pool.auto_assign
                   and _pool_refusal(s.pool, req) is None]
-        plain = [s for s in ordered if not s.pool.pinned and s.pool.auto_assign]
+        plain = [s for s in ordered if not s.pool.allocation_tier and s.pool.auto_assign]
         if not pinned and not plain:
             raise _Fail(Reason.NO_POOL_AVAILABLE, (
                 "no pool hands out addresses to this Service automatically (autoAssign is off, or "

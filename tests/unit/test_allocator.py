@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import pytest
@@ -125,7 +126,7 @@ def test_metallb_pool_allocation_table(fam: int) -> None:
     got = [get(s) for s in ("s1", "s2", "s3", "s4")]
     assert all(r.ok for r in got)
     assert {r.ips[0] for r in got} == valid
-    assert [r.ips[0] for r in got] == sorted(valid, key=lambda t: parse_address_range(t).first)
+    assert [r.ips[0] for r in got] == sorted(valid, key=lambda t: int(ipaddress.ip_address(t)))
     assert get("s5").reason == Reason.POOL_EXHAUSTED
     assert get("s6").reason == Reason.POOL_EXHAUSTED
     alloc.release("s1")
@@ -222,7 +223,7 @@ def test_unspecified_address_is_never_handed_out(cidr: str, first: str | None,
 
 
 def test_is_buggy_ip_rule() -> None:
-    v = parse_address_range("10.1.2.0").first
+    v = int(ipaddress.ip_address("10.1.2.0"))
     assert is_buggy_ip(4, v) and is_buggy_ip(4, v + 255) and not is_buggy_ip(4, v + 1)
     assert not is_buggy_ip(6, 0) and not is_buggy_ip(6, 255)
 
@@ -320,6 +321,22 @@ def test_pinned_pools_by_priority_then_plain_autoassign_pools() -> None:
     assert alloc.allocate(req("other/z", requested_pool="manual")).ips == ("10.4.0.0",)
 
 
+def test_priority_only_pool_matches_everyone_and_competes_with_pinned_pools() -> None:
+    """serviceAllocation with only a priority: matches every Service and is ranked with the pools
+    pinned to the Service (see docs/metallb-compat.md); plain pools stay last."""
+    alloc = Allocator([
+        pool("plain", "10.0.0.0/31"),
+        pool("team", "10.1.0.0/32", namespaces=("team",), priority=20),
+        pool("everyone", "10.2.0.0/32", priority=10),
+        pool("everyone-late", "10.3.0.0/32", priority=30),
+    ])
+    assert [alloc.allocate(req(f"team/s{i}")).pool for i in range(4)] == [
+        "everyone", "team", "everyone-late", "plain"]
+    assert alloc.allocate(req("other/x")).pool == "plain"   # the priority pools are taken
+    fresh = Allocator([pool("plain", "10.0.0.0/31"), pool("everyone", "10.2.0.0/32", priority=10)])
+    assert fresh.allocate(req("other/x")).pool == "everyone"
+
+
 def test_priority_zero_means_unset_and_ties_break_by_name() -> None:
     alloc = Allocator([
         pool("b", "10.2.0.0/32", namespaces=("ns",), priority=0),
@@ -394,9 +411,9 @@ def dual_alloc() -> Allocator:
         ((6,), "SingleStack", ("fd00::",), "v6only"),
         ((4, 6), "SingleStack", ("10.0.0.0",), "v4only"),
         ((4, 6), "RequireDualStack", ("10.1.0.0", "fd01::"), "dual"),
-        ((6, 4), "RequireDualStack", ("fd01::", "10.1.0.0"), "dual"),
+        ((6, 4), "RequireDualStack", ("10.1.0.0", "fd01::"), "dual"),  # IPv4 first, as MetalLB
         ((4, 6), "PreferDualStack", ("10.1.0.0", "fd01::"), "dual"),
-        ((6, 4), "PreferDualStack", ("fd01::", "10.1.0.0"), "dual"),
+        ((6, 4), "PreferDualStack", ("10.1.0.0", "fd01::"), "dual"),
         ((4,), "PreferDualStack", ("10.0.0.0",), "v4only"),
     ],
 )

@@ -67,7 +67,10 @@ def _sel(operator: str, values: list[str] | None) -> list[dict[str, Any]]:
 CASES: list[tuple[str, dict[str, Any], str | None]] = [
     # kind, object, expected message fragment (None: valid)
     ("IPAddressPool", _obj("IPAddressPool"), None),
-    ("IPAddressPool", _obj("IPAddressPool", addresses=["10.0.0.0/8", "fd00::/120", "10.1.0.1"]), None),
+    ("IPAddressPool", _obj("IPAddressPool", addresses=["10.0.0.0/8", "fd00::/120", "10.1.0.1/32"]), None),
+    # a bare address: MetalLB requires a CIDR or a range, and the message says how to write it
+    ("IPAddressPool", _obj("IPAddressPool", addresses=["10.1.0.1"]), "write 10.1.0.1 as 10.1.0.1/32"),
+    ("IPAddressPool", _obj("IPAddressPool", addresses=["fd00::1"]), "write 10.1.0.1 as 10.1.0.1/32"),
     ("IPAddressPool", _obj("IPAddressPool", addresses=["fc00:f853:0ccd:e799::/124"]), None),
     ("IPAddressPool", _obj("IPAddressPool", addresses=["10.0.0.7/24"]), None),  # host bits: allowed
     ("IPAddressPool", _obj("IPAddressPool", addresses=["fd00::1-fd00::9"]), None),
@@ -175,6 +178,19 @@ CASES: list[tuple[str, dict[str, Any], str | None]] = [
     ("BGPPeer", _obj("BGPPeer", dualStackAddressFamily=True), None),
     ("BGPPeer", _obj("BGPPeer", disableMP=True, dualStackAddressFamily=True), "contradicts"),
     ("BGPPeer", _obj("BGPPeer", nodeSelectors=_sel("In", [])), SEL),
+    # MetalLB: "invalid ebgp-multihop parameter set for an ibgp peer"
+    ("BGPPeer", _obj("BGPPeer", ebgpMultiHop=True), None),
+    ("BGPPeer", _obj("BGPPeer", peerASN=64500, ebgpMultiHop=True), "ebgpMultiHop is for eBGP only"),
+    ("BGPPeer", _obj("BGPPeer", peerASN=None, dynamicASN="internal", ebgpMultiHop=True),
+     "ebgpMultiHop is for eBGP only"),
+    ("BGPPeer", _obj("BGPPeer", peerASN=64500), None),
+    # localASN: MetalLB's local-as override, eBGP only
+    ("BGPPeer", _obj("BGPPeer", localASN=65010), None),
+    ("BGPPeer", _obj("BGPPeer", peerASN=None, dynamicASN="external", localASN=65010), None),
+    ("BGPPeer", _obj("BGPPeer", peerASN=64500, localASN=65010), "localASN (the AS number presented"),
+    ("BGPPeer", _obj("BGPPeer", peerASN=None, dynamicASN="internal", localASN=65010),
+     "localASN (the AS number presented"),
+    ("BGPPeer", _obj("BGPPeer", localASN=64501), "localASN equals peerASN"),
     # Community
     ("Community", _obj("Community"), None),
     (

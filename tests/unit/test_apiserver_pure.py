@@ -306,3 +306,16 @@ def test_service_type_dependent_fields() -> None:
     assert {"externalTrafficPolicy", "allocateLoadBalancerNodePorts", "loadBalancerClass"}.isdisjoint(
         back["spec"]
     )
+
+
+def test_list_type_set_refuses_a_repeated_entry_as_kube_does() -> None:
+    """`x-kubernetes-list-type: set`: kube-apiserver answers `spec.names[2]: Duplicate value: "a"`."""
+    sch: dict[str, Any] = {"type": "object", "properties": {"spec": {"type": "object", "properties": {
+        "names": {"type": "array", "items": {"type": "string"}, "x-kubernetes-list-type": "set"},
+        "sels": {"type": "array", "x-kubernetes-list-type": "set",
+                 "items": {"type": "object", "x-kubernetes-map-type": "atomic"}}}}}}
+    assert schema.validate(sch, {"spec": {"names": ["a", "b"]}}) == []
+    assert schema.validate(sch, {"spec": {"names": ["a", "b", "a"]}}) == [
+        ("spec.names[2]", 'Duplicate value: "a"')]
+    assert schema.validate(sch, {"spec": {"sels": [{"k": 1}, {"k": 1}]}}) == [
+        ("spec.sels[1]", 'Duplicate value: {"k": 1}')]

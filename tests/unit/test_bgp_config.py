@@ -214,3 +214,31 @@ def test_dual_stack_needs_a_next_hop_of_the_other_family(peer: PeerSpec, problem
         assert messages == []
     else:
         assert len(messages) == 1 and messages[0].startswith(problem) and not is_fatal(out.problems[0])
+
+
+def test_local_asn_is_this_neighbours_local_as() -> None:
+    """MetalLB's localASN (FRR local-as <ASN> no-prepend replace-as): ExaBGP sets local-as per
+    neighbour, so the OPEN and the AS_PATH of our routes carry localASN, and the API selector follows."""
+    peer = PeerSpec("r", "172.18.0.1", 64513, 64512, local_asn=65010)
+    out = render_config([peer], RELAY)
+    assert "local-as 65010;" in block(out.text, "172.18.0.1") and "local-as 64513" not in out.text
+    assert peer.selector == "neighbor 172.18.0.1 local-as 65010" and out.problems == []
+    # two sessions to one router with different local ASNs are two neighbours ExaBGP can address
+    other = PeerSpec("s", "172.18.0.1", 64513, 64512, local_asn=65011)
+    assert [p.name for p in render_config([peer, other], RELAY).peers] == ["r", "s"]
+
+
+@pytest.mark.parametrize(
+    ("peer", "fatal", "fragment"),
+    [
+        (PeerSpec("i", "10.0.0.1", 64512, 64512, local_asn=65010), True, "localASN is for eBGP only"),
+        (PeerSpec("i", "10.0.0.1", 64512, dynamic_asn="internal", local_asn=65010), True, "eBGP only"),
+        (PeerSpec("i", "10.0.0.1", 64512, 64513, local_asn=64513), True, "localASN equals peerASN"),
+        # stored before the CRD rule: the session keeps running, the field is reported as ignored
+        (PeerSpec("i", "10.0.0.1", 64512, 64512, ebgp_multihop=True), False, "ebgpMultiHop is ignored"),
+    ],
+)
+def test_ebgp_only_fields_on_ibgp(peer: PeerSpec, fatal: bool, fragment: str) -> None:
+    out = render_config([peer], RELAY)
+    assert [p for p in out.problems if fragment in p.message], out.problems
+    assert any(map(is_fatal, out.problems)) == fatal and (out.peers == []) == fatal

@@ -38,6 +38,12 @@ NODES = [node("kind-worker", zone="a"), node("kind-worker2", zone="b")]
      "match no node"),
     ({"ipAddressPoolSelectors": [{"matchLabels": {"tier": "none"}}]}, "False", "PoolSelectorMatchesNothing",
      "match no IPAddressPool"),
+    # repeated entries: MetalLB rejects them (validateDuplicate); the CRD makes these lists sets
+    ({"ipAddressPools": ["web", "web"]}, "False", "DuplicateEntries", "spec.ipAddressPools lists web more"),
+    ({"nodeSelectors": [{"matchLabels": {"zone": "a"}}, {"matchLabels": {"zone": "a"}}]}, "False",
+     "DuplicateEntries", 'spec.nodeSelectors lists {"matchLabels": {"zone": "a"}} more than once'),
+    ({"ipAddressPools": ["web", "web"], "nodeSelectors": [{"matchLabels": {"zone": "mars"}}]}, "False",
+     "InvalidConfiguration", "list each entry once"),
     ({"ipAddressPools": ["nope"], "nodeSelectors": [{"matchLabels": {"zone": "mars"}}]}, "False",
      "InvalidConfiguration", "match no node"),
 ])

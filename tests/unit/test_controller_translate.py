@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from lbspeaker import facts as F
 from lbspeaker.controller import translate as T
 from lbspeaker.facts import Problem
@@ -52,6 +54,31 @@ def test_ipv6_range_start_after_end_refused() -> None:
     result = T.validate_pools([pool("p", "fd00::10-fd00::1")], {}, {})
     assert result.problems["p"].reason == "InvalidSpec"
     assert not result.active
+
+
+@pytest.mark.parametrize(("spec", "fragment"), [
+    # MetalLB's config.For: "invalid CIDR" for a bare address; "duplicate definition in namespaces field"
+    ({"addresses": ["10.1.0.1"]}, "write it as 10.1.0.1/32"),
+    ({"addresses": ["fd00::1"]}, "write it as fd00::1/128"),
+    ({"addresses": ["10.0.0.0/24"], "serviceAllocation": {"namespaces": ["a", "b", "a"]}},
+     "spec.serviceAllocation.namespaces lists a more than once"),
+    ({"addresses": ["10.0.0.0/24"], "serviceAllocation": {"serviceSelectors": [
+        {"matchLabels": {"app": "x"}}, {"matchLabels": {"app": "x"}}]}},
+     "spec.serviceAllocation.serviceSelectors lists"),
+    ({"addresses": ["10.0.0.0/24"], "serviceAllocation": {"namespaceSelectors": [
+        {"matchLabels": {"t": "x"}}, {"matchLabels": {"t": "x"}}]}},
+     "spec.serviceAllocation.namespaceSelectors lists"),
+])
+def test_metallb_refusals_are_invalid_spec(spec: dict[str, Any], fragment: str) -> None:
+    result = T.validate_pools([{"metadata": {"name": "p"}, "spec": spec}], {}, {})
+    assert result.problems["p"].reason == "InvalidSpec" and not result.active
+    assert fragment in result.problems["p"].message, result.problems["p"].message
+
+
+def test_bare_address_stored_before_the_rule_is_still_read_by_the_speakers() -> None:
+    """The speakers' lenient reading keeps announcing a pool written before the rule (as its /32)."""
+    p = F.read_pool({"metadata": {"name": "p"}, "spec": {"addresses": ["10.1.0.1"]}})
+    assert p.contains("10.1.0.1") and not p.contains("10.1.0.2")
 
 
 def test_status_stable_and_transition_time_moves_only_on_flip() -> None:
