@@ -58,6 +58,9 @@ def _speaker_registry() -> CollectorRegistry:
     attach_bgp = getattr(metrics, "attach_bgp", None)
     if callable(attach_bgp):
         attach_bgp()
+    attach_bfd = getattr(metrics, "attach_bfd", None)
+    if callable(attach_bfd):  # BFD sessions, read from the BFD thread's snapshot at scrape time
+        attach_bfd()
     attach_planning = getattr(metrics, "attach_planning", None)
     if callable(attach_planning):  # plan and cache-event counters, read from the loop at scrape time
         attach_planning(dict)

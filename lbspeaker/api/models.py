@@ -1034,6 +1034,9 @@ class BGPSessionState(_Model):
     """Last error or notification, if any."""
     since: str | None = Field(default=None, max_length=64, json_schema_extra={"format": "date-time"})
     """Established: when the session came up; otherwise when the outage began."""
+    bfd: Literal["Up", "Down", "Init", "AdminDown"] | None = None
+    """BFD session state (RFC 5880) when the peer names a bfdProfile: while it is not Up after
+    having been Up, the BGP session is torn down and `reason` says why."""
 
 
 class BGPPeerStatus(_Model):

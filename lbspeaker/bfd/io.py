@@ -29,7 +29,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lbspeaker.bfd.packet import ParseError, State, decode, encode
-from lbspeaker.bfd.session import Output, Session, SessionConfig, StateChange
+from lbspeaker.bfd.session import Output, Session, SessionConfig, SessionKey, StateChange
+
+__all__ = ["BFDRunner", "SessionInfo", "SessionKey"]
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +41,6 @@ TTL = 255
 IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)  # Linux value; Python 3.11 lacks the constant
 _CMSG_SPACE = socket.CMSG_SPACE(4) * 4
 _MAX_WAIT = 1.0  # longest selector sleep: bounds how late a stop or a clock jump is seen
-
-
-@dataclass(frozen=True)
-class SessionKey:
-    """A single-hop session is identified by its peer and, optionally, the local address."""
-
-    peer: str
-    local: str | None = None
 
 
 @dataclass(frozen=True)

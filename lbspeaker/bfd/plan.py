@@ -13,9 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from lbspeaker.api.models import BFDProfileSpec
-from lbspeaker.bfd.io import SessionKey
 from lbspeaker.bfd.profile import minimum_ttl, session_config
-from lbspeaker.bfd.session import SessionConfig
+from lbspeaker.bfd.session import SessionConfig, SessionKey
 from lbspeaker.bgp.config import PeerSpec
 
 
@@ -41,9 +40,13 @@ class BFDProblem:
 
 
 def plan_sessions(
-    peers: Iterable[PeerSpec], profiles: Mapping[str, BFDProfileSpec]
+    peers: Iterable[PeerSpec], profiles: Mapping[str, BFDProfileSpec],
+    invalid: Mapping[str, str] | None = None,
 ) -> tuple[dict[SessionKey, DesiredSession], list[BFDProblem]]:
-    """Sessions by key and the problems found, peers taken in name order (deterministic)."""
+    """Sessions by key and the problems found, peers taken in name order (deterministic).
+
+    `invalid`: {name: error} of BFDProfiles that exist but do not parse (the schema should have
+    refused them; an API server without validation may not have)."""
     sessions: dict[SessionKey, DesiredSession] = {}
     problems: list[BFDProblem] = []
     for peer in sorted(peers, key=lambda p: p.name):
@@ -51,6 +54,13 @@ def plan_sessions(
         if not name:
             continue
         spec = profiles.get(name)
+        if spec is None and invalid and name in invalid:
+            problems.append(BFDProblem(
+                peer.name, "BFDProfileInvalid",
+                f"BFDProfile {name!r} cannot be used ({invalid[name]}): no BFD for this peer "
+                "(BGP runs on its hold timer); fix the profile",
+            ))
+            continue
         if spec is None:
             problems.append(BFDProblem(
                 peer.name, "BFDProfileNotFound",
@@ -69,7 +79,9 @@ def plan_sessions(
             problems.append(BFDProblem(
                 peer.name, "EchoModeNotSupported",
                 f"BFDProfile {name!r} sets echoMode, which lbspeaker does not support: the session "
-                "runs in asynchronous mode without echo",
+                "runs in asynchronous mode without echo (failures are still detected in "
+                f"{spec.detect_multiplier()} x {spec.receive_interval_ms()} ms); set echoMode: false "
+                "to silence this",
                 fatal=False,
             ))
         key = SessionKey(peer.peer_address, peer.source_address)

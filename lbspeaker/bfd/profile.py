@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
 from lbspeaker.api.models import BFDProfileSpec
 from lbspeaker.bfd.session import SessionConfig
 
@@ -37,3 +43,36 @@ def readiness(spec: BFDProfileSpec) -> tuple[bool, str, str]:
             "mode only (echoMode and echoInterval are ignored); set echoMode to false to silence this",
         )
     return True, "Accepted", "sessions using this profile run with these settings"
+
+
+@dataclass(frozen=True)
+class ProfileFacts:
+    """One BFDProfile as the speaker reads it; `spec` None when it does not parse (`error` says why)."""
+
+    name: str
+    spec: BFDProfileSpec | None
+    error: str = ""
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> ProfileFacts:
+        name = str((obj.get("metadata") or {}).get("name") or "")
+        try:
+            return cls(name, BFDProfileSpec.model_validate(obj.get("spec") or {}))
+        except ValidationError as exc:
+            errors = exc.errors()
+            if not errors:
+                return cls(name, None, str(exc))
+            where = ".".join(str(x) for x in errors[0]["loc"])
+            return cls(name, None, f"spec.{where}: {errors[0]['msg']}" if where else errors[0]["msg"])
+
+
+def profiles_by_name(facts: Iterable[ProfileFacts]) -> tuple[dict[str, BFDProfileSpec], dict[str, str]]:
+    """({name: spec} of the profiles that parse, {name: error} of those that do not)."""
+    specs: dict[str, BFDProfileSpec] = {}
+    errors: dict[str, str] = {}
+    for f in facts:
+        if f.spec is not None:
+            specs[f.name] = f.spec
+        else:
+            errors[f.name] = f.error
+    return specs, errors

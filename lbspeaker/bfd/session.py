@@ -43,13 +43,31 @@ class SessionConfig:
 
 
 @dataclass(frozen=True)
+class SessionKey:
+    """A single-hop session is identified by its peer and, optionally, the local address."""
+
+    peer: str
+    local: str | None = None
+
+
+@dataclass(frozen=True)
 class StateChange:
-    """The session moved from `old` to `new` at `at`; `diag` says why (RFC 5880 Diag)."""
+    """The session moved from `old` to `new` at `at`; `diag` says why (RFC 5880 Diag).
+
+    `peer_admin_down`: the peer said AdminDown. RFC 5882 3.2: that is the peer stopping BFD on
+    purpose, not a failure, so the client protocol (BGP) must not be taken down for it.
+    """
 
     old: State
     new: State
     diag: int
     at: float
+    peer_admin_down: bool = False
+
+    @property
+    def failure(self) -> bool:
+        """Did the session leave Up because the path failed (what BGP acts on)?"""
+        return self.old == State.UP and self.new != State.UP and not self.peer_admin_down
 
 
 @dataclass
@@ -157,10 +175,10 @@ class Session:
             desired = max(desired, SLOW_TX_US)
         return desired, self.config.required_min_rx_us
 
-    def _enter(self, new: State, diag: int, now: float, out: Output) -> None:
+    def _enter(self, new: State, diag: int, now: float, out: Output, peer_admin_down: bool = False) -> None:
         if new == self.state:
             return
-        out.changes.append(StateChange(self.state, new, diag, now))
+        out.changes.append(StateChange(self.state, new, diag, now, peer_admin_down))
         self.state = new
         self.local_diag = diag
         if new != State.UP:
@@ -207,7 +225,7 @@ class Session:
             return out
         if pkt.state == State.ADMIN_DOWN:
             if self.state != State.DOWN:
-                self._enter(State.DOWN, Diag.NEIGHBOR_SIGNALED_DOWN, now, out)
+                self._enter(State.DOWN, Diag.NEIGHBOR_SIGNALED_DOWN, now, out, peer_admin_down=True)
         elif self.state == State.DOWN:
             if pkt.state == State.DOWN:
                 self._enter(State.INIT, Diag.NONE, now, out)

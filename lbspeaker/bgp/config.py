@@ -40,8 +40,10 @@ Mapping of BGPPeer (v1beta2) fields, and why:
   the IPv4 session's local address), so it carries this node's address of that family
   (`PeerSpec.node_addresses`, the Node's InternalIPs); without one it is not announced
   and a problem says so (`next_hop`).
-* `interface` (unnumbered), `vrf`, `bfdProfile`: not supported by ExaBGP; the peer
-  is skipped (interface/vrf) or the field ignored (bfd), with a problem reported.
+* `interface` (unnumbered), `vrf`: not supported by ExaBGP; the peer is skipped,
+  with a problem reported.
+* `bfdProfile`: nothing in ExaBGP's file; the speaker runs the BFD session itself
+  (`lbspeaker.bfd`) and tears the BGP session down when BFD declares the peer down.
 """
 
 from __future__ import annotations
@@ -256,8 +258,6 @@ def validate_peer(peer: PeerSpec) -> list[Problem]:
                 f"no IPv{other} address to give as their next hop",
                 fatal=False,
             )
-    if peer.bfd_profile:
-        bad(f"bfdProfile {peer.bfd_profile!r} is ignored: the ExaBGP backend has no BFD", fatal=False)
     if peer.password is not None:
         if not peer.password:
             bad("the MD5 password is empty")

@@ -100,6 +100,7 @@ _DIRTY = RouteAttrs(local_pref=-1)
 _EOR_PREFIX = "\x00eor"
 # of a stop's timeout, kept for ending ExaBGP (SIGTERM, then SIGKILL) after the withdrawals
 KILL_RESERVE = 0.5
+_TEARDOWN_PREFIX = "\x00teardown"  # the pending entry of a `teardown` command (BFD)
 
 
 def exabgp_env(log_level: str = "INFO") -> dict[str, str]:
@@ -283,6 +284,24 @@ class ExaBGPManager:
                 self._desired.pop(peer, None)
             self._cond.notify_all()
             self._dirty = True
+
+    def teardown(self, name: str, subcode: int = 10) -> bool:
+        """Close peer `name`'s session now with a Cease NOTIFICATION (RFC 9384 subcode 10: BFD Down).
+
+        For BFD: the path is gone, so the session is down without waiting for the hold timer.
+        ExaBGP keeps the neighbour and its routes and reconnects by itself (connect retry), so
+        the session comes back, routes and all, as soon as the router answers again. False
+        when ExaBGP is not connected or does not know the peer (nothing to tear down).
+        """
+        with self._lock:
+            peer = self._peers.get(name)
+            if peer is None or self._conn is None:
+                return False
+            # its done/error keeps the acknowledgements in step
+            self._pending.append((self._conn_gen, RouteChange(name, _TEARDOWN_PREFIX, None), None))
+            self._writer_q.put((self._conn_gen, f"{peer.selector} teardown {subcode}\n".encode()))
+            log.warning("BGP session to %s (%s): tearing down (Cease/%d)", name, peer.peer_address, subcode)
+            return True
 
     def desired(self) -> RouteTable:
         with self._lock:
@@ -586,6 +605,8 @@ class ExaBGPManager:
         _, change, previous = self._pending.popleft()
         if change.prefix == _EOR_PREFIX:
             self._on_eor_ack(change.peer, ok)
+            return
+        if change.prefix == _TEARDOWN_PREFIX:  # nothing to retry: BFD asks again on its next transition
             return
         if ok:
             self.updates_total += 1

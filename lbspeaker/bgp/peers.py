@@ -119,6 +119,11 @@ class PeerProcesses:
     def in_sync(self) -> bool:
         return all(m.in_sync() for m in self.managers().values())
 
+    def teardown(self, name: str, subcode: int = 10) -> bool:
+        """Tear peer `name`'s session down now (BFD declared it down): `ExaBGPManager.teardown`."""
+        m = self.managers().get(name)
+        return m.teardown(name, subcode) if m is not None else False
+
     def start(self) -> None:
         with self._lock:
             if self._running or self._stopped:

@@ -48,6 +48,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from lbspeaker.api.constants import EXCLUDE_FROM_LB_LABEL
+from lbspeaker.api.models import BFDProfileSpec
+from lbspeaker.bfd.plan import DesiredSession, plan_sessions
+from lbspeaker.bfd.session import SessionKey
 from lbspeaker.bgp.aggregation import aggregation_problems, prefix_within
 from lbspeaker.bgp.config import PeerSpec, is_fatal, peer_spec_from_bgppeer, validate_peer
 from lbspeaker.bgp.routes import (
@@ -161,6 +164,7 @@ class BGPPlan:
     service_peers: dict[ServiceKey, list[str]] = field(default_factory=dict)  # for ServiceBGPStatus
     announced: dict[ServiceKey, list[str]] = field(default_factory=dict)  # service -> IPs
     problems: list[Problem] = field(default_factory=list)
+    bfd_sessions: dict[SessionKey, DesiredSession] = field(default_factory=dict)  # BFD to run
 
     def prefix_count(self) -> dict[str, int]:
         """Announced prefixes per peer (for the metric)."""
@@ -339,8 +343,14 @@ def compute_bgp_plan(
     node_addresses: Sequence[str] = (),
     node_networks: Sequence[str] | None = None,
     ignore_exclude_label: bool = False,
+    bfd_profiles: Mapping[str, BFDProfileSpec] | None = None,
+    bfd_invalid: Mapping[str, str] | None = None,
 ) -> BGPPlan:
     """The BGP plan for `node` (see the module docstring).
+
+    `bfd_profiles`: the BFDProfiles by name (`bfd_invalid`: {name: error} of those that do not
+    parse). The configured peers that name a `bfdProfile` get a BFD session each
+    (`bfd.plan.plan_sessions`); what cannot run is a BGPPeer problem. BGP never waits for BFD.
 
     `passwords`: BGPPeer name -> the value of its `passwordSecret` (None or absent:
     unreadable). `node_addresses`: the Node's InternalIPs (router ID default).
@@ -387,6 +397,7 @@ def compute_bgp_plan(
         if problem.kind == "Service":  # the key of an Announcement above: strip its suffix
             problem = Problem("Service", problem.name.split("\x00", 1)[0], problem.reason, problem.message)
         plan.problems.append(problem)
+    add_bfd(plan, bfd_profiles, bfd_invalid)
     # stable order, no duplicates: the adapter turns *new* problems into Events
     plan.problems = sorted(set(plan.problems), key=lambda p: (p.kind, p.name, p.reason, p.message))
     return plan
@@ -427,6 +438,14 @@ class _ServiceShare:
 
 def _order(p: Problem) -> tuple[str, str, str, str]:
     return (p.kind, p.name, p.reason, p.message)
+
+
+def add_bfd(plan: BGPPlan, profiles: Mapping[str, BFDProfileSpec] | None,
+            invalid: Mapping[str, str] | None = None) -> None:
+    """The BFD sessions of the plan's configured peers that name a `bfdProfile`, and the problems
+    of those that cannot run as written (BGPPeer problems: BGP itself never waits for BFD)."""
+    plan.bfd_sessions, problems = plan_sessions(plan.peers, profiles or {}, invalid)
+    plan.problems += [Problem("BGPPeer", p.peer, p.reason, p.message) for p in problems]
 
 
 class BGPPlanner:
@@ -472,15 +491,22 @@ class BGPPlanner:
         passwords: Mapping[str, str | None] | None = None,
         node_addresses: Sequence[str] = (),
         node_networks: Sequence[str] | None = None,
+        bfd_profiles: Mapping[str, BFDProfileSpec] | None = None,
+        bfd_invalid: Mapping[str, str] | None = None,
     ) -> BGPPlan:
         """The plan over `services` (keyed by `ServiceFacts.key`); `changed`: the keys that may
-        differ from the last call (None: unknown, every Service is compared)."""
+        differ from the last call (None: unknown, every Service is compared). BFD as in
+        `compute_bgp_plan` (cheap: planned anew every call)."""
         try:
-            return self._plan(services, changed, node_facts, pools, advertisements, peers, aliases or {},
+            plan = self._plan(services, changed, node_facts, pools, advertisements, peers, aliases or {},
                               passwords or {}, node_addresses, node_networks)
         except BaseException:
             self._context = None
             raise
+        if bfd_profiles is not None:
+            add_bfd(plan, bfd_profiles, bfd_invalid)
+            plan.problems = sorted(set(plan.problems), key=_order)
+        return plan
 
     def _plan(
         self,

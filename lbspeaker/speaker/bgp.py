@@ -14,6 +14,15 @@ when the first BGPPeer selects this node, so an L2-only cluster runs none),
 ServiceBGPStatus through the owned-status writer, `nodeAssigned` Events, problems as
 Events, and this node's BGPPeer session entries (`sessions.SessionStatus`).
 
+BFD: the BGPPeers this node runs that name a `bfdProfile` get a BFD session each
+(`bgp.plan` plans them with `bfd.plan`; `bfd.manager.BFDManager` runs them in one thread,
+started with the first such peer, so a node without BFD opens no UDP 3784). When BFD leaves
+Up because the path failed, the BGP session is torn down at once (ExaBGP `teardown`, Cease /
+BFD Down) instead of waiting for the hold timer: ExaBGP then reconnects by itself and the
+session (with its routes) comes back when the router answers. The peer's AdminDown (it
+stopped BFD on purpose, RFC 5882) leaves BGP alone. Each transition is one Event
+(BFDSessionUp / BFDSessionDown) and the BFD state is in the peer's `status.sessions` entry.
+
 Isolation from layer 2: this runs on its own runner thread and never raises into the
 rest of the speaker; a BGP problem (bad BGPPeer, ExaBGP crash, unreadable Secret, a
 missing CRD) is logged, reported and retried, and never touches ARP/NDP.
@@ -34,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import sys
 import threading
 import time
@@ -41,6 +51,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from lbspeaker.bfd.manager import BFDManager, PeerCallback, PeerEvent
+from lbspeaker.bfd.profile import profiles_by_name
 from lbspeaker.bgp.config import PeerSpec
 from lbspeaker.bgp.plan import BGPPlan, BGPPlanner
 from lbspeaker.bgp.routes import RouteAttrs
@@ -77,6 +89,7 @@ class ManagerLike(Protocol):
 
 
 ManagerFactory = Callable[[Path, Callable[[str, PeerSession], None]], ManagerLike]
+BFDFactory = Callable[[PeerCallback], BFDManager]
 
 
 def default_manager_factory(workdir: Path, on_change: Callable[[str, PeerSession], None]) -> ManagerLike:
@@ -97,9 +110,9 @@ class BGP:
 
     name = "bgp"
     inputs = frozenset({S.SERVICES, S.ENDPOINTSLICES, S.NODES, S.POOLS, S.BGPADVERTISEMENTS, S.BGPPEERS,
-                        S.COMMUNITIES, S.SYNCED})
+                        S.COMMUNITIES, S.BFDPROFILES, S.SYNCED})
     caches = frozenset({S.SERVICES, S.ENDPOINTSLICES, S.NODES, S.POOLS, S.BGPADVERTISEMENTS, S.BGPPEERS,
-                        S.COMMUNITIES})
+                        S.COMMUNITIES, S.BFDPROFILES})
     poll_interval = 5.0
 
     def __init__(
@@ -114,6 +127,7 @@ class BGP:
         manager_factory: ManagerFactory = default_manager_factory,
         node_networks: Callable[[], list[str]] | None = None,
         ignore_exclude_lb: bool = False,
+        bfd_factory: BFDFactory = BFDManager,
     ) -> None:
         self.node = node
         self.status = status
@@ -137,6 +151,12 @@ class BGP:
         self.problems: set[Problem] = set()
         self._planner = BGPPlanner(node, ignore_exclude_lb)
         self._planned: Snapshot | None = None  # the snapshot the planner saw last
+        self._bfd_factory = bfd_factory
+        self.bfd: BFDManager | None = None  # started with the first peer that names a bfdProfile
+        self._bfd_events: queue.SimpleQueue[PeerEvent | None] = queue.SimpleQueue()
+        self._bfd_thread: threading.Thread | None = None
+        self._bfd_problems: set[Problem] = set()
+        self.bfd_teardowns = 0
 
     # --- Protocol ---------------------------------------------------------------------------------------
 
@@ -145,11 +165,12 @@ class BGP:
 
     def plan(self, snap: Snapshot) -> BGPPlan:
         me = [n for n in snap.nodes if n.name == self.node]
+        profiles, invalid = profiles_by_name(snap.bfd_profiles)
         plan = self._planner.plan(
             snap.service_map, snap.service_changes(self._planned), node_facts=me[0] if me else None,
             pools=snap.pools, advertisements=snap.bgp_advertisements, peers=snap.peers, aliases=snap.aliases,
             passwords=self.passwords.resolve(snap.peers), node_addresses=snap.node_addresses,
-            node_networks=self._networks_now(),
+            node_networks=self._networks_now(), bfd_profiles=profiles, bfd_invalid=invalid,
         )
         self._planned = snap
         return plan
@@ -173,10 +194,11 @@ class BGP:
                 self.reporter.normal("Service", key, "nodeAssigned", assigned_message(self.node, self.name))
             for key in sorted(set(old) - set(plan.announced)):
                 log.info("BGP: withdrawing %s", key)
+        self._apply_bfd(plan)
         self.applied = plan
         self.status.set_desired(BGP_STATUS, {k: bgp_fields(p) for k, p in plan.service_peers.items()})
         self.refresh_sessions()
-        problems = set(plan.problems)
+        problems = set(plan.problems) | self._bfd_problems
         self.reporter.problems("BGP", self.problems, problems, prefix=f"node {self.node}: ")
         self.problems = problems
 
@@ -195,15 +217,17 @@ class BGP:
                 log.info("BGP: routes withdrawn and ExaBGP stopped in %.3fs", time.monotonic() - t0)
             except Exception:
                 log.exception("BGP: stopping ExaBGP failed")
+        self._stop_bfd(admin_down=True)  # after the withdrawals: AdminDown, which the router ignores
         self._manager_done.set()
 
     def abort(self) -> None:
-        """Crash simulation (tests): ExaBGP ends without withdrawing."""
+        """Crash simulation (tests): ExaBGP ends without withdrawing, BFD goes silent."""
         self.sessions.quiet()
         mgr = self.manager
         if mgr is not None:
             with contextlib.suppress(Exception):
                 mgr.stop(withdraw=False, timeout=1.0)
+        self._stop_bfd(admin_down=False)
         self._manager_done.set()
 
     def finish(self) -> None:
@@ -218,6 +242,9 @@ class BGP:
         else:
             for name, s in sorted(mgr.sessions().items()):
                 lines.append(f"bgp: peer {name}: {s.state}" + (f" ({s.reason})" if s.reason else ""))
+        if self.bfd is not None:
+            for name, (state, why) in sorted(self.bfd.peer_status().items()):
+                lines.append(f"bfd: peer {name}: {state}" + (f" ({why})" if why else ""))
         for p in sorted(self.problems, key=lambda p: (p.kind, p.name, p.reason)):
             lines.append(f"bgp problem: {p.kind} {p.name}: {p.reason}: {p.message}")
         return lines
@@ -243,7 +270,8 @@ class BGP:
             return
         with self._refresh_mu:
             live = self.manager.sessions() if self.manager is not None else {}
-            self.sessions.update({n: plan.peer_reasons.get(n, "") for n in plan.selected_peers}, live)
+            bfd = self.bfd.peer_status() if self.bfd is not None else {}
+            self.sessions.update({n: plan.peer_reasons.get(n, "") for n in plan.selected_peers}, live, bfd)
 
     def _on_session_change(self, name: str, session: PeerSession) -> None:
         """From the manager's notify thread."""
@@ -260,3 +288,69 @@ class BGP:
             except Exception as exc:
                 log.warning("BGP: cannot list this node's addresses: %s", exc)
         return self._networks
+
+    # --- BFD ------------------------------------------------------------------------------------------------
+
+    def bfd_sessions(self) -> dict[Any, Any]:
+        """The running BFD sessions (for the lbspeaker_bfd_* metrics; empty while none runs)."""
+        bfd = self.bfd
+        return dict(bfd.sessions()) if bfd is not None else {}
+
+    def _apply_bfd(self, plan: BGPPlan) -> None:
+        """Run the plan's BFD sessions (starting BFD with the first one)."""
+        self._bfd_problems = set()
+        if plan.bfd_sessions and self.bfd is None:
+            try:
+                self.bfd = self._bfd_factory(self._bfd_events.put)
+            except OSError as exc:  # udp/3784 taken (another BFD daemon on this node?)
+                names = sorted({p for s in plan.bfd_sessions.values() for p in s.peers})
+                self._bfd_problems = {Problem(
+                    "BGPPeer", n, "BFDUnavailable",
+                    f"BFD cannot run on node {self.node}: {exc} (UDP port 3784: is another BFD daemon "
+                    "running on the node?); BGP runs on its hold timer alone") for n in names}
+                return
+            self._bfd_thread = threading.Thread(target=self._bfd_loop, name="bfd-events", daemon=True)
+            self._bfd_thread.start()
+            log.info("BFD: started for %s", ", ".join(sorted(
+                {p for s in plan.bfd_sessions.values() for p in s.peers})))
+        if self.bfd is not None:
+            self.bfd.apply_sessions(plan.bfd_sessions)
+
+    def _stop_bfd(self, admin_down: bool) -> None:
+        bfd, self.bfd = self.bfd, None
+        if bfd is not None:
+            with contextlib.suppress(Exception):
+                bfd.stop(timeout=1.0, admin_down=admin_down)
+        self._bfd_events.put(None)
+
+    def _bfd_loop(self) -> None:
+        """BFD transitions, off the BFD thread: tear the BGP session down, Events, status."""
+        while True:
+            event = self._bfd_events.get()
+            if event is None:
+                return
+            try:
+                self._on_bfd(event)
+            except Exception:
+                log.exception("BFD: handling %s failed", event)
+
+    def _on_bfd(self, event: PeerEvent) -> None:
+        if self.sessions.is_quiet:
+            return  # our own shutdown
+        where = f"node {self.node}: "
+        if event.up:
+            log.info("BFD: %s: %s", event.peer, event.reason)
+            self.reporter.normal("BGPPeer", event.peer, "BFDSessionUp", where + event.reason)
+        elif event.failure:
+            mgr = self.manager
+            live = mgr.sessions().get(event.peer) if mgr is not None else None
+            teardown = getattr(mgr, "teardown", None)  # ExaBGPManager has it; a fake may not
+            torn = bool(live and live.established and callable(teardown) and teardown(event.peer))
+            self.bfd_teardowns += int(torn)
+            what = "BGP session torn down" if torn else "BGP session treated as down (it was not up)"
+            log.warning("BFD: %s: %s: %s", event.peer, event.reason, what)
+            self.reporter.warning("BGPPeer", event.peer, "BFDSessionDown", f"{where}{event.reason}: {what}")
+        else:
+            log.info("BFD: %s: %s", event.peer, event.reason)
+            self.reporter.normal("BGPPeer", event.peer, "BFDSessionDown", where + event.reason)
+        self.refresh_sessions()

@@ -4,7 +4,7 @@ and over BGP (ExaBGP) from every selected node.
 The one loop (`Speaker._loop`), the thin shell around the pure plans:
 
     WatchCaches (Services, EndpointSlices, Nodes, IPAddressPools, L2Advertisements,
-    BGPAdvertisements, BGPPeers, Communities, kube-system/kube-proxy ConfigMap)
+    BGPAdvertisements, BGPPeers, Communities, BFDProfiles, kube-system/kube-proxy ConfigMap)
         -> `snapshot.FactsIndex`: each event is read into facts; only an event whose facts
            changed wakes the loop (a Lease renewal, a Node heartbeat, a status write does not)
     + Lease cache, heartbeats -> membership (live speakers); netlink link events -> links
@@ -14,8 +14,8 @@ The one loop (`Speaker._loop`), the thin shell around the pure plans:
            the protocol's inputs moved):
              layer2.Layer2: compute_plan -> Announcer.set_owned (GARP on take, silence at
                  once on loss), ServiceL2Status, nodeAssigned, nodeProblems, strictARP
-             bgp.BGP: compute_bgp_plan -> ExaBGP set_peers/set_routes, ServiceBGPStatus,
-                 nodeAssigned, BGPPeer session entries
+             bgp.BGP: compute_bgp_plan -> ExaBGP set_peers/set_routes, BFD sessions,
+                 ServiceBGPStatus, nodeAssigned, BGPPeer session entries
         -> one `status.OwnedStatusWriter` thread for both status kinds; Events and problems
            through `protocol.Reporter`, which also feeds the ConfigurationState `speaker-<node>`
            (`configstate.SpeakerConfigState`, its own thread)
@@ -54,6 +54,7 @@ from typing import Any
 
 from lbspeaker import netinfo
 from lbspeaker.api.constants import NAMESPACE, SPEAKER_NAME
+from lbspeaker.bfd.manager import BFDManager
 from lbspeaker.facts import read_node
 from lbspeaker.health import HealthServer
 from lbspeaker.kube import memberlist
@@ -62,6 +63,7 @@ from lbspeaker.kube.client import Timeouts
 from lbspeaker.kube.events import EventRecorder
 from lbspeaker.kube.lease import LeaseLock
 from lbspeaker.kube.resources import (
+    BFDPROFILES,
     BGPADVERTISEMENTS,
     BGPPEERS,
     COMMUNITIES,
@@ -81,7 +83,7 @@ from lbspeaker.links import LinkInfo
 from lbspeaker.plan import Plan
 from lbspeaker.speaker import snapshot as S
 from lbspeaker.speaker import strictarp
-from lbspeaker.speaker.bgp import BGP, DEFAULT_RUN_DIR, ManagerFactory, default_manager_factory
+from lbspeaker.speaker.bgp import BGP, DEFAULT_RUN_DIR, BFDFactory, ManagerFactory, default_manager_factory
 from lbspeaker.speaker.configstate import SpeakerConfigState
 from lbspeaker.speaker.heartbeat import DEFAULT_PORT, Heartbeater, PeerState
 from lbspeaker.speaker.layer2 import AnnouncerLike, Enforcer, Layer2
@@ -175,6 +177,7 @@ class Speaker:
         enforce: Enforcer | None = None,
         bgp_manager_factory: ManagerFactory = default_manager_factory,
         node_networks: Callable[[], list[str]] | None = None,
+        bfd_factory: BFDFactory = BFDManager,
     ) -> None:
         self.cfg = cfg
         self.rest = rest
@@ -209,6 +212,7 @@ class Speaker:
         self.bgp_peers = WatchCache(rest, BGPPEERS, namespace=ns, on_event=on(S.BGPPEERS))
         self.bgp_advs = WatchCache(rest, BGPADVERTISEMENTS, namespace=ns, on_event=on(S.BGPADVERTISEMENTS))
         self.communities = WatchCache(rest, COMMUNITIES, namespace=ns, on_event=on(S.COMMUNITIES))
+        self.bfd_profiles = WatchCache(rest, BFDPROFILES, namespace=ns, on_event=on(S.BFDPROFILES))
         # Membership reads the Leases itself: an event only makes the loop look (renewals change nothing).
         self.leases = WatchCache(rest, LEASES, namespace=ns, on_event=wake)
         self.statuses = WatchCache(rest, SERVICEL2STATUSES, namespace=ns,
@@ -220,11 +224,12 @@ class Speaker:
         # Layer 2 (and readiness) waits for these; BGP's own caches never make the speaker unready.
         self.caches = [self.services, self.slices, self.nodes, self.leases, self.pools, self.advs,
                        self.kube_proxy, self.statuses, self.hb_secret]
-        self.bgp_caches = [self.bgp_peers, self.bgp_advs, self.communities, self.bgp_statuses]
+        self.bgp_caches = [self.bgp_peers, self.bgp_advs, self.communities, self.bfd_profiles,
+                           self.bgp_statuses]
         self._indexed = {S.SERVICES: self.services, S.ENDPOINTSLICES: self.slices, S.NODES: self.nodes,
                          S.POOLS: self.pools, S.L2ADVERTISEMENTS: self.advs, S.KUBE_PROXY: self.kube_proxy,
                          S.BGPPEERS: self.bgp_peers, S.BGPADVERTISEMENTS: self.bgp_advs,
-                         S.COMMUNITIES: self.communities}
+                         S.COMMUNITIES: self.communities, S.BFDPROFILES: self.bfd_profiles}
 
         self.recorder = EventRecorder(rest, SPEAKER_NAME, host=cfg.node)
         self.lock = LeaseLock(rest, ns, lease_name(cfg.node), cfg.node, cfg.lease_duration,
@@ -275,12 +280,13 @@ class Speaker:
             cfg.node, status=self.status, sessions=self.sessions, reporter=self.reporter,
             passwords=PeerPasswords(rest, ns), workdir=Path(cfg.run_dir) / "bgp" / cfg.node,
             manager_factory=bgp_manager_factory, node_networks=node_networks,
-            ignore_exclude_lb=cfg.ignore_exclude_lb,
+            ignore_exclude_lb=cfg.ignore_exclude_lb, bfd_factory=bfd_factory,
         )
         self.l2_runner: Runner[Any] = Runner(self.layer2)
         self.bgp_runner: Runner[Any] = Runner(self.bgp, pause_after_plan=True)
         self.runners = [self.l2_runner, self.bgp_runner]
         self.metrics.attach_bgp(self.bgp.metrics_snapshot)
+        self.metrics.attach_bfd(self.bgp.bfd_sessions)
         self.metrics.attach_planning(self._planning_stats)
         self._link_watcher: Any = None
         self._thread: threading.Thread | None = None

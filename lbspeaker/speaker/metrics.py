@@ -158,6 +158,14 @@ class SpeakerMetrics:
         """Register the lbspeaker_bgp_* families (empty until `stats` has something)."""
         self.registry.register(_BGPCollector(stats))
 
+    def attach_bfd(self, sessions: Callable[[], Mapping[Any, Any]] = dict) -> None:
+        """Register the lbspeaker_bfd_* families (MetalLB's metallb_bfd_*; empty while no BFD runs).
+
+        `sessions()`: {SessionKey: SessionInfo} of the running BFD sessions."""
+        from lbspeaker.bfd.manager import BFDCollector
+
+        self.registry.register(BFDCollector(sessions))
+
     def set_announced(self, pairs: set[tuple[str, str]]) -> None:
         """{(service key, ip)} announced now; stale label sets are removed."""
         for svc, ip in self._announced - pairs:

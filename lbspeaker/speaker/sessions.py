@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,21 +44,40 @@ class SessionEntry:
     state: str
     reason: str = ""
     since: str | None = None
+    bfd: str | None = None  # BFD state (Up, Down, Init, AdminDown) when the peer names a bfdProfile
 
     @property
     def established(self) -> bool:
         return self.state == "Established"
 
     @property
-    def key(self) -> tuple[bool, str, str | None]:
-        """What makes an entry news: up or down, why, since when (not the FSM state of a retry)."""
-        return (self.established, self.reason, self.since)
+    def key(self) -> tuple[bool, str, str | None, str | None]:
+        """What makes an entry news: up or down, why, since when (not the FSM state of a retry),
+        and the BFD state (which changes only on a BFD transition)."""
+        return (self.established, self.reason, self.since, self.bfd)
 
     def as_dict(self, node: str) -> dict[str, Any]:
         out: dict[str, Any] = {"node": node, "state": self.state, "reason": self.reason[:1024]}
         if self.since:
             out["since"] = self.since
+        if self.bfd:
+            out["bfd"] = self.bfd
         return out
+
+
+def with_bfd(entry: SessionEntry, bfd: tuple[str, str] | None) -> SessionEntry:
+    """The entry with this node's BFD state (state, last transition) for a peer that runs BFD.
+
+    A session that is not Established while BFD is not Up says so first: "BFD Up -> Down
+    (control detection time expired)" is why the session was torn down.
+    """
+    if bfd is None:
+        return entry
+    state, transition = bfd
+    reason = entry.reason
+    if state != "Up" and not entry.established and transition and not reason.startswith(transition):
+        reason = f"{transition}; {reason}" if reason else transition
+    return replace(entry, bfd=state, reason=reason)
 
 
 def merge_session(status: Mapping[str, Any] | None, node: str, entry: SessionEntry | None) -> dict[str, Any]:
@@ -143,8 +162,16 @@ class SessionStatus:
         """From now on, sessions going down are ours: no Events."""
         self._quiet = True
 
-    def update(self, selected: Mapping[str, str], live: Mapping[str, PeerSession]) -> None:
-        desired = {name: session_entry(live.get(name), reason) for name, reason in selected.items()}
+    @property
+    def is_quiet(self) -> bool:
+        return self._quiet
+
+    def update(self, selected: Mapping[str, str], live: Mapping[str, PeerSession],
+               bfd: Mapping[str, tuple[str, str]] | None = None) -> None:
+        """`bfd`: {peer: (BFD state, last transition)} of the peers that run BFD."""
+        bfd = bfd or {}
+        desired = {name: with_bfd(session_entry(live.get(name), reason), bfd.get(name))
+                   for name, reason in selected.items()}
         with self._mu:
             self._desired = desired
             self._tell(desired)

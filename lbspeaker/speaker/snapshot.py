@@ -32,6 +32,7 @@ from functools import cached_property
 from typing import Any
 
 from lbspeaker.api.constants import SERVICE_NAME_LABEL, class_matches
+from lbspeaker.bfd.profile import ProfileFacts
 from lbspeaker.facts import (
     BGPAdvertisementFacts,
     L2AdvertisementFacts,
@@ -61,6 +62,7 @@ L2ADVERTISEMENTS = "l2advertisements"
 BGPADVERTISEMENTS = "bgpadvertisements"
 BGPPEERS = "bgppeers"
 COMMUNITIES = "communities"
+BFDPROFILES = "bfdprofiles"
 KUBE_PROXY = "kube-proxy"
 # Node-local inputs set with `FactsIndex.set`.
 LIVE = "live"
@@ -93,6 +95,7 @@ def readings(lb_class: str | None) -> dict[str, Reading]:
         BGPADVERTISEMENTS: BGPAdvertisementFacts.from_object,
         BGPPEERS: PeerFacts.from_object,
         COMMUNITIES: community_reading,
+        BFDPROFILES: ProfileFacts.from_object,
         KUBE_PROXY: strictarp.check,
     }
 
@@ -149,6 +152,7 @@ class Snapshot:
     bgp_advertisements: tuple[BGPAdvertisementFacts, ...] = ()
     peers: tuple[PeerFacts, ...] = ()
     aliases: Mapping[str, str] = field(default_factory=dict)
+    bfd_profiles: tuple[ProfileFacts, ...] = ()
     strictarp: strictarp.StrictArpState = field(default_factory=lambda: strictarp.check(None))
     live_speakers: frozenset[str] = frozenset()
     links: tuple[LinkInfo, ...] | None = None
@@ -293,6 +297,7 @@ class FactsIndex:
             bgp_advertisements=tuple(sorted(f[BGPADVERTISEMENTS], key=lambda a: a.name)),
             peers=tuple(sorted(f[BGPPEERS], key=lambda p: p.name)),
             aliases=community_aliases(f[COMMUNITIES]),
+            bfd_profiles=tuple(sorted(f[BFDPROFILES], key=lambda p: p.name)),
             strictarp=kube_proxy[0] if kube_proxy else strictarp.check(None),
             live_speakers=frozenset(local.get(LIVE) or ()),
             links=tuple(links) if links is not None else None,

@@ -121,7 +121,7 @@ def test_manager_reports_bgp_peers_down_and_up_and_exports_metrics() -> None:
     port = free_port("127.0.0.1")
     events: queue.Queue[tuple[str, bool, str]] = queue.Queue()
     manager = BFDManager(
-        lambda peer, up, reason: events.put((peer, up, reason)),
+        lambda e: events.put((e.peer, e.up, e.reason)),
         runner=lambda cb: BFDRunner(cb, port=port, peer_port=port, listen_v4="127.0.0.1", listen_v6=None),
     )
     qb: queue.Queue = queue.Queue()

@@ -53,3 +53,15 @@ def test_session_settings_and_followers() -> None:
     assert (s.config.desired_min_tx_us, s.config.required_min_rx_us, s.min_ttl) == (100_000, 100_000, 255)
     assert peers_following(got, SessionKey("172.18.0.1")) == ("a",)
     assert peers_following(got, SessionKey("10.0.0.1")) == ()
+
+
+def test_invalid_profile_is_its_own_problem() -> None:
+    invalid = {"bad": "spec.detectMultiplier: too big"}
+    _, probs = plan_sessions([peer("a", bfd_profile="bad")], PROFILES, invalid)
+    assert [(p.reason, p.fatal) for p in probs] == [("BFDProfileInvalid", True)]
+    assert "too big" in probs[0].message and "fix the profile" in probs[0].message
+
+
+def test_echo_mode_says_what_runs_and_how_to_silence_it() -> None:
+    _, (prob,) = plan_sessions([peer("a", bfd_profile="echo")], PROFILES)
+    assert "asynchronous mode" in prob.message and "echoMode: false" in prob.message

@@ -233,3 +233,21 @@ def test_two_sessions_come_up_and_detect_a_cut() -> None:
     assert set(downs) == {"a", "b"}
     # Last packets were received before 3.0: detection (3 x 300 ms) fires before 3.0 + 0.9.
     assert all(3.0 < t <= 3.9 for t in downs.values())
+
+
+def test_admin_down_from_the_peer_is_not_a_failure() -> None:
+    def pkt(state: State, your: int) -> ControlPacket:
+        return ControlPacket(state=state, detect_mult=3, my_discr=9, your_discr=your,
+                             desired_min_tx_us=300_000, required_min_rx_us=300_000)
+
+    s = Session(1, SessionConfig(), 0.0, lambda: 0.5)
+    s.receive(pkt(State.DOWN, 0), 0.1)
+    s.receive(pkt(State.UP, 1), 0.2)
+    assert s.state == State.UP
+    (change,) = s.receive(pkt(State.ADMIN_DOWN, 1), 0.3).changes
+    assert change.peer_admin_down and not change.failure
+    s.receive(pkt(State.DOWN, 1), 0.4)
+    s.receive(pkt(State.UP, 1), 0.5)
+    assert s.state == State.UP
+    (expired,) = s.tick(10.0).changes
+    assert expired.failure and not expired.peer_admin_down

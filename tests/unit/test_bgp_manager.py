@@ -107,3 +107,14 @@ def test_start_ends_an_exabgp_left_by_a_previous_run(tmp_path: Path) -> None:
             leftover.kill()
             leftover.wait()
         m.stop(withdraw=False, timeout=2)
+
+
+def test_teardown_keeps_acknowledgements_in_step(manager: ExaBGPManager) -> None:
+    """BFD's teardown is one more API command: its `done` must not be taken for a route's."""
+    assert not manager.teardown("a")  # not running: nothing to tear down
+    manager.set_peers([A])
+    manager.start()
+    wait_for(lambda: manager.connected, timeout=30, message="ExaBGP API never connected")
+    assert manager.teardown("a") and not manager.teardown("nobody")
+    manager.announce("a", "198.51.100.7/32")
+    assert manager.wait_synced(20) and manager.errors_total == 0

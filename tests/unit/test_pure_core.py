@@ -34,6 +34,7 @@ PURE = (
     "lbspeaker.bfd.packet",
     "lbspeaker.bfd.session",
     "lbspeaker.bfd.profile",
+    "lbspeaker.bfd.plan",
     "lbspeaker.api.models",
     "lbspeaker.api.addresses",
     "lbspeaker.api.constants",

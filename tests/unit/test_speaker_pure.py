@@ -275,4 +275,4 @@ def test_session_entry_is_stable_through_connect_retries() -> None:
     assert (up.state, up.reason, up.since) == ("Established", "", "1970-01-01T00:02:30Z")
     s.set_state("Idle", 160.0)
     assert session_entry(s, "").since == "1970-01-01T00:02:40Z"  # a new outage, a new since
-    assert session_entry(None, "").key == (False, "not configured yet", None)
+    assert session_entry(None, "").key == (False, "not configured yet", None, None)
