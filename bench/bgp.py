@@ -535,6 +535,8 @@ SECTIONS: dict[str, Section | str] = {
     "churn": section_churn,
     "sigterm": section_sigterm,
     "scale": section_scale,
+    "ipv6": "bench.bgp_ipv6:run",
+    "graceful": "bench.bgp_gr:run",
 }
 DEFAULT_SECTIONS = list(SECTIONS)
 

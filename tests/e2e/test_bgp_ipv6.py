@@ -28,7 +28,7 @@ from lbspeaker.api.constants import API_VERSION, BGPPEER_VERSION, GROUP, NAMESPA
 from lbspeaker.kube.resources import BGPADVERTISEMENTS, BGPPEERS, IPADDRESSPOOLS, PODS, SERVICES
 from lbspeaker.kube.rest import Rest
 from tests.e2e.conftest import Lab
-from tests.e2e.test_speaker_bgp import apply, delete, pod, rest_for, router_paths, sessions, wait_for
+from tests.e2e.test_speaker_bgp import PEER, apply, delete, pod, rest_for, router_paths, sessions, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -74,7 +74,12 @@ def curl6(ip: str, timeout: float = 1.0) -> str | None:
 
 
 def ipv6_bgp_config(rest: Rest, peers: tuple[str, ...] = (MP_PEER, NATIVE_PEER)) -> None:
-    """Both peers, a pool and an advertisement (restricted to its peer) for each."""
+    """Both peers, a pool and an advertisement (restricted to its peer) for each.
+
+    The other tests' BGPPeer (`lab-router`: the router's IPv4 address, the same myASN) is
+    deleted first: a node has one session per router address, and ExaBGP could not tell two
+    such peers apart (the second by name would not be configured)."""
+    delete(rest, BGPPEERS, PEER, NAMESPACE)
     specs: dict[str, dict[str, Any]] = {
         MP_PEER: {"peerAddress": topo.ROUTER_IP_V4, "dualStackAddressFamily": True},
         NATIVE_PEER: {"peerAddress": topo.ROUTER_IP_V6},
