@@ -25,6 +25,7 @@ from lbspeaker.kube.client import load_api_client
 from lbspeaker.kube.resources import (
     BGPADVERTISEMENTS,
     BGPPEERS,
+    EVENTS,
     IPADDRESSPOOLS,
     L2ADVERTISEMENTS,
     PODS,
@@ -63,8 +64,10 @@ def apply(rest: Rest, resource: Resource, obj: dict[str, Any]) -> None:
         rest.replace(resource, obj)
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
-    """Poll `check` until it returns something truthy; exit with a clear message on timeout."""
+def wait_for(what: str, check: Callable[[], Any], timeout: float,
+             why: Callable[[], str] | None = None) -> Any:
+    """Poll `check` until it returns something truthy; exit with a clear message on timeout,
+    followed by what `why` finds (the objects' own account of what went wrong)."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
@@ -72,6 +75,8 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
             return value
         if time.monotonic() > deadline:
             say(f"FAILED: timed out after {timeout:.0f}s waiting for {what}")
+            if why is not None:
+                say(why())
             sys.exit(1)
         time.sleep(0.2)
 
@@ -100,8 +105,27 @@ def lb_service(rest: Rest, name: str, app: str, pool: str, etp: str = "Cluster")
         ingress = (svc.get("status") or {}).get("loadBalancer", {}).get("ingress") or []
         return ingress[0].get("ip") if ingress else None
 
-    ip: str = wait_for(f"Service {DEMO_NS}/{name} to get an IP", ingress_ip, 30)
+    ip: str = wait_for(f"Service {DEMO_NS}/{name} to get an IP", ingress_ip, 30,
+                       lambda: allocation_report(rest, name, pool))
     return ip
+
+
+def allocation_report(rest: Rest, service: str, pool: str) -> str:
+    """Why a Service has no IP, as the controller reported it: the Service's Warning Events and
+    the pool's conditions (an overlapping or invalid pool says so there)."""
+    lines = [f"the pool {NAMESPACE}/{pool}:"]
+    try:
+        status = rest.get(IPADDRESSPOOLS, pool, namespace=NAMESPACE).get("status") or {}
+        conditions = status.get("conditions")
+        lines += [f"  {c.get('type')}={c.get('status')} {c.get('reason')}: {c.get('message')}"
+                  for c in conditions or []] or ["  no conditions yet (is the controller running?)"]
+    except ApiError as err:
+        lines.append(f"  cannot read it: {err}")
+    lines.append(f"Warning Events of Service {DEMO_NS}/{service}:")
+    events = [e for e in rest.list(EVENTS, DEMO_NS).get("items", [])
+              if (e.get("involvedObject") or {}).get("name") == service and e.get("type") == "Warning"]
+    lines += [f"  {e.get('reason')}: {e.get('message')}" for e in events[-5:]] or ["  none"]
+    return "\n".join(lines)
 
 
 def curl_from(netns: str, ip: str, timeout: float) -> str:

@@ -492,10 +492,13 @@ class Allocator:
 
     # ----- configuration ----------------------------------------------------------------------
 
-    def set_pools(self, pools: Sequence[Pool]) -> PoolsReport:
-        """Replace the pool set; keep every assignment and say which ones no pool covers now."""
+    def set_pools(self, pools: Sequence[Pool], refused: Mapping[str, str] | None = None) -> PoolsReport:
+        """Replace the pool set; keep every assignment and say which ones no pool covers now.
+
+        `refused` names the pools the caller's validation kept out, with why: a Service that
+        requests one is told that reason, not that the pool does not exist."""
         accepted, rejected = accept_pools(pools)
-        self._rejected = dict(rejected)
+        self._rejected = {**(refused or {}), **rejected}
         self._pools = {}
         index: dict[int, list[tuple[int, int, str]]] = {4: [], 6: []}
         for pool in accepted:

@@ -65,7 +65,9 @@ class PoolsAndAdvertisements:
         old_names = set(self.poolset.active)
         self.poolset = result
         ordered = sorted(result.active.values(), key=lambda p: (p.created, p.name))
-        report = self.ctx.alloc.set_pools(list(ordered))
+        refused = {name: problem.message for name, problem in result.problems.items()
+                   if name not in result.active}
+        report = self.ctx.alloc.set_pools(list(ordered), refused)
         for name, why in report.rejected.items():  # validate_pools already refused overlaps
             log.warning("pool=%s refused by the allocator: %s", name, why)
         self.pools_loaded = True

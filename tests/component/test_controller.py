@@ -372,6 +372,10 @@ def test_overlapping_pool_gets_condition_and_event_first_keeps_running(
     assert (condition(rest, "second", "Ready") or {}).get("status") == "False"
     assert (condition(rest, "first", "Ready") or {}).get("status") == "True"
     wait_event(rest, "second", "InvalidConfiguration", ns=NS)
+    # A Service that asks for the refused pool is told why, not that the pool does not exist.
+    make_svc(rest, "wants-second", ann={"metallb.universe.tf/address-pool": "second"})
+    ev = wait_event(rest, "wants-second", "AllocationFailed")
+    assert "'second' is not in use" in ev["message"] and "first" in ev["message"], ev["message"]
     make_svc(rest, "b")
     wait_ips(rest, "b")
     assert ips(rest, "a") == a_ip

@@ -32,6 +32,7 @@ from lbspeaker.kube.resources import (
     Resource,
 )
 from lbspeaker.kube.rest import Rest
+from tests.e2e.conftest import DEFAULT_OPTIONS
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -51,7 +52,13 @@ def image() -> str:
 
 
 @pytest.fixture
-def image_lab(lab, image: str) -> Iterator[object]:  # type: ignore[no-untyped-def]
+def image_lab(lab_session, image: str) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    # A fresh lab, as a new cluster: objects earlier tests left in the API server (their
+    # 198.51.100.0/24 pool is older than ours and would keep those addresses) stay out.
+    lab = lab_session
+    if lab.is_up:
+        lab.down()
+    lab.options = dict(DEFAULT_OPTIONS)
     lab.up(image=image)
     try:
         yield lab

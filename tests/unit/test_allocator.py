@@ -708,3 +708,15 @@ def test_avoid_buggy_many_blocks_parked_and_restored_buggy_ip() -> None:
     assert fresh.pool_stats("p") == alloc.pool_stats("p")
     fresh.release("s0")
     assert fresh.allocate(req("n")).ips == ("10.0.0.1",)
+
+
+def test_a_pool_refused_upstream_is_named_with_its_reason() -> None:
+    """validate_pools keeps an invalid pool out of the allocator; a Service requesting it hears why."""
+    alloc = Allocator([])
+    alloc.set_pools([pool("main", "10.0.0.0/30")], {"second": "addresses overlap pool main"})
+    r = alloc.allocate(req("ns/a", requested_pool="second"))
+    assert r.reason == Reason.POOL_NOT_FOUND and "'second' is not in use: addresses overlap pool main" in r.message
+    r = alloc.allocate(req("ns/b", requested_pool="nope"))
+    assert "does not exist" in r.message
+    alloc.set_pools([pool("main", "10.0.0.0/30")])  # fixed (or deleted): no stale reason
+    assert "does not exist" in alloc.allocate(req("ns/a", requested_pool="second")).message
