@@ -715,7 +715,8 @@ def test_a_pool_refused_upstream_is_named_with_its_reason() -> None:
     alloc = Allocator([])
     alloc.set_pools([pool("main", "10.0.0.0/30")], {"second": "addresses overlap pool main"})
     r = alloc.allocate(req("ns/a", requested_pool="second"))
-    assert r.reason == Reason.POOL_NOT_FOUND and "'second' is not in use: addresses overlap pool main" in r.message
+    assert r.reason == Reason.POOL_NOT_FOUND
+    assert "'second' is not in use: addresses overlap pool main" in r.message
     r = alloc.allocate(req("ns/b", requested_pool="nope"))
     assert "does not exist" in r.message
     alloc.set_pools([pool("main", "10.0.0.0/30")])  # fixed (or deleted): no stale reason
