@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from lab import containers
+from lab import containers, readiness
 from lab import netns as nsops
 from lab import router as rtr
 from lab import topology as topo
@@ -570,6 +570,16 @@ def _up_arguments(parser: argparse.ArgumentParser) -> None:
             "`sudo ./dev image` (lbspeaker:dev). Default: processes from the working tree"
         ),
     )
+    parser.add_argument(
+        "--wait-ready",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help=(
+            "wait at most this long for the controller and every speaker to answer their readinessProbe "
+            "(GET /readyz), as `kubectl rollout status` would; 0: do not wait (default 60)"
+        ),
+    )
     _add_state_dir(parser)
 
 
@@ -623,6 +633,7 @@ def _run_up(args: argparse.Namespace) -> int:
     kubeconfig, nodes_kubeconfig = ensure_apiserver(state, args, created)
     t = mark("apiserver", t)
     started: list[str] = []
+    not_ready: dict[str, str] = {}
     if kubeconfig is not None and nodes_kubeconfig is not None:
         bootstrap_cluster(kubeconfig, lab)
         t = mark("cluster objects", t)
@@ -658,6 +669,9 @@ def _run_up(args: argparse.Namespace) -> int:
                 _, new = start_process(state, f"speaker-{node.name}", argv, netns=node.name)
                 started += [f"speaker-{node.name}"] if new else []
         t = mark("processes", t)
+        if args.wait_ready > 0:
+            _, not_ready = readiness.wait_ready(state.processes, args.wait_ready)
+            t = mark("ready", t)
     elapsed = time.monotonic() - t0
     state.data["up_seconds"] = round(elapsed, 3)
     state.data["up_timings"] = timings
@@ -675,6 +689,9 @@ def _run_up(args: argparse.Namespace) -> int:
     print(f"  client:     {topo.CLIENT_IP_V4}   ext-client: {topo.EXT_CLIENT_IP_V4} (via router)")
     if started:
         print(f"  started:    {', '.join(started)}")
+    for name, why in sorted(not_ready.items()):
+        print(f"  NOT READY:  {name} after {args.wait_ready:.0f}s: {' | '.join(why.splitlines()) or '-'}"
+              f" (its log: {state.log_dir / (name + '.log')})")
     if kubeconfig:
         print(f"  kubeconfig: {kubeconfig}")
         print(f"  export KUBECONFIG={kubeconfig}")

@@ -166,11 +166,17 @@ def container_plan(
     env = container_env(c, ctx, service_account)
     name = f"lbspeaker-lab-{ctx.pod_name}"
     argv = ["run", "--detach", "--rm", "--pull", "never", "--name", name, *ULIMITS]
+    hostname = ctx.node_name if pod.get("hostNetwork") else ctx.pod_name
     argv += [
         "--network",
         f"ns:/run/netns/{ctx.netns}",
         "--hostname",
-        ctx.node_name if pod.get("hostNetwork") else ctx.pod_name,
+        hostname,
+        # /etc/hosts names the host, as on a node (kind's lists the node; Debian writes 127.0.1.1)
+        # and in a pod (the kubelet adds the pod's name): without it, ExaBGP's import-time
+        # socket.getfqdn() asks DNS, which a lab namespace cannot reach: 5 s per ExaBGP start.
+        "--add-host",
+        f"{hostname}:127.0.1.1",
     ]
     argv += ["--log-driver", "k8s-file", "--log-opt", f"path={log_path}"]
     argv += ["--stop-timeout", str(pod.get("terminationGracePeriodSeconds", 30))]

@@ -150,11 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     say("building the lab (network namespaces, lab API server, controller, speakers)")
-    lab_cli("up", "--workers", str(args.workers), "--router", args.router,
-            *(["--image", args.image] if args.image else []))
-    kubeconfig = default_state_dir() / "kubeconfig"
-    rest = Rest(load_api_client(str(kubeconfig)))
     try:
+        up = lab_cli("up", "--workers", str(args.workers), "--router", args.router,
+                     *(["--image", args.image] if args.image else []), check=False)
+        if up.returncode != 0:
+            say(f"FAILED: `lbspeaker-lab up` exited {up.returncode} (its output is above)")
+            return 1
+        kubeconfig = default_state_dir() / "kubeconfig"
+        rest = Rest(load_api_client(str(kubeconfig)))
         return run_story(rest, kubeconfig, bgp=not args.no_bgp)
     finally:
         if args.down:

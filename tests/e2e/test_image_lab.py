@@ -107,6 +107,10 @@ def test_l2_and_bgp_stories_from_the_image(image_lab) -> None:  # type: ignore[n
     assert os.stat(f"/proc/{spk['State']['Pid']}/ns/net").st_ino == os.stat("/run/netns/kind-worker").st_ino
     sa = containers.podman("exec", spk["Id"], "cat", f"{containers.SA_DIR}/namespace").stdout
     assert sa == "lbspeaker-system"
+    # its host name resolves without DNS (none is reachable from a lab namespace), as on a node:
+    # ExaBGP looks it up at import, and a 5 s resolver timeout per ExaBGP start is failover time
+    resolved = containers.podman("exec", spk["Id"], "getent", "hosts", "kind-worker").stdout
+    assert resolved.split()[1:] == ["kind-worker"], resolved
 
     rest = Rest(load_api_client(str(lab.kubeconfig)))
     pool_and_advertisement(rest, "img-l2", {"addresses": ["172.18.255.200-172.18.255.250"]}, L2ADVERTISEMENTS)

@@ -37,6 +37,9 @@ def test_one_controller_and_a_speaker_per_node(plans: dict[str, c.ContainerPlan]
     assert plans["controller"].netns == "kind-control-plane"
     assert opt(plans["speaker-kind-worker"].argv, "--network") == ["ns:/run/netns/kind-worker"]
     assert opt(plans["speaker-kind-worker"].argv, "--hostname") == ["kind-worker"]  # hostNetwork
+    # /etc/hosts names the host, as a node's and a pod's do (ExaBGP resolves it at import)
+    assert opt(plans["speaker-kind-worker"].argv, "--add-host") == ["kind-worker:127.0.1.1"]
+    assert opt(plans["controller"].argv, "--add-host") == ["controller-0:127.0.1.1"]
 
 
 @pytest.mark.parametrize(
