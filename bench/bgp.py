@@ -24,6 +24,10 @@ Sections (`--only NAME[,NAME..]`, default: all of `DEFAULT_SECTIONS`, in that or
   speakers: time until every /32 is in the FIB with 3 next hops (and, to tell the
   controller's allocation from the BGP path, until every Service had its IP), and
   each speaker's RSS (speaker + its ExaBGPs) before and after.
+* ``ipv6`` (bench/bgp_ipv6.py), ``graceful`` (bench/bgp_gr.py): see those modules.
+* ``hardfail`` (bench/bgp_hardfail.py): a hard node failure (bridge port cut, speaker and
+  ExaBGPs frozen) -> the node's next hop gone from the FIB, with the speaker's BFD (300 ms x 3)
+  and without (hold time), `--hardfail-trials` (5) each.
 
     python bench/bgp.py [--router frr,bird] [--only churn,sigterm] [--trials 20] [--out FILE]
 
@@ -537,6 +541,7 @@ SECTIONS: dict[str, Section | str] = {
     "scale": section_scale,
     "ipv6": "bench.bgp_ipv6:run",
     "graceful": "bench.bgp_gr:run",
+    "hardfail": "bench.bgp_hardfail:run",
 }
 DEFAULT_SECTIONS = list(SECTIONS)
 
@@ -640,6 +645,7 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"sections to run, comma-separated (default: {','.join(DEFAULT_SECTIONS)})")
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--sigterm-trials", type=int, default=6)
+    ap.add_argument("--hardfail-trials", type=int, default=5, help="hard node failures per mode (hardfail)")
     ap.add_argument("--churn-ops", type=int, default=20)
     ap.add_argument("--churn-settle", type=float, default=1.0, help="seconds after each churn operation")
     ap.add_argument("--scale", type=int, default=1000)
@@ -660,6 +666,15 @@ def main(argv: list[str] | None = None) -> int:
     print(side_by_side(out["routers"]))
     print(f"wrote {args.out}")
     return 0
+
+
+def main_section(name: str, default_out: Path) -> int:
+    """A section module run on its own (`python bench/bgp_NAME.py ARGS`): `bench/bgp.py --only NAME
+    ARGS`, written to `default_out` unless ARGS say --out."""
+    args = sys.argv[1:]
+    if "--out" not in args:
+        args += ["--out", str(default_out)]
+    return main(["--only", name, *args])
 
 
 if __name__ == "__main__":

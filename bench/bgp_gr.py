@@ -125,7 +125,4 @@ def run(ctx: Context) -> dict[str, Any]:
 if __name__ == "__main__":
     from bench import bgp
 
-    args = sys.argv[1:]
-    if "--out" not in args:
-        args += ["--out", str(DEFAULT_OUT)]
-    sys.exit(bgp.main(["--only", "graceful", *args]))
+    sys.exit(bgp.main_section("graceful", DEFAULT_OUT))

@@ -109,7 +109,4 @@ if __name__ == "__main__":
     from tests.e2e import conftest
 
     conftest.DEFAULT_OPTIONS["ipv6"] = True  # on its own: the lab is dual-stack from the start
-    args = sys.argv[1:]
-    if "--out" not in args:
-        args += ["--out", str(DEFAULT_OUT)]
-    sys.exit(bgp.main(["--only", "ipv6", *args]))
+    sys.exit(bgp.main_section("ipv6", DEFAULT_OUT))
