@@ -73,6 +73,12 @@ class RouterPaths:
         return self.root / "frr.conf"
 
     @property
+    def bfdd_conf(self) -> Path:
+        """bfdd's own file: bgpd does not know the `bfd` node, and its parser leaves config mode at
+        the block's `exit`, so a shared file loses every line after it (`router bgp` included)."""
+        return self.root / "bfdd.conf"
+
+    @property
     def zserv(self) -> Path:
         return self.root / "zserv.api"
 
@@ -101,8 +107,8 @@ def runtime_dir(state_dir: Path) -> Path:
 # -- FRR ------------------------------------------------------------------------------------------
 
 
-def _frr_bfd(lab: LabPlan) -> list[str]:
-    """bfdd config: one profile, a static single-hop peer per node address.
+def render_frr_bfdd(lab: LabPlan) -> str:
+    """bfdd.conf: one profile, a static single-hop peer per node address.
 
     The static peers make the sessions exist before BGP is up (so BFD can be seen alone); bgpd's
     own registration for the same address attaches to them.
@@ -119,7 +125,8 @@ def _frr_bfd(lab: LabPlan) -> list[str]:
         for addr in (n.ipv4, n.ipv6):
             if addr:
                 lines += [f" peer {addr}", f"  profile {BFD_PROFILE}", " exit"]
-    return [*lines, "exit", "!"]
+    return "\n".join(["frr defaults traditional", "hostname router", "log stdout informational", "!",
+                      *lines, "exit", ""])
 
 
 def render_frr(
@@ -131,7 +138,7 @@ def render_frr(
     `password` turns on TCP MD5 (RFC 2385) for every node session, as BGPPeer.password expects.
     `bgp_mode="ibgp"`: AS 64513 and `remote-as internal`; iBGP paths are only multipathed with
     `maximum-paths ibgp`, so that is set too (the FIB still gets one next hop per node).
-    `bfd`: bfdd runs a session to every node and each BGP neighbour follows it.
+    `bfd`: each BGP neighbour follows bfdd's session to it (bfdd's own file: `render_frr_bfdd`).
     """
     asn = router_asn(bgp_mode)
     remote = "internal" if bgp_mode == "ibgp" else "external"
@@ -143,7 +150,6 @@ def render_frr(
         "hostname router",
         f"log file {log_file} informational" if log_file else "log stdout informational",
         "!",
-        *(_frr_bfd(lab) if bfd else []),
         f"router bgp {asn}",
         f" bgp router-id {ROUTER_IP_V4}",
         " no bgp ebgp-requires-policy",
@@ -209,7 +215,7 @@ def frr_argv(daemon: str, paths: RouterPaths) -> list[str]:
     return [
         os.path.join(FRR_DIR, daemon),
         "-f",
-        str(paths.frr_conf),
+        str(paths.bfdd_conf if daemon == "bfdd" else paths.frr_conf),
         "-i",
         str(paths.pidfile(daemon)),
         "-z",
@@ -418,6 +424,9 @@ def write_config(
     if kind == "frr":
         paths.frr_conf.write_text(render_frr(lab, password=password, bgp_mode=bgp_mode, bfd=bfd))
         os.chmod(paths.frr_conf, 0o640)
+        if bfd:
+            paths.bfdd_conf.write_text(render_frr_bfdd(lab))
+            os.chmod(paths.bfdd_conf, 0o640)
         prepare_dir(paths, "frr")
     elif kind == "bird":
         paths.bird_conf.write_text(render_bird(lab, password=password, bgp_mode=bgp_mode, bfd=bfd))

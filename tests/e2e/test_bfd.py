@@ -105,13 +105,8 @@ def set_peer_bfd(rest: Rest, profile: str | None) -> None:
     created first; None: the peer without bfdProfile and the profile deleted."""
     if profile:
         sb.apply(rest, BFDPROFILES, bfd_profile(profile))
-    peer = rest.get(BGPPEERS, sb.PEER, NAMESPACE)
-    spec = {k: v for k, v in peer["spec"].items() if k != "bfdProfile"}
-    if profile:
-        spec["bfdProfile"] = profile
-    if spec != peer["spec"]:
-        peer["spec"] = spec
-        rest.replace(BGPPEERS, peer)
+    # a merge patch: a get + replace races with the status writers (409)
+    rest.patch(BGPPEERS, sb.PEER, {"spec": {"bfdProfile": profile}}, NAMESPACE)
     if not profile:
         sb.delete(rest, BFDPROFILES, PROFILE, NAMESPACE)
 

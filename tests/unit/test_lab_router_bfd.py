@@ -10,14 +10,18 @@ from lab import topology as topo
 
 def test_frr_bfd_profile_peers_and_bgp_follow_it() -> None:
     lab = topo.plan(2, True, "iptables", False)
-    conf = rtr.render_frr(lab, bfd=True)
+    conf = rtr.render_frr_bfdd(lab)
     assert "bfd\n profile lbspeaker-lab\n  transmit-interval 300\n  receive-interval 300\n" in conf
     for n in lab.nodes:
         assert f" peer {n.ipv4}\n  profile lbspeaker-lab\n" in conf
         assert f" peer {n.ipv6}\n" in conf
-    assert " neighbor NODES bfd profile lbspeaker-lab" in conf
-    assert " neighbor NODES6 bfd profile lbspeaker-lab" in conf
-    assert conf.index("bfd\n") < conf.index("router bgp")
+    assert "router bgp" not in conf
+    bgpd = rtr.render_frr(lab, bfd=True)
+    assert " neighbor NODES bfd profile lbspeaker-lab" in bgpd
+    assert " neighbor NODES6 bfd profile lbspeaker-lab" in bgpd
+    # bgpd has no `bfd` node: in its file, the block's `exit` would end config mode and every
+    # line after it (router bgp included) would fail
+    assert "\nbfd\n" not in bgpd and bgpd.index("router bgp") < bgpd.index("\nexit\n")
     assert "bfd" not in rtr.render_frr(lab)
 
 
@@ -27,6 +31,9 @@ def test_frr_runs_bfdd_only_with_bfd_and_before_bgpd(tmp_path: object) -> None:
     assert names == ["router-zebra", "router-bfdd", "router-bgpd"]
     bfdd = dict(rtr.router_processes("frr", paths, bfd=True))["router-bfdd"]
     assert bfdd[bfdd.index("--bfdctl") + 1].startswith(str(tmp_path))
+    assert bfdd[bfdd.index("-f") + 1] == str(paths.bfdd_conf)
+    bgpd = dict(rtr.router_processes("frr", paths, bfd=True))["router-bgpd"]
+    assert bgpd[bgpd.index("-f") + 1] == str(paths.frr_conf)
     assert "router-bfdd" not in dict(rtr.router_processes("frr", paths))
 
 
