@@ -40,6 +40,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from lab import netns as nsops  # noqa: E402
 from lbspeaker.l2.bpf import JEQ_K, LDH_ABS, LDW_ABS, PACKET_OUTGOING, RET_K, SKF_AD_OFF, attach_filter  # noqa: E402
 from lbspeaker.l2.mmsg import MmsgIO  # noqa: E402
 
@@ -259,25 +260,9 @@ class Bench:
         for ns in (self.spk, self.cli):
             sh("ip", "netns", "add", ns)
             self.created.append(ns)
-        sh(
-            "ip",
-            "-n",
-            self.spk,
-            "link",
-            "add",
-            "eth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            self.cli,
-        )
+        nsops.add_veth(self.spk, "eth0", self.cli, "eth0")
         for ns, ip in ((self.spk, KERNEL_IP), (self.cli, CLIENT_IP)):
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-            sh("ip", "-n", ns, "addr", "add", f"{ip}/16", "dev", "eth0")
-            sh("ip", "-n", ns, "link", "set", "eth0", "up")
+            nsops.ip_batch(ns, ["link set lo up", f"addr add {ip}/16 dev eth0"])
 
     def popen(self, ns: str, *cmd: str, stdin: bool = False) -> subprocess.Popen[str]:
         p = subprocess.Popen(

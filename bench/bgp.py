@@ -1,6 +1,6 @@
 """BGP benchmark on the lab: how fast the router follows the speakers, on FRR and BIRD side by side.
 
-A poller inside the `router` namespace runs `ip -4 route show proto bgp` every
+A poller inside the `router` namespace reads the BGP routes of `ip -4 route show` every
 `--interval` seconds and prints every change with the system-wide monotonic clock
 (the same clock this script uses for its events), so each figure is "API action ->
 the router's *kernel FIB* has the new next-hop set", through controller, speakers,
@@ -76,6 +76,7 @@ from lbspeaker.api.constants import API_VERSION, BGPPEER_VERSION, GROUP, NAMESPA
 from lbspeaker.kube.resources import BGPADVERTISEMENTS, BGPPEERS, IPADDRESSPOOLS, PODS, SERVICES  # noqa: E402
 from lbspeaker.kube.rest import ApiError, Rest  # noqa: E402
 from tests.e2e.conftest import DEFAULT_OPTIONS, Lab, lab_cli, lab_namespaces  # noqa: E402
+from tests.e2e.test_bgp_graceful import RequestLoop  # noqa: E402
 from tests.e2e.test_speaker_bgp import (  # noqa: E402
     alive,
     apply,
@@ -94,10 +95,10 @@ SPEAKER_MANIFEST = ROOT / "manifests" / "base" / "speaker.yaml"
 
 POLLER = r"""
 import json, subprocess, sys, time
-interval = float(sys.argv[1])
+interval, family = float(sys.argv[1]), sys.argv[2]
 last = {}
 while True:
-    out = subprocess.run(["ip", "-4", "route", "show", "proto", "bgp"], capture_output=True, text=True).stdout
+    out = subprocess.run(["ip", family, "route", "show"], capture_output=True, text=True).stdout
     t = time.monotonic()
     cur, dst = {}, None
     for line in out.splitlines():
@@ -105,7 +106,10 @@ while True:
         if not parts:
             continue
         if not line[0].isspace():
-            dst = parts[0]
+            # FRR's zebra installs BGP routes as `proto bgp`, BIRD as `proto bird`
+            dst = parts[0] if "bgp" in parts or "bird" in parts else None
+            if dst is None:
+                continue
             cur[dst] = []
             if "via" in parts:
                 cur[dst].append(parts[parts.index("via") + 1])
@@ -124,9 +128,10 @@ while True:
 class FibWatch:
     """Reads the poller's output: the FIB over time, with waits on conditions."""
 
-    def __init__(self, interval: float) -> None:
+    def __init__(self, interval: float, family: str = "-4") -> None:
+        """`family`: "-4" or "-6", the FIB that is watched."""
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", topo.ROUTER, sys.executable, "-c", POLLER, str(interval)],
+            ["ip", "netns", "exec", topo.ROUTER, sys.executable, "-c", POLLER, str(interval), family],
             stdout=subprocess.PIPE, text=True,
         )
         self.state: dict[str, list[str]] = {}
@@ -159,12 +164,7 @@ class FibWatch:
                 self.cond.wait(min(left, 0.5))
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+        nsops.stop_popen(self.proc)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -324,36 +324,6 @@ def section_sigterm(ctx: Context) -> dict[str, Any]:
 CHURN_PEER = "bench-churn"
 CHURN_PORT = 1790  # nothing listens there: the second peer stays down, with routes pending
 
-CURL_LOOP = r"""
-import json, signal, sys, time, urllib.request
-url, stop = sys.argv[1], []
-signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-ok, failures = 0, []
-while not stop:
-    t = time.monotonic()
-    try:
-        urllib.request.urlopen(url, timeout=1.0).read()
-        ok += 1
-    except Exception as exc:
-        failures.append([round(t, 3), type(exc).__name__])
-    time.sleep(0.02)
-print(json.dumps({"ok": ok, "failed": len(failures), "failures": failures[:50]}), flush=True)
-"""
-
-
-class CurlLoop:
-    """Requests from `ext-client` against an IP, one every ~20 ms, until stopped."""
-
-    def __init__(self, ip: str) -> None:
-        self.proc = nsops.popen_in(topo.EXT_CLIENT, [sys.executable, "-c", CURL_LOOP, f"http://{ip}/host"],
-                                   stdout=subprocess.PIPE, text=True)
-
-    def stop(self) -> dict[str, Any]:
-        self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=15)
-        return dict(json.loads(out.strip().splitlines()[-1]))
-
-
 def router_sessions(ctx: Context) -> dict[str, tuple[str, str]]:
     """{worker IP: (BGP state, a value that changes whenever that session is re-established)}."""
     return rtr.session_marks(ctx.router, rtr.RouterPaths(rtr.runtime_dir(ctx.lab.state_dir)), ctx.workers)
@@ -428,7 +398,7 @@ def section_churn(ctx: Context) -> dict[str, Any]:
     delete(ctx.rest, BGPPEERS, CHURN_PEER, NAMESPACE)
     pids_before = exabgp_pids(ctx)
     watch = SessionWatch(ctx)
-    curl = CurlLoop(ctx.warm_ip)
+    curl = RequestLoop(ctx.warm_ip, interval=0.02)
     configured: list[float] = []
     t_start = time.monotonic()
     try:

@@ -16,9 +16,7 @@ deleted meanwhile (one session per router address) and restored after.
 from __future__ import annotations
 
 import ipaddress
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -27,8 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.bgp import POLLER, Context, FibWatch, summary  # noqa: E402
-from lab import topology as topo  # noqa: E402
+from bench.bgp import Context, FibWatch, summary  # noqa: E402
 from lbspeaker.kube.resources import PODS, SERVICES  # noqa: E402
 from tests.e2e.test_bgp_ipv6 import (  # noqa: E402
     CASES,
@@ -44,21 +41,6 @@ from tests.e2e.test_speaker_bgp import apply, bgp_config, delete, pod, sessions,
 DEFAULT_OUT = ROOT / "bench" / "results" / "bgp_ipv6.json"
 
 
-class FibWatch6(FibWatch):
-    """`FibWatch` over the router's IPv6 FIB (`ip -6 route show proto bgp`)."""
-
-    def __init__(self, interval: float) -> None:
-        poller = POLLER.replace('"-4"', '"-6"')
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", topo.ROUTER, sys.executable, "-c", poller, str(interval)],
-            stdout=subprocess.PIPE, text=True,
-        )
-        self.state: dict[str, list[str]] = {}
-        self.cond = threading.Condition()
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-
 def run(ctx: Context) -> dict[str, Any]:
     """The `ipv6` section (see the module docstring)."""
     ctx.lab_up(ipv6=True)
@@ -67,7 +49,7 @@ def run(ctx: Context) -> dict[str, Any]:
     hops = set(workers.values())
     trials = min(ctx.args.trials, 14)  # each pool is a /124
     ctx.log(f"IPv6 Service created -> /128 in the router's FIB ({len(hops)} workers):")
-    fib = FibWatch6(ctx.args.interval)
+    fib = FibWatch(ctx.args.interval, family="-6")
     out: dict[str, Any] = {"workers": len(hops)}
     try:
         ipv6_bgp_config(rest)

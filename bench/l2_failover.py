@@ -150,12 +150,7 @@ class Probe:
         return sum(ok for _, ok, _ in self.window(since + 0.001, time.monotonic())) >= n
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+        nsops.stop_popen(self.proc)
 
 
 def outage(samples: list[tuple[float, bool, str]], t_event: float) -> float:

@@ -91,6 +91,18 @@ def popen_in(netns: str | None, argv: list[str], **kw: Any) -> subprocess.Popen[
     return subprocess.Popen(ns_prefix(netns) + list(argv), **kw)
 
 
+def stop_popen(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
+    """SIGTERM a started process and reap it; SIGKILL if it is not gone within `timeout` s."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)
+
+
 def link_exists(netns: str | None, ifname: str) -> bool:
     """Whether an interface exists in the namespace."""
     argv = [_ip()] + ([] if netns is None else ["-n", netns]) + ["link", "show", "dev", ifname]

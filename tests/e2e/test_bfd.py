@@ -51,14 +51,7 @@ HARDFAIL_IP = "198.51.100.121"
 
 
 def wait_until(what: str, check: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout}s (last: {last!r})")
+    return sb.wait_for(what, check, timeout)
 
 
 class NodeBFD:
@@ -85,12 +78,7 @@ class NodeBFD:
     def close(self) -> None:
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGCONT)
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+            nsops.stop_popen(self.proc, timeout=10)
 
 
 def bfd_profile(name: str = PROFILE) -> dict[str, Any]:

@@ -37,10 +37,12 @@ from typing import Any
 
 import pytest
 
+from lab import netns as nsops
 from lbspeaker.bgp.config import PeerSpec
 from lbspeaker.bgp.exabgp import ExaBGPManager
 from lbspeaker.bgp.routes import RouteAttrs
 from lbspeaker.bgp.session import PeerSession
+from tests.e2e.test_speaker_bgp import alive
 from tests.helpers import wait_for
 
 PREFIX = "lbt-j-"
@@ -160,24 +162,9 @@ class Topology:
         sh("ip", "-n", ROUTER, "link", "set", "br0", "up")
         for i, (ns, ip) in enumerate([(BIRD_NS, BIRD_IP), *NODES.items()]):
             port = f"jv{i}"
-            sh(
-                "ip",
-                "link",
-                "add",
-                port,
-                "netns",
-                ROUTER,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                ns,
-            )
-            sh("ip", "-n", ROUTER, "link", "set", port, "master", "br0", "up")
-            sh("ip", "-n", ns, "addr", "add", f"{ip}/16", "dev", "eth0")
-            sh("ip", "-n", ns, "link", "set", "eth0", "up")
+            nsops.add_veth(ROUTER, port, ns, "eth0")
+            nsops.ip_batch(ROUTER, [f"link set {port} master br0"])
+            nsops.ip_batch(ns, [f"addr add {ip}/16 dev eth0"])
         self.start_frr()
         self.start_bird()
 
@@ -228,9 +215,9 @@ class Topology:
                 os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 3
         for pid in self.pids:
-            while _alive(pid) and time.monotonic() < deadline:
+            while alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            if _alive(pid):
+            if alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         self.pids = []
@@ -273,12 +260,6 @@ class Topology:
         )
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
 
 
 # --- fixtures ------------------------------------------------------------------------------------------

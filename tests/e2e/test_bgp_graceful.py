@@ -57,7 +57,7 @@ GONE_IP = "198.51.100.14"
 
 REQUEST_LOOP = r"""
 import json, signal, sys, time, urllib.request
-url, stop = sys.argv[1], []
+url, interval, stop = sys.argv[1], float(sys.argv[2]), []
 signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
 ok, failures = 0, []
 while not stop:
@@ -67,17 +67,18 @@ while not stop:
         ok += 1
     except Exception as exc:
         failures.append([round(t, 3), type(exc).__name__])
-    time.sleep(0.01)
+    time.sleep(interval)
 print(json.dumps({"ok": ok, "failed": len(failures), "failures": failures[:50]}), flush=True)
 """
 
 
 class RequestLoop:
-    """Requests from ext-client, each on a new connection (as a curl loop), until stopped."""
+    """Requests from ext-client, each on a new connection (as a curl loop), one every `interval`
+    seconds, until stopped; `stop()` returns {"ok", "failed", "failures": [[time, error], ..]}."""
 
-    def __init__(self, ip: str) -> None:
-        self.proc = nsops.popen_in(topo.EXT_CLIENT, [sys.executable, "-c", REQUEST_LOOP, f"http://{ip}/host"],
-                                   stdout=subprocess.PIPE, text=True)
+    def __init__(self, ip: str, interval: float = 0.01) -> None:
+        argv = [sys.executable, "-c", REQUEST_LOOP, f"http://{ip}/host", str(interval)]
+        self.proc = nsops.popen_in(topo.EXT_CLIENT, argv, stdout=subprocess.PIPE, text=True)
 
     def stop(self) -> dict[str, Any]:
         self.proc.send_signal(signal.SIGTERM)

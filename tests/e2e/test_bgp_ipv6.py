@@ -27,6 +27,7 @@ from lab import topology as topo
 from lbspeaker.api.constants import API_VERSION, BGPPEER_VERSION, GROUP, NAMESPACE
 from lbspeaker.kube.resources import BGPADVERTISEMENTS, BGPPEERS, IPADDRESSPOOLS, PODS, SERVICES
 from lbspeaker.kube.rest import Rest
+from tests.e2e import test_speaker_bgp as sb
 from tests.e2e.conftest import Lab
 from tests.e2e.test_speaker_bgp import PEER, apply, delete, pod, rest_for, router_paths, sessions, wait_for
 
@@ -41,17 +42,6 @@ CASES = {MP_PEER: ("e2e-v6-mp", "2001:db8:100::/124", "2001:db8:100::1"),
 
 def worker_ips6(lab: Lab) -> dict[str, str]:
     return {n.name: n.ipv6 for n in lab.plan.nodes if not n.control_plane and n.ipv6}
-
-
-def fib6_nexthops(ip: str) -> set[str]:
-    """Next hops of `ip/128` in the router's kernel FIB."""
-    out = nsops.run_in(topo.ROUTER, ["ip", "-6", "route", "show", f"{ip}/128"], check=False).stdout
-    hops = set(re.findall(r"nexthop via (\S+)", out))
-    if not hops:
-        m = re.search(r"\bvia (\S+)", out)
-        if m:
-            hops.add(m.group(1))
-    return hops
 
 
 def rib6_sources(lab: Lab, ip: str) -> set[str]:
@@ -148,7 +138,7 @@ def test_ipv6_service_over_mp_bgp_and_native_ipv6_sessions(ipv6_bgp_lab: tuple[L
                          for p in CASES for n in workers), timeout=60)
     for name, (_, _, ip) in CASES.items():
         got = wait_for(f"{ip}/128 with one next hop per worker in the FIB",
-                       lambda ip=ip: hops if fib6_nexthops(ip) == hops else None, timeout=60)  # type: ignore[misc]
+                       lambda ip=ip: hops if sb.fib_nexthops(ip) == hops else None, timeout=60)  # type: ignore[misc]
         print(f"{name}: {ip}/128 via {sorted(got)}")
         want = "4" if name == MP_PEER else "6"
         assert rib6_sources(lab, ip) == {want}, (name, rib6_sources(lab, ip))

@@ -27,6 +27,8 @@ from typing import Any
 
 import pytest
 
+from lab import netns as nsops
+
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2"),
@@ -114,13 +116,7 @@ class Lab:
 
     def close(self) -> None:
         for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=5)
+            nsops.stop_popen(proc)
         for ns in self.ns.values():
             sh("ip", "netns", "del", ns, check=False)
 

@@ -9,7 +9,6 @@ import io
 import json
 import os
 import signal
-import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -19,6 +18,7 @@ from lbspeaker.kube import resources as R
 from lbspeaker.kube.client import load_api_client
 from lbspeaker.kube.rest import ApiError, Rest
 from lbspeaker.lbctl.cli import main
+from tests.e2e import test_speaker_bgp as sb
 from tests.e2e.conftest import Lab
 
 pytestmark = pytest.mark.e2e
@@ -30,14 +30,8 @@ T = TypeVar("T")
 
 
 def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 45, interval: float = 0.5) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)
+    """`test_speaker_bgp.wait_for`, with this module's slower defaults (lbctl runs as a process)."""
+    return sb.wait_for(what, fn, timeout, interval)
 
 
 def lbctl(lab: Lab, *args: str) -> tuple[int, Any]:

@@ -106,8 +106,9 @@ def worker_ips(lab: Lab) -> dict[str, str]:
 
 
 def fib_nexthops(ip: str) -> set[str]:
-    """Next hops of `ip/32` in the router's kernel FIB."""
-    out = nsops.run_in(topo.ROUTER, ["ip", "-4", "route", "show", f"{ip}/32"], check=False).stdout
+    """Next hops of `ip/32` (or an IPv6 `ip/128`) in the router's kernel FIB."""
+    family, host = ("-6", 128) if ":" in ip else ("-4", 32)
+    out = nsops.run_in(topo.ROUTER, ["ip", family, "route", "show", f"{ip}/{host}"], check=False).stdout
     hops = set(re.findall(r"nexthop via (\S+)", out))
     if not hops:
         m = re.search(r"\bvia (\S+)", out)

@@ -138,17 +138,22 @@ def ensure(api: KubeApi, path: str, obj: dict[str, Any]) -> None:
             raise
 
 
+def ensure_l2_pool(api: KubeApi, pool: str, addresses: str, advertisement: str) -> None:
+    """The test namespace, an IPAddressPool of `addresses` and an L2Advertisement of it."""
+    ensure(api, "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    ensure(api, f"/apis/lbspeaker.io/v1beta1/namespaces/{SYS}/ipaddresspools", {
+        "apiVersion": "lbspeaker.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": pool},
+        "spec": {"addresses": [addresses]}})
+    ensure(api, f"/apis/lbspeaker.io/v1beta1/namespaces/{SYS}/l2advertisements", {
+        "apiVersion": "lbspeaker.io/v1beta1", "kind": "L2Advertisement", "metadata": {"name": advertisement},
+        "spec": {"ipAddressPools": [pool]}})
+
+
 def setup_service(lab: Lab, name: str = "web", pods: int = 4) -> tuple[KubeApi, str]:
     """Pool + L2Advertisement + `pods` pods + a LoadBalancer Service; returns (api, LB IP)."""
     api = KubeApi(str(lab.kubeconfig))
     base = f"/api/v1/namespaces/{NS}"
-    ensure(api, "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-    ensure(api, f"/apis/lbspeaker.io/v1beta1/namespaces/{SYS}/ipaddresspools", {
-        "apiVersion": "lbspeaker.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": POOL},
-        "spec": {"addresses": ["172.18.255.200-172.18.255.250"]}})
-    ensure(api, f"/apis/lbspeaker.io/v1beta1/namespaces/{SYS}/l2advertisements", {
-        "apiVersion": "lbspeaker.io/v1beta1", "kind": "L2Advertisement", "metadata": {"name": "l2-e2e"},
-        "spec": {"ipAddressPools": [POOL]}})
+    ensure_l2_pool(api, POOL, "172.18.255.200-172.18.255.250", "l2-e2e")
     for i in range(pods):
         ensure(api, f"{base}/pods", {
             "apiVersion": "v1", "kind": "Pod",

@@ -13,7 +13,16 @@ import pytest
 from lab import netns as nsops
 from lab.agents.kubeapi import KubeApi
 from tests.e2e.conftest import Lab
-from tests.e2e.test_speaker_l2 import CLIENT, NS, SYS, ensure, expected_owner, parse_host, wait_for
+from tests.e2e.test_speaker_l2 import (
+    CLIENT,
+    NS,
+    SYS,
+    ensure,
+    ensure_l2_pool,
+    expected_owner,
+    parse_host,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -44,13 +53,7 @@ def test_ipv6_curl_through_ndp(ipv6_lab: Lab) -> None:
     lab = ipv6_lab
     api = KubeApi(str(lab.kubeconfig))
     base = f"/api/v1/namespaces/{NS}"
-    ensure(api, "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-    ensure(api, f"/apis/lbspeaker.io/v1beta1/namespaces/{SYS}/ipaddresspools", {
-        "apiVersion": "lbspeaker.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": POOL6},
-        "spec": {"addresses": ["fc00:f853:ccd:e793::c8-fc00:f853:ccd:e793::fa"]}})
-    ensure(api, f"/apis/lbspeaker.io/v1beta1/namespaces/{SYS}/l2advertisements", {
-        "apiVersion": "lbspeaker.io/v1beta1", "kind": "L2Advertisement", "metadata": {"name": "l2-e2e6"},
-        "spec": {"ipAddressPools": [POOL6]}})
+    ensure_l2_pool(api, POOL6, "fc00:f853:ccd:e793::c8-fc00:f853:ccd:e793::fa", "l2-e2e6")
     for i in range(4):
         ensure(api, f"{base}/pods", {
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"web6-{i}", "labels": {"app": "web6"}},
