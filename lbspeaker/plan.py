@@ -60,6 +60,7 @@ from lbspeaker.facts import (
     ServiceKey,
     pool_of,
 )
+from lbspeaker.incremental import redo_all_after_error, to_redo
 from lbspeaker.links import LinkInfo, missing_interfaces, select_interfaces
 
 
@@ -174,13 +175,10 @@ def compute_plan(
     svc_list = sorted(services, key=lambda s: s.key)
     for svc in svc_list:
         for ip in svc.ips:
-            pool = pool_of(svc, ip, pool_map)
-            if pool is None:
-                continue
-            matching = [a for a in advs if a.matches_pool(pool) and a.matches_service(svc)]
+            matching = _applying(svc, ip, pool_map, advs)
             if not matching:
                 continue
-            if svc.sharing_key and any(a.service_selectors for a in matching):
+            if _selectors_refused(svc, matching):
                 if svc.key not in denied:
                     denied.add(svc.key)
                     plan.problems.append(_shared_with_selectors(svc, matching))
@@ -231,6 +229,21 @@ def l2_plan(
     return compute_plan(node, facts.services, facts.pools.values(), facts.l2_advertisements,
                         facts.nodes.values(), facts.live_speakers, links, ignore_exclude_label,
                         default_interfaces)
+
+
+def _applying(svc: ServiceFacts, ip: str, pool_map: Mapping[str, Pool],
+              advs: Sequence[L2AdvertisementFacts]) -> list[L2AdvertisementFacts]:
+    """The L2Advertisements that apply to `ip` of `svc` (they match its pool and the Service):
+    one reading for the full and the incremental plan, so the two cannot drift apart."""
+    pool = pool_of(svc, ip, pool_map)
+    if pool is None:
+        return []
+    return [a for a in advs if a.matches_pool(pool) and a.matches_service(svc)]
+
+
+def _selectors_refused(svc: ServiceFacts, matching: Sequence[L2AdvertisementFacts]) -> bool:
+    """A shared IP selected by serviceSelectors is not announced (see `_shared_with_selectors`)."""
+    return bool(svc.sharing_key) and any(a.service_selectors for a in matching)
 
 
 def _shared_with_selectors(svc: ServiceFacts, matching: Sequence[L2AdvertisementFacts]) -> Problem:
@@ -305,6 +318,7 @@ class L2Planner:
         self._node_map: dict[str, NodeFacts] = {}
         self.replanned = 0  # Services redone by the last call
 
+    @redo_all_after_error
     def plan(
         self,
         services: Mapping[ServiceKey, ServiceFacts],
@@ -317,45 +331,23 @@ class L2Planner:
     ) -> Plan:
         """The plan over `services` (keyed by `ServiceFacts.key`); `changed`: the keys that may
         differ from the last call (None: unknown, every Service is compared)."""
-        try:
-            return self._plan(services, changed, pools, advertisements, nodes, live_speakers, links)
-        except BaseException:
-            self._context = None
-            raise
-
-    def _plan(
-        self,
-        services: Mapping[ServiceKey, ServiceFacts],
-        changed: Iterable[ServiceKey] | None,
-        pools: Iterable[Pool],
-        advertisements: Iterable[L2AdvertisementFacts],
-        nodes: Iterable[NodeFacts],
-        live_speakers: Iterable[str],
-        links: Sequence[LinkInfo] | None,
-    ) -> Plan:
         pool_map = {p.name: p for p in sorted(pools, key=lambda p: p.name)}
         node_map = {n.name: n for n in sorted(nodes, key=lambda n: n.name)}
         advs = tuple(sorted(advertisements, key=lambda a: a.name))
         live = frozenset(live_speakers)
         link_list = tuple(links) if links is not None else None
         context = (tuple(pool_map.values()), tuple(node_map.values()), advs, live, link_list)
-        if context != self._context:
+        reset = context != self._context
+        if reset:
             self._reset()
             self._adv_problems = advertisement_problems(self.node, node_map, pool_map, advs, link_list)
             self._node_map = node_map
             self._context = context
-            keys: Iterable[ServiceKey] = services.keys()
-        elif changed is None:
-            keys = set(services) | set(self._services)
-        else:
-            keys = changed
         me = node_map.get(self.node)
         affected: set[str] = set()
         self.replanned = 0
-        for key in keys:
-            old, new = self._services.get(key), services.get(key)
-            if old is new:  # (a key is in _services exactly when it is in _shares)
-                continue
+        # (a key is in _services exactly when it is in _shares)
+        for key, new in to_redo(services, self._services, changed, reset):
             self.replanned += 1
             for ip in self._shares.pop(key, {}):
                 self._ip_services[ip].discard(key)
@@ -368,13 +360,10 @@ class L2Planner:
             self._services[key] = new
             shares = self._shares[key] = {}
             for ip in new.ips:
-                pool = pool_of(new, ip, pool_map)
-                if pool is None:
-                    continue
-                matching = [a for a in advs if a.matches_pool(pool) and a.matches_service(new)]
+                matching = _applying(new, ip, pool_map, advs)
                 if not matching:
                     continue
-                if new.sharing_key and any(a.service_selectors for a in matching):
+                if _selectors_refused(new, matching):
                     self._denied.setdefault(key, _shared_with_selectors(new, matching))
                     continue
                 cands = l2_candidates(live, node_map, matching, new.serving_endpoints, new.etp_local,

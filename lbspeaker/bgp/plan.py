@@ -76,6 +76,9 @@ from lbspeaker.facts import (
     ServiceKey,
     pool_of,
 )
+from lbspeaker.incremental import redo_all_after_error, to_redo
+
+ANY_OTHER_PEER = "\x00other"  # stands for every BGPPeer no advertisement names in `peers`
 
 
 @dataclass(frozen=True)
@@ -89,9 +92,6 @@ class LocalPrefLoss:
     winner_local_pref: int
     pools: tuple[str, ...]
     nodes: tuple[str, ...]
-
-
-ANY_OTHER_PEER = "\x00other"  # stands for every BGPPeer no advertisement names in `peers`
 
 
 def local_pref_conflicts(
@@ -479,70 +479,32 @@ class BGPPlanner:
         self._sorted: list[Problem] | None = None
         self.replanned = 0  # Services redone by the last call
 
-    def plan(
-        self,
-        services: Mapping[ServiceKey, ServiceFacts],
-        changed: Iterable[ServiceKey] | None,
-        node_facts: NodeFacts | None,
-        pools: Iterable[Pool],
-        advertisements: Iterable[BGPAdvertisementFacts],
-        peers: Iterable[PeerFacts],
-        aliases: Mapping[str, str] | None = None,
-        passwords: Mapping[str, str | None] | None = None,
-        node_addresses: Sequence[str] = (),
-        node_networks: Sequence[str] | None = None,
-        bfd_profiles: Mapping[str, BFDProfileSpec] | None = None,
-        bfd_invalid: Mapping[str, str] | None = None,
-    ) -> BGPPlan:
+    @redo_all_after_error
+    def plan(self, services: Mapping[ServiceKey, ServiceFacts], changed: Iterable[ServiceKey] | None,
+             node_facts: NodeFacts | None, pools: Iterable[Pool],
+             advertisements: Iterable[BGPAdvertisementFacts], peers: Iterable[PeerFacts],
+             aliases: Mapping[str, str] | None = None, passwords: Mapping[str, str | None] | None = None,
+             node_addresses: Sequence[str] = (), node_networks: Sequence[str] | None = None,
+             bfd_profiles: Mapping[str, BFDProfileSpec] | None = None,
+             bfd_invalid: Mapping[str, str] | None = None) -> BGPPlan:
         """The plan over `services` (keyed by `ServiceFacts.key`); `changed`: the keys that may
         differ from the last call (None: unknown, every Service is compared). BFD as in
         `compute_bgp_plan` (cheap: planned anew every call)."""
-        try:
-            plan = self._plan(services, changed, node_facts, pools, advertisements, peers, aliases or {},
-                              passwords or {}, node_addresses, node_networks)
-        except BaseException:
-            self._context = None
-            raise
-        if bfd_profiles is not None:
-            add_bfd(plan, bfd_profiles, bfd_invalid)
-            plan.problems = sorted(set(plan.problems), key=_order)
-        return plan
-
-    def _plan(
-        self,
-        services: Mapping[ServiceKey, ServiceFacts],
-        changed: Iterable[ServiceKey] | None,
-        node_facts: NodeFacts | None,
-        pools: Iterable[Pool],
-        advertisements: Iterable[BGPAdvertisementFacts],
-        peers: Iterable[PeerFacts],
-        aliases: Mapping[str, str],
-        passwords: Mapping[str, str | None],
-        node_addresses: Sequence[str],
-        node_networks: Sequence[str] | None,
-    ) -> BGPPlan:
+        aliases, passwords = aliases or {}, passwords or {}
         pool_list = tuple(sorted(pools, key=lambda p: p.name))
         advs = tuple(sorted(advertisements, key=lambda a: a.name))
         peer_list = tuple(sorted(peers, key=lambda p: p.name))
         context = (node_facts, pool_list, advs, peer_list, tuple(sorted(aliases.items())),
                    tuple(sorted(passwords.items(), key=lambda kv: kv[0])), tuple(node_addresses),
                    tuple(node_networks) if node_networks is not None else None)
-        keys: Iterable[ServiceKey]
-        if context != self._context:
+        reset = context != self._context
+        if reset:
             self._reset(node_facts, pool_list, advs, peer_list, aliases, passwords, node_addresses,
                         node_networks)
             self._context = context
-            keys = services.keys()
-        elif changed is None:
-            keys = set(services) | set(self._services)
-        else:
-            keys = changed
         affected: set[RouteKey] = set()
         self.replanned = 0
-        for key in keys:
-            old, new = self._services.get(key), services.get(key)
-            if old is new:
-                continue
+        for key, new in to_redo(services, self._services, changed, reset):
             self.replanned += 1
             share = self._shares.pop(key, None)
             self._services.pop(key, None)
@@ -558,11 +520,15 @@ class BGPPlanner:
         if self._sorted is None:
             self._sorted = sorted(set(self._base.problems) | set(self._problems), key=_order)
         base = self._base
-        return BGPPlan(node=self.node, peers=list(base.peers), selected_peers=list(base.selected_peers),
+        plan = BGPPlan(node=self.node, peers=list(base.peers), selected_peers=list(base.selected_peers),
                        peer_reasons=dict(base.peer_reasons),
                        routes={peer: dict(table) for peer, table in self._routes.items()},
                        service_peers=dict(self._service_peers), announced=dict(self._announced),
                        problems=list(self._sorted))
+        if bfd_profiles is not None:
+            add_bfd(plan, bfd_profiles, bfd_invalid)
+            plan.problems = sorted(set(plan.problems), key=_order)
+        return plan
 
     def _reset(self, node_facts: NodeFacts | None, pools: Sequence[Pool],
                advs: Sequence[BGPAdvertisementFacts], peers: Sequence[PeerFacts], aliases: Mapping[str, str],

@@ -10,38 +10,28 @@ by hand or by the controller's clean-up comes back.
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
 from collections.abc import Iterable
 
 from lbspeaker import configstate as CS
 from lbspeaker.facts import Problem
-from lbspeaker.kube.backoff import Backoff
 from lbspeaker.kube.configstate import ConfigStateWriter
-from lbspeaker.kube.rest import ApiError, Rest
-
-log = logging.getLogger(__name__)
+from lbspeaker.kube.rest import Rest
+from lbspeaker.speaker.writer import BackgroundWriter
 
 CONDITION_OF_PROTOCOL = {"layer2": CS.LAYER2, "bgp": CS.BGP}
 
 
-class SpeakerConfigState:
+class SpeakerConfigState(BackgroundWriter):
     """Keeps `speaker-<node>` in step with the latest problems of each protocol, in the background."""
 
     def __init__(self, rest: Rest, namespace: str, node: str, resync: float = 300.0) -> None:
+        super().__init__("config-state")
         self.writer = ConfigStateWriter(rest, namespace, CS.SPEAKER, node,
                                         expected=CONDITION_OF_PROTOCOL.values())
         self.resync = resync
         self._desired: dict[str, frozenset[Problem]] = {}
         self._written: dict[str, frozenset[Problem]] | None = None
-        self._cond = threading.Condition()
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, name="config-state", daemon=True)
-
-    def start(self) -> SpeakerConfigState:
-        self._thread.start()
-        return self
 
     def set(self, protocol: str, problems: Iterable[Problem]) -> None:
         """The problems `protocol` ("layer2" / "BGP") planned with, every plan (cheap when unchanged)."""
@@ -55,15 +45,7 @@ class SpeakerConfigState:
             self._desired[ctype] = new
             self._cond.notify()
 
-    def stop(self, timeout: float = 2.0) -> None:
-        with self._cond:
-            self._stop = True
-            self._cond.notify()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
     def _run(self) -> None:
-        backoff = Backoff(initial=0.5, cap=30.0)
         next_resync = time.monotonic() + self.resync
         while True:
             with self._cond:
@@ -80,15 +62,8 @@ class SpeakerConfigState:
                 next_resync = time.monotonic() + self.resync
             if not desired:
                 continue
-            try:
-                self.writer.write(desired)
+            if self._attempt(self.writer.write, desired, f"ConfigurationState {self.writer.name}"):
                 self._written = desired
-                backoff.reset()
-            except ApiError as exc:
-                delay = backoff.next()
-                log.warning("ConfigurationState %s: %s; retrying in %.1fs", self.writer.name, exc, delay)
-                with self._cond:
-                    self._cond.wait(delay)
 
 
 __all__ = ["CONDITION_OF_PROTOCOL", "SpeakerConfigState"]

@@ -10,18 +10,14 @@ outage never slows the plan/announce path.
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from lbspeaker.facts import Problem
-from lbspeaker.kube.backoff import Backoff
 from lbspeaker.kube.resources import L2ADVERTISEMENTS
 from lbspeaker.kube.rest import ApiError, Rest
 from lbspeaker.kube.status import update_status
-
-log = logging.getLogger(__name__)
+from lbspeaker.speaker.writer import BackgroundWriter
 
 NODE_LOCAL_REASONS = frozenset({"InterfaceNotFound"})
 
@@ -52,35 +48,21 @@ def with_node_problems(status: Mapping[str, Any], node: str,
     return new
 
 
-class NodeProblemsWriter:
+class NodeProblemsWriter(BackgroundWriter):
     """Keeps this node's `nodeProblems` entries in step with the latest plan, in the background."""
 
     def __init__(self, rest: Rest, namespace: str, node: str) -> None:
+        super().__init__("node-problems")
         self.rest, self.namespace, self.node = rest, namespace, node
         self._desired: dict[str, tuple[Problem, ...]] = {}
         self._written: dict[str, tuple[Problem, ...]] = {}
-        self._cond = threading.Condition()
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, name="node-problems", daemon=True)
-
-    def start(self) -> NodeProblemsWriter:
-        self._thread.start()
-        return self
 
     def set(self, problems: Iterable[Problem]) -> None:
         with self._cond:
             self._desired = node_local(problems)
             self._cond.notify()
 
-    def stop(self, timeout: float = 2.0) -> None:
-        with self._cond:
-            self._stop = True
-            self._cond.notify()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
     def _run(self) -> None:
-        backoff = Backoff(initial=0.5, cap=30.0)
         while True:
             with self._cond:
                 while not self._stop and self._desired == self._written:
@@ -88,16 +70,12 @@ class NodeProblemsWriter:
                 if self._stop:
                     return
                 desired = dict(self._desired)
-            try:
-                for name in sorted(set(desired) | set(self._written)):
-                    self._write(name, desired.get(name, ()))
+            if self._attempt(self._write_all, desired, f"nodeProblems of {self.node}"):
                 self._written = desired
-                backoff.reset()
-            except ApiError as exc:
-                delay = backoff.next()
-                log.warning("nodeProblems of %s: %s; retrying in %.1fs", self.node, exc, delay)
-                with self._cond:
-                    self._cond.wait(delay)
+
+    def _write_all(self, desired: Mapping[str, tuple[Problem, ...]]) -> None:
+        for name in sorted(set(desired) | set(self._written)):
+            self._write(name, desired.get(name, ()))
 
     def _write(self, name: str, problems: Sequence[Problem]) -> None:
         if tuple(problems) == self._written.get(name):
