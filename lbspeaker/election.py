@@ -147,15 +147,9 @@ def l2_candidates(
     return sorted(eligible)
 
 
-def l2_announcer(
-    ip: str,
-    live_speakers: Iterable[str],
-    nodes: Mapping[str, NodeFacts],
-    advertisements: Sequence[L2AdvertisementFacts],
-    serving_endpoints: Collection[str | None],
-    etp_local: bool,
-    ignore_exclude_label: bool = False,
-) -> str | None:
+def l2_announcer(ip: str, live_speakers: Iterable[str], nodes: Mapping[str, NodeFacts],
+                 advertisements: Sequence[L2AdvertisementFacts], serving_endpoints: Collection[str | None],
+                 etp_local: bool, ignore_exclude_label: bool = False) -> str | None:
     """Convenience: `elect_l2` over `l2_candidates`, scored by `preference_scores`."""
     cands = l2_candidates(live_speakers, nodes, advertisements, serving_endpoints, etp_local,
                           ignore_exclude_label)

@@ -43,9 +43,9 @@ import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from lbspeaker.api import constants as C
 from lbspeaker.api.addresses import AddressRange, AddressSyntaxError, parse_address_range
@@ -520,6 +520,20 @@ def validation_text(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+_Spec = TypeVar("_Spec", bound=BaseModel)
+
+
+def _parsed(obj: Obj, model: type[_Spec]) -> tuple[str, Obj, _Spec | None, str]:
+    """(name, spec as written, the spec parsed by `model` or None, why it did not parse): one
+    reading of a BGPAdvertisement or BGPPeer, so a bad one is still kept by name, with the reason."""
+    name = name_of(obj)
+    raw = obj.get("spec") or {}
+    try:
+        return name, raw, model.model_validate(raw), ""
+    except ValidationError as exc:
+        return name, raw, None, validation_text(exc)
+
+
 def _listed(spec: Obj, key: str, kind: type) -> tuple[Any, ...]:
     """The entries of type `kind` of list field `key`, as written (for an object that does not parse)."""
     value = spec.get(key)
@@ -644,13 +658,10 @@ class BGPAdvertisementFacts(Advertisement):
     @classmethod
     def from_object(cls, obj: Obj) -> BGPAdvertisementFacts:
         """Facts of one object; an object that does not parse selects nothing (and says why)."""
-        name = name_of(obj)
-        raw = obj.get("spec") or {}
-        try:
-            spec = BGPAdvertisementSpec.model_validate(raw)
-        except ValidationError as exc:
+        name, raw, spec, error = _parsed(obj, BGPAdvertisementSpec)
+        if spec is None:
             # kept as written so lbctl can still name them; `error` makes it match nothing
-            return cls(name, route=AdvertisementSpec(name), error=validation_text(exc),
+            return cls(name, route=AdvertisementSpec(name), error=error,
                        node_selectors=_listed(raw, "nodeSelectors", Mapping),
                        ip_address_pools=_listed(raw, "ipAddressPools", str))
         return cls(
@@ -684,12 +695,9 @@ class PeerFacts:
 
     @classmethod
     def from_object(cls, obj: Obj) -> PeerFacts:
-        name = name_of(obj)
-        raw = obj.get("spec") or {}
-        try:
-            spec = BGPPeerSpec.model_validate(raw)
-        except ValidationError as exc:
-            return cls(name, None, validation_text(exc))
+        name, raw, spec, error = _parsed(obj, BGPPeerSpec)
+        if spec is None:
+            return cls(name, None, error)
         return cls(name, spec, node_selectors=tuple(raw.get("nodeSelectors") or ()))
 
 

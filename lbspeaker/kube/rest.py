@@ -260,27 +260,15 @@ class Rest:
             result["items"] = []
         return result
 
-    def list_all(
-        self,
-        resource: Resource,
-        namespace: str | None = None,
-        label_selector: str | None = None,
-        field_selector: str | None = None,
-        page_size: int = 500,
-    ) -> dict[str, Any]:
+    def list_all(self, resource: Resource, namespace: str | None = None, label_selector: str | None = None,
+                 field_selector: str | None = None, page_size: int = 500) -> dict[str, Any]:
         """All pages of a list joined; `metadata.resourceVersion` is the consistent snapshot's."""
         result = self.list(resource, namespace, label_selector, field_selector, limit=page_size)
         items: list[dict[str, Any]] = list(result["items"])
         meta = result.setdefault("metadata", {})
         while meta.get("continue"):
-            page = self.list(
-                resource,
-                namespace,
-                label_selector,
-                field_selector,
-                limit=page_size,
-                continue_=meta["continue"],
-            )
+            page = self.list(resource, namespace, label_selector, field_selector, limit=page_size,
+                             continue_=meta["continue"])
             items.extend(page["items"])
             meta = page.get("metadata") or {}
         result["items"] = items
@@ -307,61 +295,38 @@ class Rest:
 
     def replace(self, resource: Resource, obj: Mapping[str, Any]) -> dict[str, Any]:
         """PUT the whole object; its metadata.resourceVersion makes it conditional (409 if stale)."""
-        name, ns = _name_ns(obj)
-        if not name:
-            raise ValueError("replace needs metadata.name")
-        body = {"apiVersion": resource.api_version, "kind": resource.kind, **obj}
-        return self.request("PUT", resource.path(ns if resource.namespaced else None, name), body=body)
+        return self._put(resource, obj, None, "replace")
 
     def replace_status(self, resource: Resource, obj: Mapping[str, Any]) -> dict[str, Any]:
         """PUT to the /status subresource (only `status` changes; 409 if resourceVersion is stale)."""
+        return self._put(resource, obj, "status", "replace_status")
+
+    def _put(self, resource: Resource, obj: Mapping[str, Any], subresource: str | None,
+             caller: str) -> dict[str, Any]:
+        """The PUT both `replace` and `replace_status` send: to the object's own name and namespace."""
         name, ns = _name_ns(obj)
         if not name:
-            raise ValueError("replace_status needs metadata.name")
+            raise ValueError(f"{caller} needs metadata.name")
         body = {"apiVersion": resource.api_version, "kind": resource.kind, **obj}
-        return self.request(
-            "PUT", resource.path(ns if resource.namespaced else None, name, "status"), body=body
-        )
+        return self.request("PUT", resource.path(ns if resource.namespaced else None, name, subresource),
+                            body=body)
 
-    def patch(
-        self,
-        resource: Resource,
-        name: str,
-        patch: Any,
-        namespace: str | None = None,
-        patch_type: PatchType = "merge",
-        subresource: str | None = None,
-    ) -> dict[str, Any]:
+    def patch(self, resource: Resource, name: str, patch: Any, namespace: str | None = None,
+              patch_type: PatchType = "merge", subresource: str | None = None) -> dict[str, Any]:
         """PATCH (merge by default; strategic only works on built-in kinds; json takes a list of ops)."""
         if patch_type == "json" and not isinstance(patch, list):
             raise ValueError("a JSON patch is a list of operations")
-        return self.request(
-            "PATCH",
-            resource.path(namespace, name, subresource),
-            body=patch,
-            content_type=PATCH_CONTENT_TYPES[patch_type],
-        )
+        return self.request("PATCH", resource.path(namespace, name, subresource), body=patch,
+                            content_type=PATCH_CONTENT_TYPES[patch_type])
 
-    def patch_status(
-        self,
-        resource: Resource,
-        name: str,
-        patch: Any,
-        namespace: str | None = None,
-        patch_type: PatchType = "merge",
-    ) -> dict[str, Any]:
+    def patch_status(self, resource: Resource, name: str, patch: Any, namespace: str | None = None,
+                     patch_type: PatchType = "merge") -> dict[str, Any]:
         """PATCH the /status subresource."""
         return self.patch(resource, name, patch, namespace, patch_type, subresource="status")
 
-    def delete(
-        self,
-        resource: Resource,
-        name: str,
-        namespace: str | None = None,
-        resource_version: str | None = None,
-        uid: str | None = None,
-        propagation_policy: str | None = None,
-    ) -> dict[str, Any] | None:
+    def delete(self, resource: Resource, name: str, namespace: str | None = None,
+               resource_version: str | None = None, uid: str | None = None,
+               propagation_policy: str | None = None) -> dict[str, Any] | None:
         """DELETE, optionally preconditioned on resourceVersion/uid (409 when they no longer match)."""
         body: dict[str, Any] | None = None
         if resource_version or uid or propagation_policy:
