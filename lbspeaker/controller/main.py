@@ -61,6 +61,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+CONFIG_FLAGS = ("namespace", "lb_class", "identity", "leader_elect", "lease_duration", "renew_deadline",
+                "retry_period")  # ControllerConfig fields set as given on the command line
+
+
 def setup_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper()),
@@ -92,16 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         exit_code["code"] = 1
         stopping.set()
 
-    cfg = ControllerConfig(
-        namespace=args.namespace,
-        lb_class=args.lb_class,
-        identity=args.identity,
-        leader_elect=args.leader_elect,
-        lease_duration=args.lease_duration,
-        renew_deadline=args.renew_deadline,
-        retry_period=args.retry_period,
-        metrics_addr=args.metrics_addr or None,
-    )
+    # the flags are spelled as the config's fields (argparse dest == field name)
+    cfg = ControllerConfig(**{f: getattr(args, f) for f in CONFIG_FLAGS},
+                           metrics_addr=args.metrics_addr or None)
     ctrl = Controller(rest, cfg, on_lost_leadership=lost_leadership)
 
     def on_signal(signum: int, _frame: object) -> None:
