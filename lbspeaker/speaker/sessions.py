@@ -27,6 +27,7 @@ from lbspeaker.kube.resources import BGPPEERS
 from lbspeaker.kube.rest import ApiError, Rest
 from lbspeaker.kube.status import update_status
 from lbspeaker.speaker.protocol import Reporter
+from lbspeaker.speaker.writer import FailureCount, run_until_stopped
 
 log = logging.getLogger("lbspeaker.speaker.bgp")
 
@@ -123,12 +124,14 @@ def is_news(told: tuple[bool, str] | None, now: tuple[bool, str]) -> bool:
     return True  # it was up: going down is news, with or without a reason
 
 
-class SessionStatus:
+class SessionStatus(FailureCount):
     """Keeps this node's session entries in step with the plan and ExaBGP's sessions.
 
     `update(selected, live)`: {peer: plan reason} selected for this node, and the
     manager's live sessions; may be called from any thread (plan, ExaBGP's notifier).
     """
+
+    FAILURE_LABEL = "BGP status"
 
     def __init__(self, rest: Rest, namespace: str, node: str, reporter: Reporter,
                  retry: float = 2.0) -> None:
@@ -200,19 +203,17 @@ class SessionStatus:
                 del self._told[name]
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            self._kick.wait(self.retry)
-            self._kick.clear()
-            if self._stop.is_set():
-                return
-            try:
-                if self._refresh is not None:
-                    self._refresh()
-                self.reconcile()
-            except Exception as exc:
-                self.errors += 1
-                self.last_error = repr(exc)
-                log.exception("BGP session status reconcile failed")
+        run_until_stopped(self._stop, self._kick, self.retry, self._pass, self._pass_failed)
+
+    def _pass(self) -> None:
+        if self._refresh is not None:
+            self._refresh()
+        self.reconcile()
+
+    def _pass_failed(self, exc: Exception) -> None:
+        self.errors += 1
+        self.last_error = repr(exc)
+        log.exception("BGP session status reconcile failed")
 
     def remove_all(self) -> None:
         """Shutdown: remove this node's entries (after the thread stopped)."""
@@ -251,9 +252,3 @@ class SessionStatus:
             else:
                 self._written[name] = entry
         return ok
-
-    def _fail(self, what: str, exc: Exception) -> bool:
-        self.errors += 1
-        self.last_error = f"{what}: {exc}"
-        log.warning("BGP status: %s", self.last_error)
-        return False

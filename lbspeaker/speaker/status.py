@@ -32,6 +32,7 @@ from typing import Any, Protocol
 from lbspeaker.api.constants import GROUP
 from lbspeaker.kube.resources import SERVICEBGPSTATUSES, SERVICEL2STATUSES, Resource
 from lbspeaker.kube.rest import ApiError, Rest
+from lbspeaker.speaker.writer import FailureCount, run_until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ class ObjectSource(Protocol):
     def get(self, namespace: str | None, name: str) -> dict[str, Any] | None: ...
 
 
-class OwnedStatusWriter:
+class OwnedStatusWriter(FailureCount):
     """Keeps this node's status objects of every kind equal to `set_desired(...)`, in a thread.
 
     `actual` maps each kind to the cache of this node's objects of that kind, which
@@ -204,19 +205,16 @@ class OwnedStatusWriter:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            self._kick.wait(self.retry_s)
-            self._kick.clear()
-            if self._stop.is_set():
-                return
-            try:
-                full = self._full_due or time.monotonic() - self._full_at >= self.retry_s
-                self.reconcile(full)
-            except Exception as exc:  # never kill the thread
-                self.errors += 1
-                self.last_error = str(exc)
-                self._full_due = True
-                log.exception("status reconcile failed")
+        run_until_stopped(self._stop, self._kick, self.retry_s, self._pass, self._pass_failed)
+
+    def _pass(self) -> None:
+        self.reconcile(self._full_due or time.monotonic() - self._full_at >= self.retry_s)
+
+    def _pass_failed(self, exc: Exception) -> None:
+        self.errors += 1
+        self.last_error = str(exc)
+        self._full_due = True
+        log.exception("status reconcile failed")
 
     def reconcile(self, full: bool = True) -> bool:
         """One pass over every kind (`full`: every object, else the names changed since the last
@@ -297,12 +295,6 @@ class OwnedStatusWriter:
             else:
                 actual[name] = written
         return actual
-
-    def _fail(self, what: str, exc: Exception) -> bool:
-        self.errors += 1
-        self.last_error = f"{what}: {exc}"
-        log.warning("status: %s", self.last_error)
-        return False
 
     def _create(self, kind: OwnedKind, obj: dict[str, Any]) -> bool:
         name, res, ns = obj["metadata"]["name"], kind.resource, self.namespace

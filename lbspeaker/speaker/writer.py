@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Self, TypeVar
+from typing import ClassVar, Self, TypeVar
 
 from lbspeaker.kube.backoff import Backoff
 from lbspeaker.kube.rest import ApiError
@@ -55,4 +55,35 @@ class BackgroundWriter:
         return True
 
 
-__all__ = ["BackgroundWriter"]
+def run_until_stopped(stop: threading.Event, kick: threading.Event, every: float,
+                      step: Callable[[], None], failed: Callable[[Exception], None]) -> None:
+    """The loop of the speaker's status reconcilers (`sessions`, `status`): `step()` after each
+    `kick` or every `every` seconds until `stop`; an exception goes to `failed` (called inside the
+    handler, so it may log the traceback) and never ends the thread."""
+    while not stop.is_set():
+        kick.wait(every)
+        kick.clear()
+        if stop.is_set():
+            return
+        try:
+            step()
+        except Exception as exc:
+            failed(exc)
+
+
+class FailureCount:
+    """`errors` and `last_error` of a status reconciler (its /status and metrics show them)."""
+
+    FAILURE_LABEL: ClassVar[str] = "status"  # how its log lines begin
+    errors: int = 0
+    last_error: str | None = None
+
+    def _fail(self, what: str, exc: Exception) -> bool:
+        """Count one failed write (the next pass retries it); False, for `ok = self._fail(...)`."""
+        self.errors += 1
+        self.last_error = f"{what}: {exc}"
+        logging.getLogger(type(self).__module__).warning("%s: %s", self.FAILURE_LABEL, self.last_error)
+        return False
+
+
+__all__ = ["BackgroundWriter", "FailureCount", "run_until_stopped"]
