@@ -510,8 +510,10 @@ SECTIONS: dict[str, Section | str] = {
     "sigterm": section_sigterm,
     "scale": section_scale,
     "ipv6": "bench.bgp_ipv6:run",
-    "graceful": "bench.bgp_gr:run",
     "hardfail": "bench.bgp_hardfail:run",
+    # last: turning enableGracefulRestart off again does not reset the sessions, so they keep
+    # GR negotiated and a hard failure after it would wait out the router's restart timer
+    "graceful": "bench.bgp_gr:run",
 }
 DEFAULT_SECTIONS = list(SECTIONS)
 

@@ -856,6 +856,10 @@ LOCAL_ASN_SAME_AS_PEER_MESSAGE = (
 )
 
 
+KEEPALIVE_MESSAGE = ("keepaliveTime must not exceed holdTime; a third of holdTime is usual (without "
+                     "holdTime, the hold time is 3 x keepaliveTime)")
+
+
 class BGPPeerSpec(_Model):
     """A BGP session the speakers on the selected nodes open (MetalLB v1beta2 fields)."""
 
@@ -875,9 +879,9 @@ class BGPPeerSpec(_Model):
                 "set at most one of password and passwordSecret: prefer passwordSecret",
             ),
             cel(
-                "!has(self.keepaliveTime) || duration(self.keepaliveTime) <= "
-                "(has(self.holdTime) ? duration(self.holdTime) : duration('90s'))",
-                "keepaliveTime must not exceed holdTime (90s when unset); a third of holdTime is usual",
+                "!has(self.keepaliveTime) || !has(self.holdTime) "
+                "|| duration(self.keepaliveTime) <= duration(self.holdTime)",
+                KEEPALIVE_MESSAGE,
             ),
             cel(
                 "!has(self.sourceAddress) || !has(self.peerAddress) || !isIP(self.sourceAddress) "
@@ -999,13 +1003,17 @@ class BGPPeerSpec(_Model):
     @model_validator(mode="after")
     def _keepalive_within_hold(self) -> BGPPeerSpec:
         if self.keepaliveTime is not None and parse_duration(self.keepaliveTime) > self.hold_time_seconds():
-            raise ValueError("keepaliveTime must not exceed holdTime (90s when unset); a third of holdTime "
-                             "is usual")
+            raise ValueError(KEEPALIVE_MESSAGE)
         return self
 
     def hold_time_seconds(self) -> float:
-        """Hold time in seconds (MetalLB's default 90s when unset)."""
-        return parse_duration(self.holdTime) if self.holdTime is not None else 90.0
+        """Hold time in seconds. Unset: 3 x keepaliveTime when that is set, else 90s (MetalLB's
+        rule, `internal/config` parseBGPPeer)."""
+        if self.holdTime is not None:
+            return parse_duration(self.holdTime)
+        if self.keepaliveTime is None:
+            return 90.0
+        return min(3 * parse_duration(self.keepaliveTime), 65535.0)  # BGP's hold time is 16 bits
 
     def keepalive_time_seconds(self) -> float:
         """Keepalive in seconds (a third of the hold time when unset)."""

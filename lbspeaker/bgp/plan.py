@@ -94,6 +94,13 @@ class LocalPrefLoss:
     nodes: tuple[str, ...]
 
 
+def same_prefix(a: BGPAdvertisementFacts, b: BGPAdvertisementFacts, families: frozenset[int]) -> bool:
+    """Whether two advertisements send one prefix for a pool of `families`: the same aggregation
+    length in a family the pool has (a /24 aggregate and the /32s are different routes)."""
+    return ((4 in families and a.route.aggregation_length == b.route.aggregation_length)
+            or (6 in families and a.route.aggregation_length_v6 == b.route.aggregation_length_v6))
+
+
 def local_pref_conflicts(
     advertisements: Iterable[BGPAdvertisementFacts],
     pools: Iterable[Pool],
@@ -104,7 +111,9 @@ def local_pref_conflicts(
     The rule of `routes.desired_routes` (what goes on the wire), applied to every place a
     route could be sent: for each (pool, node, peer) slot, among the advertisements that
     match the pool, select the node and include the peer (`peers` empty: every peer) and
-    set localPref, the first by name wins; one whose value differs loses. Advertisements on
+    set localPref, the first by name wins among those that send the same prefix (`same_prefix`:
+    a /24 aggregate and the /32s are different routes, each with its own localPref on the wire);
+    one whose value differs loses. Advertisements on
     disjoint nodes or peers do not conflict (different localPref per node is how operators
     prefer some nodes). `nodes`: node name -> labels. Pure and order-independent, so the
     controller recomputing it yields the same answer (no flapping).
@@ -116,15 +125,16 @@ def local_pref_conflicts(
     named = sorted({p for a in advs for p in a.route.peers})
     peer_keys = [*named, ANY_OTHER_PEER]
     # group pools and nodes by which advertisements cover them: few distinct sets in practice
-    pool_sets: dict[frozenset[str], list[str]] = {}
+    pool_sets: dict[tuple[frozenset[str], frozenset[int]], list[str]] = {}
     for pool in pools:
-        pool_sets.setdefault(frozenset(a.name for a in advs if a.matches_pool(pool)), []).append(pool.name)
+        key = (frozenset(a.name for a in advs if a.matches_pool(pool)), pool.families)
+        pool_sets.setdefault(key, []).append(pool.name)
     node_sets: dict[frozenset[str], list[str]] = {}
     for node, labels in nodes.items():
         node_sets.setdefault(frozenset(a.name for a in advs if a.selects_node(labels)), []).append(node)
     by_name = {a.name: a for a in advs}
     found: dict[tuple[str, str], tuple[set[str], set[str]]] = {}  # (loser, winner) -> (pools, nodes)
-    for pool_set, pool_names in pool_sets.items():
+    for (pool_set, families), pool_names in pool_sets.items():
         for node_set, node_names in node_sets.items():
             both = pool_set & node_set
             if len(both) < 2:
@@ -134,9 +144,11 @@ def local_pref_conflicts(
                               if not by_name[n].route.peers or peer in by_name[n].route.peers)
                 if len(slot) < 2:
                     continue
-                first = by_name[slot[0]]
-                for n in slot[1:]:
-                    if by_name[n].route.local_pref != first.route.local_pref:
+                for i, n in enumerate(slot[1:], 1):
+                    # the first by name that sends the same prefix (aggregation length) wins
+                    first = next((by_name[m] for m in slot[:i]
+                                  if same_prefix(by_name[m], by_name[n], families)), None)
+                    if first is not None and by_name[n].route.local_pref != first.route.local_pref:
                         where = found.setdefault((n, first.name), (set(), set()))
                         where[0].update(pool_names)
                         where[1].update(node_names)

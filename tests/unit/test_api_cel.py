@@ -158,7 +158,7 @@ CASES: list[tuple[str, dict[str, Any], str | None]] = [
     ("BGPPeer", _obj("BGPPeer", holdTime="90s", keepaliveTime="30s"), None),
     ("BGPPeer", _obj("BGPPeer", holdTime="90s", keepaliveTime="90s"), None),
     ("BGPPeer", _obj("BGPPeer", holdTime="90s", keepaliveTime="91s"), KEEP),
-    ("BGPPeer", _obj("BGPPeer", keepaliveTime="100s"), KEEP),
+    ("BGPPeer", _obj("BGPPeer", keepaliveTime="100s"), None),  # holdTime 300s (3 x), as MetalLB
     ("BGPPeer", _obj("BGPPeer", holdTime="0s", keepaliveTime="30s"), KEEP),
     ("BGPPeer", _obj("BGPPeer", connectTime="10s"), None),
     ("BGPPeer", _obj("BGPPeer", connectTime="0s"), CONNECT),

@@ -487,10 +487,6 @@ UNNUMBERED = (
     "BGPPeer.spec.interface (unnumbered BGP): MetalLB's FRR modes peer over the interface; the "
     "CRD accepts it but ExaBGP has no unnumbered sessions, so the peer is not configured"
 )
-KEEPALIVE_ONLY = (
-    "keepaliveTime without holdTime: MetalLB derives holdTime = 3 x keepaliveTime (60s -> "
-    "180s); lbspeaker keeps holdTime at its 90s default (and refuses a keepaliveTime over 90s)"
-)
 CONTROL_CHARS = (
     "a newline or carriage return in password (or the passwordSecret's value): MetalLB refuses "
     "it (FRR configuration injection); lbspeaker writes the MD5 password base64-encoded "
@@ -505,11 +501,6 @@ AGG_RANGE = (
     "aggregationLength with a range pool: MetalLB checks each address entry's widest CIDR (a range "
     "3.3.3.2-3.3.3.254 allows 26); lbspeaker requires every CIDR of the pool to fit (32 here, "
     "AggregationLengthTooShort), so no announced prefix covers addresses outside the pool"
-)
-LOCALPREF_AGG = (
-    "localPref conflict between advertisements with different aggregation lengths: MetalLB "
-    "accepts (the routes are different prefixes); lbspeaker's LocalPrefConflict compares the "
-    "(pool, node, peer) slot only and refuses the later advertisement's localPref"
 )
 ALIAS_DUP = (
     "one community alias defined in two Community objects: MetalLB refuses the configuration; "
@@ -880,7 +871,6 @@ PARSE: list[Any] = [
     pytest.param(
         [peer("peer1", **PASS_PEER, keepaliveTime="60s")],
         {"peers": {"peer1": peer_want(42, 42, holdTime=180.0)}},
-        marks=xfail(KEEPALIVE_ONLY),
         id="peer with keepalive only",
     ),
     pytest.param(
@@ -991,7 +981,6 @@ PARSE: list[Any] = [
                 "adv2": adv_want(["pool1"], local_pref=200, nodes=["node1", "node2"]),
             }
         },
-        marks=xfail(LOCALPREF_AGG),
         id="different local pref - different ipv4 aggregation length",
     ),
     pytest.param(
@@ -1007,7 +996,6 @@ PARSE: list[Any] = [
                 "adv2": adv_want(["pool1"], local_pref=200, nodes=["node1", "node2"]),
             }
         },
-        marks=xfail(LOCALPREF_AGG),
         id="different local pref - different aggregation lengths",
     ),
     pytest.param(
