@@ -7,6 +7,7 @@ import json
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -660,16 +661,20 @@ def test_list_at_a_future_resource_version_is_504_too_large(lab_apiserver_factor
         assert http(server, "GET", f"/api/v1/namespaces/default/configmaps?resourceVersion={rv}")[0] == 200
 
 
+
+def _started(request: Callable[[], object]) -> threading.Thread:
+    """`request` on a thread of its own, started: a client blocked on the server while the test
+    goes on to unblock it."""
+    t = threading.Thread(target=request)
+    t.start()
+    return t
+
 def test_list_waits_for_a_resource_version_reached_meanwhile(lab_apiserver_factory: Any) -> None:
     server = lab_apiserver_factory(rv_block_timeout=10.0)
     ahead = server.resource_version + 1
     got: list[tuple[int, Any]] = []
-    t = threading.Thread(
-        target=lambda: got.append(
-            http(server, "GET", f"/api/v1/namespaces/default/configmaps?resourceVersion={ahead}")
-        )
-    )
-    t.start()
+    t = _started(lambda: got.append(
+        http(server, "GET", f"/api/v1/namespaces/default/configmaps?resourceVersion={ahead}")))
     http(server, "POST", "/api/v1/namespaces/default/configmaps", cm_body("late"))
     t.join(15)
     code, body = got[0]
@@ -682,12 +687,8 @@ def test_watch_from_a_future_resource_version_is_silent_until_reached(lab_apiser
     server = lab_apiserver_factory(bookmark_interval=0.1)
     ahead = server.resource_version + 3
     lines: list[dict[str, Any]] = []
-    t = threading.Thread(
-        target=lambda: lines.extend(
-            _watch_lines(server, f"resourceVersion={ahead}&allowWatchBookmarks=true&timeoutSeconds=3")
-        )
-    )
-    t.start()
+    t = _started(lambda: lines.extend(
+        _watch_lines(server, f"resourceVersion={ahead}&allowWatchBookmarks=true&timeoutSeconds=3")))
     wait_for(lambda: server.open_watch_count() == 1, 5)
     for i in range(5):
         http(server, "POST", "/api/v1/namespaces/default/configmaps", cm_body(f"c{i}"))

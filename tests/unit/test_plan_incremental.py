@@ -9,6 +9,7 @@ exactly what `compute_plan` / `compute_bgp_plan` give over the same facts from s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from hypothesis import given, settings
@@ -79,10 +80,19 @@ def contexts(draw: st.DrawFn) -> dict[str, Any]:
 @st.composite
 def steps(draw: st.DrawFn) -> tuple[dict[str, ServiceFacts | None], dict[str, Any] | None, bool]:
     """(Services that change: key -> new facts or None, a new context or None, tell the keys?)"""
+    return draw_step(draw, services, contexts)
+
+
+Step = tuple[dict[str, ServiceFacts | None], dict[str, Any] | None, bool]
+
+
+def draw_step(draw: st.DrawFn, facts: Callable[[str], st.SearchStrategy[ServiceFacts | None]],
+              context: Callable[[], st.SearchStrategy[dict[str, Any]]]) -> Step:
+    """One step of `steps` (layer 2) or `bgp_steps`: the same draws, from that protocol's strategies."""
     keys = draw(st.lists(st.sampled_from(KEYS), unique=True, max_size=4))
-    changes = {k: draw(services(k)) for k in keys}
-    context = draw(contexts()) if draw(st.integers(0, 3)) == 0 else None
-    return changes, context, draw(st.integers(0, 4)) > 0
+    changes = {k: draw(facts(k)) for k in keys}
+    new_context = draw(context()) if draw(st.integers(0, 3)) == 0 else None
+    return changes, new_context, draw(st.integers(0, 4)) > 0
 
 
 def same_l2(a: Plan, b: Plan) -> None:
@@ -198,10 +208,7 @@ def bgp_services(draw: st.DrawFn, key: str) -> ServiceFacts | None:
 
 @st.composite
 def bgp_steps(draw: st.DrawFn) -> tuple[dict[str, ServiceFacts | None], dict[str, Any] | None, bool]:
-    keys = draw(st.lists(st.sampled_from(KEYS), unique=True, max_size=4))
-    changes = {k: draw(bgp_services(k)) for k in keys}
-    context = draw(bgp_contexts()) if draw(st.integers(0, 3)) == 0 else None
-    return changes, context, draw(st.integers(0, 4)) > 0
+    return draw_step(draw, bgp_services, bgp_contexts)
 
 
 @settings(max_examples=150, deadline=None)
