@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from lbspeaker.l2.packet import ResponderStats
 from lbspeaker.l2.responder import Announcer, ResponderFactory
@@ -78,6 +79,21 @@ def make_announcer(schedule: tuple[float, ...] = (0.0, 0.05, 0.1)) -> Announcer:
     return Announcer(garp_schedule=schedule, retry_interval=0.05, factories={4: factory(4), 6: factory(6)})
 
 
+@contextlib.contextmanager
+def running(schedule: tuple[float, ...] = (0.0, 0.05, 0.1),
+            setup: Callable[[], object] | None = None) -> Iterator[Announcer]:
+    """A started `make_announcer`, stopped however the test ends; `setup` runs between the two
+    (after the fakes are cleared, before the first open)."""
+    a = make_announcer(schedule)
+    if setup is not None:
+        setup()
+    a.start()
+    try:
+        yield a
+    finally:
+        a.stop()
+
+
 def live(ifname: str, family: int) -> FakeResponder:
     found = [r for r in FakeResponder.instances if r.ifname == ifname and r.family == family and not r.closed]
     assert len(found) == 1, found
@@ -85,9 +101,7 @@ def live(ifname: str, family: int) -> FakeResponder:
 
 
 def test_take_sends_garp_schedule_and_release_stops() -> None:
-    a = make_announcer()
-    a.start()
-    try:
+    with running() as a:
         assert a.set_owned({"eth0": ["172.18.255.200", "fc00::c8"]}) == {}
         wait_for(lambda: garp_count("eth0", 4) == 3 and garp_count("eth0", 6) == 3, 5)
         v4, v6 = live("eth0", 4), live("eth0", 6)
@@ -103,15 +117,11 @@ def test_take_sends_garp_schedule_and_release_stops() -> None:
         assert a.interfaces() == ["eth0"]
         st = a.stats()
         assert st["eth0/ipv4"]["gratuitous_sent"] == {"172.18.255.200": 3}
-    finally:
-        a.stop()
     assert all(r.closed for r in FakeResponder.instances)
 
 
 def test_release_cancels_pending_garps() -> None:
-    a = make_announcer(schedule=(0.0, 0.2, 0.4))
-    a.start()
-    try:
+    with running(schedule=(0.0, 0.2, 0.4)) as a:
         a.set_owned({"eth0": ["172.18.255.200", "172.18.255.201"]})
         time.sleep(0.05)
         a.set_owned({"eth0": ["172.18.255.201"]})
@@ -120,14 +130,10 @@ def test_release_cancels_pending_garps() -> None:
         ips = [ip for _, ip in r.garps]
         assert ips.count(packed("172.18.255.200")) == 1  # only the immediate one
         assert ips.count(packed("172.18.255.201")) == 3
-    finally:
-        a.stop()
 
 
 def test_retake_restarts_schedule_without_duplicates() -> None:
-    a = make_announcer(schedule=(0.0, 0.15))
-    a.start()
-    try:
+    with running(schedule=(0.0, 0.15)) as a:
         a.set_owned({"eth0": ["172.18.255.200", "172.18.255.9"]})
         time.sleep(0.05)
         a.set_owned({"eth0": ["172.18.255.9"]})
@@ -136,15 +142,10 @@ def test_retake_restarts_schedule_without_duplicates() -> None:
         ips = [ip for _, ip in live("eth0", 4).garps]
         # first take: 1 sent before release; retake: full schedule (2); stale entry skipped
         assert ips.count(packed("172.18.255.200")) == 3
-    finally:
-        a.stop()
 
 
 def test_missing_interface_reported_and_retried() -> None:
-    a = make_announcer()
-    MISSING.add("eth9")
-    a.start()
-    try:
+    with running(setup=lambda: MISSING.add("eth9")) as a:
         errors = a.set_owned({"eth9": ["172.18.255.200"]})
         assert "eth9" in errors and "No such device" in errors["eth9"]
         assert a.interfaces() == []
@@ -157,14 +158,10 @@ def test_missing_interface_reported_and_retried() -> None:
         wait_for(lambda: garp_count("eth9") == 3, 5)
         assert a.errors() == {}
         assert len(live("eth9", 4).garps) == 3  # announced once it came back
-    finally:
-        a.stop()
 
 
 def test_refresh_reopens_and_reannounces() -> None:
-    a = make_announcer(schedule=(0.0,))
-    a.start()
-    try:
+    with running(schedule=(0.0,)) as a:
         a.set_owned({"eth0": ["172.18.255.200"]})
         wait_for(lambda: garp_count("eth0") == 1, 5)
         first = live("eth0", 4)
@@ -174,14 +171,10 @@ def test_refresh_reopens_and_reannounces() -> None:
         assert second is not first and len(second.garps) == 1
         # cumulative stats across the re-open
         assert a.stats()["eth0/ipv4"]["gratuitous_sent"] == {"172.18.255.200": 2}
-    finally:
-        a.stop()
 
 
 def test_multiple_interfaces_and_unchanged_set_is_noop() -> None:
-    a = make_announcer(schedule=(0.0,))
-    a.start()
-    try:
+    with running(schedule=(0.0,)) as a:
         a.set_owned({"eth0": ["172.18.255.200"], "eth1": ["172.18.255.200"]})
         wait_for(lambda: garp_count("eth0") == 1 and garp_count("eth1") == 1, 5)
         e0, e1 = live("eth0", 4), live("eth1", 4)
@@ -191,14 +184,10 @@ def test_multiple_interfaces_and_unchanged_set_is_noop() -> None:
         assert len(e0.garps) == 1 and len(e1.garps) == 1
         a.set_owned({})
         assert e0.closed and e1.closed and a.owned() == {}
-    finally:
-        a.stop()
 
 
 def test_link_events_reopen_and_reannounce() -> None:
-    a = make_announcer(schedule=(0.0,))
-    a.start()
-    try:
+    with running(schedule=(0.0,)) as a:
         a.set_owned({"eth0": ["172.18.255.200"]})
         wait_for(lambda: garp_count("eth0") == 1, 5)
         first = live("eth0", 4)
@@ -223,5 +212,3 @@ def test_link_events_reopen_and_reannounce() -> None:
         wait_for(lambda: garp_count("eth0") == 1, 5)
         assert a.errors() == {}
         assert a.totals()["gratuitous_sent"] == {"172.18.255.200": 4}
-    finally:
-        a.stop()
