@@ -65,9 +65,16 @@ def decide(
     """Pure decision of client-go's tryAcquireOrRenew: what to do, and the updated observation.
 
     `now` is a monotonic clock reading. A holder other than us keeps the Lease until
-    `leaseDurationSeconds` have passed on our clock since the record last changed.
+    `leaseDurationSeconds` have passed on our clock since the record last changed, also when
+    the Lease object disappears meanwhile.
     """
     if lease is None:
+        # Gone (deleted, or the API server's store was reset) while another holder had it: that
+        # holder may still be leading on its own clock, so it keeps the Lease for its duration
+        # from our last sight of it, as if the object were still there (else two leaders).
+        if observed is not None and observed.record[0] not in ("", identity) \
+                and observed.at + float(observed.record[1] or 0) > now:
+            return Action.WAIT, observed
         return Action.CREATE, None
     spec = lease.get("spec") or {}
     record = record_of(spec)

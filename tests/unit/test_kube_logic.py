@@ -45,6 +45,12 @@ OBS_OTHER_AT_100 = Observation(record_of(L_OTHER["spec"]), 100.0)
         (L_OTHER, 110.0, OBS_OTHER_AT_100, Action.ACQUIRE, 100.0),
         # the holder renewed (record changed): the clock restarts
         (lease("other", renew="t2"), 115.0, OBS_OTHER_AT_100, Action.WAIT, 115.0),
+        # the Lease vanished (store reset) while another held it: it still holds it for the
+        # duration since we last saw it change (a fault bench found two leaders without this)
+        (None, 105.0, OBS_OTHER_AT_100, Action.WAIT, 100.0),
+        (None, 110.0, OBS_OTHER_AT_100, Action.CREATE, None),
+        (None, 100.0, Observation(record_of(lease("me")["spec"]), 99.0), Action.CREATE, None),
+        (None, 100.0, Observation(record_of(lease("")["spec"]), 99.0), Action.CREATE, None),
         # we think we hold it but somebody else is in the record: wait like anyone else
         (lease("other", duration=1), 100.5, None, Action.WAIT, 100.5),
     ],
