@@ -237,17 +237,31 @@ def assign(alloc: Allocator, key: str, kw: dict[str, Any]) -> Result | None:
         sharing_key=kw.get("share"), backend_key=kw.get("backend")))
 
 
+Op = Callable[[Allocator, str, dict[str, Any]], Result | None]
+
+
+def outcome(alloc: Allocator, rows: Sequence[ParameterSet], upto: int,
+            op: Op) -> tuple[str, str, dict[str, Any], Result] | None:
+    """Replay the rows up to `upto` and check the outcome of the last one when it is a release or an
+    expected failure (None: nothing more to check); else (desc, key, kw, result) of a success."""
+    desc, key, kw, before, r = replay(alloc, rows, upto, op)
+    if r is None:
+        assert alloc.assigned(key) is None, desc
+        return None
+    if kw.get("want"):
+        check_failure(alloc, desc, key, before, r, kw["want"])
+        return None
+    assert r.ok, (desc, r.reason, r.message)
+    return desc, key, kw, r
+
+
 @pytest.mark.parametrize("upto", indexed(ASSIGNMENT))
 def test_assignment(upto: int) -> None:
     alloc = Allocator(ASSIGNMENT_POOLS)
-    desc, key, kw, before, r = replay(alloc, ASSIGNMENT, upto, assign)
-    if r is None:
-        assert alloc.assigned(key) is None, desc
+    done = outcome(alloc, ASSIGNMENT, upto, assign)
+    if done is None:
         return
-    if kw.get("want"):
-        check_failure(alloc, desc, key, before, r, kw["want"])
-        return
-    assert r.ok, (desc, r.reason, r.message)
+    desc, key, kw, r = done
     assert r.ips == tuple(kw["ips"]), desc
     assert alloc.assigned(key) is not None and alloc.assigned(key).ips == tuple(kw["ips"]), desc
 
@@ -268,14 +282,10 @@ def request(alloc: Allocator, key: str, kw: dict[str, Any]) -> Result | None:
 
 def check_allocation(alloc: Allocator, rows: Sequence[ParameterSet], upto: int,
                      valid: Callable[[dict[str, Any], str], bool]) -> None:
-    desc, key, kw, before, r = replay(alloc, rows, upto, request)
-    if r is None:
-        assert alloc.assigned(key) is None, desc
+    done = outcome(alloc, rows, upto, request)
+    if done is None:
         return
-    if kw.get("want"):
-        check_failure(alloc, desc, key, before, r, kw["want"])
-        return
-    assert r.ok, (desc, r.reason, r.message)
+    desc, _key, kw, r = done
     assert r.ips, desc
     bad = [ip for ip in r.ips if not valid(kw, ip)]
     assert not bad, f"{desc}: allocated unexpected IP(s) {bad}"

@@ -803,56 +803,33 @@ PARSE: list[Any] = [
         refused(("BGPPeer", "p", "ebgpMultiHop is for eBGP only")),
         id="invalid ebgp-multihop",
     ),
-    pytest.param(
-        nl_peer(interface="eth0\nrouter bgp 666"),
-        refused(("BGPPeer", "peer1", "spec.interface")),
-        id="invalid interface with newline",
-    ),
-    pytest.param(
-        nl_peer(peerAddress="1.2.3.4", password="password\n"),
-        refused(("BGPPeer", "peer1", "")),
-        marks=xfail(CONTROL_CHARS),
-        id="invalid password with newline",
-    ),
-    pytest.param(
-        [
-            *nl_peer(peerAddress="1.2.3.4", passwordSecret={"name": "bgpsecret"}),
-            secret("bgpsecret", "nopass\n"),
-        ],
-        refused(("BGPPeer", "peer1", "")),
-        marks=xfail(CONTROL_CHARS),
-        id="invalid password secret with newline",
-    ),
-    pytest.param(
-        nl_peer(peerAddress="1.2.3.4", vrf="vrf\n"),
-        refused(("BGPPeer", "peer1", "vrf")),
-        id="invalid VRF name with newline",
-    ),
-    pytest.param(
-        nl_peer(interface="eth0\rrouter bgp 666"),
-        refused(("BGPPeer", "peer1", "spec.interface")),
-        id="invalid interface with carriage return",
-    ),
-    pytest.param(
-        nl_peer(peerAddress="1.2.3.4", password="password\r"),
-        refused(("BGPPeer", "peer1", "")),
-        marks=xfail(CONTROL_CHARS),
-        id="invalid password with carriage return",
-    ),
-    pytest.param(
-        [
-            *nl_peer(peerAddress="1.2.3.4", passwordSecret={"name": "bgpsecret"}),
-            secret("bgpsecret", "nopass\r"),
-        ],
-        refused(("BGPPeer", "peer1", "")),
-        marks=xfail(CONTROL_CHARS),
-        id="invalid password secret with carriage return",
-    ),
-    pytest.param(
-        nl_peer(peerAddress="1.2.3.4", vrf="vrf\r"),
-        refused(("BGPPeer", "peer1", "vrf")),
-        id="invalid VRF name with carriage return",
-    ),
+    *[row for what, ch in (("newline", "\n"), ("carriage return", "\r")) for row in (
+        pytest.param(
+            nl_peer(interface=f"eth0{ch}router bgp 666"),
+            refused(("BGPPeer", "peer1", "spec.interface")),
+            id=f"invalid interface with {what}",
+        ),
+        pytest.param(
+            nl_peer(peerAddress="1.2.3.4", password=f"password{ch}"),
+            refused(("BGPPeer", "peer1", "")),
+            marks=xfail(CONTROL_CHARS),
+            id=f"invalid password with {what}",
+        ),
+        pytest.param(
+            [
+                *nl_peer(peerAddress="1.2.3.4", passwordSecret={"name": "bgpsecret"}),
+                secret("bgpsecret", f"nopass{ch}"),
+            ],
+            refused(("BGPPeer", "peer1", "")),
+            marks=xfail(CONTROL_CHARS),
+            id=f"invalid password secret with {what}",
+        ),
+        pytest.param(
+            nl_peer(peerAddress="1.2.3.4", vrf=f"vrf{ch}"),
+            refused(("BGPPeer", "peer1", "vrf")),
+            id=f"invalid VRF name with {what}",
+        ),
+    )],
     pytest.param(
         [peer("p", **PASS_PEER, holdTime="30s", keepaliveTime="90s")],
         refused(("BGPPeer", "p", "keepaliveTime must not exceed")),
