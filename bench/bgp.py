@@ -228,7 +228,7 @@ class Context:
         self.options = want
         self.lab.up(**{**DEFAULT_OPTIONS, "router": self.router, **want})
         bgp_config(self.rest)
-        self.fib.wait(lambda s: set(s.get(self.warm_ip, [])) == self.hops, 120)
+        self.wait_warm(120)
 
     def wait_warm(self, timeout: float = 60) -> float:
         return self.fib.wait(lambda s: set(s.get(self.warm_ip, [])) == self.hops, timeout)

@@ -368,9 +368,7 @@ def test_pool_allocation(upto: int) -> None:
 def test_overlapping_pools_of_pool_allocation_are_refused() -> None:
     """TestPoolAllocation's pools as MetalLB writes them: the three copies of "test" are refused."""
     metallb = [
-        pool("not_this_one", "192.168.0.0/16", "fc00::1:0/112"),
-        pool("test", "1.2.3.4/31", "1.2.3.10/31", "1000::/127", "2000::/127"),
-        pool("test2", "10.20.30.0/24", "fc00::2:0/120"),
+        *POOL_ALLOCATION_POOLS[:3],  # not_this_one, test, test2: as MetalLB writes them
         pool("test-v4", "1.2.3.4/31", "1.2.3.10/31"),
         pool("test-v6", "1000::/127", "2000::/127"),
         pool("test-dualstack", "1.2.3.4/31", "1.2.3.10/31", "1000::/127", "2000::/127"),
