@@ -44,6 +44,7 @@ from lbspeaker.kube.resources import (  # noqa: E402
 )
 from lbspeaker.kube.rest import Rest  # noqa: E402
 from lbspeaker.links import LinkInfo  # noqa: E402
+from lbspeaker.speaker.bgp import BGPHooks  # noqa: E402
 from lbspeaker.speaker.main import Config, Speaker  # noqa: E402
 from tests.conftest import apply_crds, crd_documents  # noqa: E402
 
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = Config(node=node, lease_duration=3, renew_interval=0.5, heartbeat_port=0,
                          metrics_addr="", run_dir=str(tmp / node))
             spk = Speaker(cfg, rest, Announcer(), list_links=lambda: [LinkInfo("eth0", 2)], watch_links=False,
-                          bgp_manager_factory=Manager, node_networks=lambda: ["127.0.0.0/8"])
+                          bgp_hooks=BGPHooks(Manager, node_networks=lambda: ["127.0.0.0/8"]))
             spk.start(serve_http=False)
             speakers.append(spk)
         settle(speakers)

@@ -21,6 +21,7 @@ from typing import Any
 
 from lbspeaker.kube.resources import EVENTS
 from lbspeaker.kube.rest import ApiError, Rest
+from lbspeaker.queueworker import consume
 
 log = logging.getLogger(__name__)
 
@@ -229,19 +230,13 @@ class EventRecorder:
             self._thread.start()
 
     def _work(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            try:
-                self._write(item)
-            except Exception:
-                log.exception("writing event failed")
-            finally:
-                with self._idle:
-                    self._pending -= 1
-                    if not self._pending:
-                        self._idle.notify_all()
+        consume(self._queue.get, self._write, log=log, what="writing an event", after=self._written)
+
+    def _written(self) -> None:
+        with self._idle:
+            self._pending -= 1
+            if not self._pending:
+                self._idle.notify_all()
 
     def _prune(self, now: float) -> None:
         """Forget full buckets and stale dedup entries so memory stays bounded (lock held)."""

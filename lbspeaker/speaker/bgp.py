@@ -48,6 +48,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -58,6 +59,7 @@ from lbspeaker.bgp.plan import BGPPlan, BGPPlanner
 from lbspeaker.bgp.routes import RouteAttrs
 from lbspeaker.bgp.session import PeerSession
 from lbspeaker.facts import Problem
+from lbspeaker.queueworker import consume
 from lbspeaker.speaker import snapshot as S
 from lbspeaker.speaker.protocol import Reporter
 from lbspeaker.speaker.secrets import PeerPasswords
@@ -105,6 +107,20 @@ def default_manager_factory(workdir: Path, on_change: Callable[[str, PeerSession
     return PeerProcesses(workdir, one, on_session_change=on_change)
 
 
+@dataclass(frozen=True)
+class BGPHooks:
+    """What a test, a bench or the lab replaces in the BGP protocol: how ExaBGP and BFD are
+    started, and where the node's own networks come from (None: no networks, no next-hop
+    checks against them)."""
+
+    manager_factory: ManagerFactory = default_manager_factory
+    bfd_factory: BFDFactory = BFDManager
+    node_networks: Callable[[], list[str]] | None = None
+
+
+REAL_HOOKS = BGPHooks()  # ExaBGP through pdeathsig, the speaker's own BFD
+
+
 class BGP:
     """The BGP protocol of one node (see the module docstring)."""
 
@@ -124,10 +140,8 @@ class BGP:
         reporter: Reporter,
         passwords: PeerPasswords,
         workdir: Path,
-        manager_factory: ManagerFactory = default_manager_factory,
-        node_networks: Callable[[], list[str]] | None = None,
+        hooks: BGPHooks = REAL_HOOKS,
         ignore_exclude_lb: bool = False,
-        bfd_factory: BFDFactory = BFDManager,
     ) -> None:
         self.node = node
         self.status = status
@@ -136,14 +150,14 @@ class BGP:
         self.passwords = passwords
         self.workdir = workdir
         self.ignore_exclude_lb = ignore_exclude_lb
-        self._manager_factory = manager_factory
+        self._manager_factory = hooks.manager_factory
         self.manager: ManagerLike | None = None
         # ExaBGP's pdeathsig fires when the thread that started it ends: `finish` waits for this.
         self._manager_done = threading.Event()
         # Snapshots of the live sessions are taken by several threads (plan, ExaBGP's notifier,
         # the session writer): one lock makes them reach SessionStatus in the order taken.
         self._refresh_mu = threading.Lock()
-        self._node_networks = node_networks
+        self._node_networks = hooks.node_networks
         self._networks: list[str] | None = None
         self._networks_at = 0.0
         self._peers_applied: list[PeerSpec] | None = None
@@ -151,7 +165,7 @@ class BGP:
         self.problems: set[Problem] = set()
         self._planner = BGPPlanner(node, ignore_exclude_lb)
         self._planned: Snapshot | None = None  # the snapshot the planner saw last
-        self._bfd_factory = bfd_factory
+        self._bfd_factory = hooks.bfd_factory
         self.bfd: BFDManager | None = None  # started with the first peer that names a bfdProfile
         self._bfd_events: queue.SimpleQueue[PeerEvent | None] = queue.SimpleQueue()
         self._bfd_thread: threading.Thread | None = None
@@ -325,14 +339,7 @@ class BGP:
 
     def _bfd_loop(self) -> None:
         """BFD transitions, off the BFD thread: tear the BGP session down, Events, status."""
-        while True:
-            event = self._bfd_events.get()
-            if event is None:
-                return
-            try:
-                self._on_bfd(event)
-            except Exception:
-                log.exception("BFD: handling %s failed", event)
+        consume(self._bfd_events.get, self._on_bfd, log=log, what="BFD: handling a transition")
 
     def _on_bfd(self, event: PeerEvent) -> None:
         if self.sessions.is_quiet:

@@ -47,14 +47,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from lbspeaker import netinfo
 from lbspeaker.api.constants import NAMESPACE, SPEAKER_NAME
-from lbspeaker.bfd.manager import BFDManager
 from lbspeaker.facts import read_node
 from lbspeaker.health import HealthServer
 from lbspeaker.kube import memberlist
@@ -83,7 +82,7 @@ from lbspeaker.links import LinkInfo
 from lbspeaker.plan import Plan
 from lbspeaker.speaker import snapshot as S
 from lbspeaker.speaker import strictarp
-from lbspeaker.speaker.bgp import BGP, DEFAULT_RUN_DIR, BFDFactory, ManagerFactory, default_manager_factory
+from lbspeaker.speaker.bgp import BGP, DEFAULT_RUN_DIR, REAL_HOOKS, BGPHooks
 from lbspeaker.speaker.configstate import SpeakerConfigState
 from lbspeaker.speaker.heartbeat import DEFAULT_PORT, Heartbeater, PeerState
 from lbspeaker.speaker.layer2 import AnnouncerLike, Enforcer, Layer2
@@ -175,16 +174,14 @@ class Speaker:
         list_links: Callable[[], list[LinkInfo]] | None = None,
         watch_links: bool = True,
         enforce: Enforcer | None = None,
-        bgp_manager_factory: ManagerFactory = default_manager_factory,
-        node_networks: Callable[[], list[str]] | None = None,
-        bfd_factory: BFDFactory = BFDManager,
+        bgp_hooks: BGPHooks = REAL_HOOKS,
     ) -> None:
+        self.metrics = SpeakerMetrics(cfg.node)  # first: every part built below reports to it
         self.cfg = cfg
         self.rest = rest
         self.announcer = announcer
         self._list_links = list_links
         self._watch_links = watch_links
-        self.metrics = SpeakerMetrics(cfg.node)
         self.metrics.attach_announcer(announcer.totals)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -274,13 +271,12 @@ class Speaker:
             node_problems=self.node_problems, ignore_exclude_lb=cfg.ignore_exclude_lb,
             interfaces=cfg.interfaces, enforce_strict_arp=cfg.enforce_strict_arp, enforce=enforce,
         )
-        if node_networks is None and list_links is not None:  # a real node (not a test's fake links)
-            node_networks = netinfo.node_networks
+        if bgp_hooks.node_networks is None and list_links is not None:  # a real node, not fake links
+            bgp_hooks = replace(bgp_hooks, node_networks=netinfo.node_networks)
         self.bgp = BGP(
             cfg.node, status=self.status, sessions=self.sessions, reporter=self.reporter,
             passwords=PeerPasswords(rest, ns), workdir=Path(cfg.run_dir) / "bgp" / cfg.node,
-            manager_factory=bgp_manager_factory, node_networks=node_networks,
-            ignore_exclude_lb=cfg.ignore_exclude_lb, bfd_factory=bfd_factory,
+            hooks=bgp_hooks, ignore_exclude_lb=cfg.ignore_exclude_lb,
         )
         self.l2_runner: Runner[Any] = Runner(self.layer2)
         self.bgp_runner: Runner[Any] = Runner(self.bgp, pause_after_plan=True)

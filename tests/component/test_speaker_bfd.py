@@ -21,6 +21,7 @@ from lbspeaker.bgp.session import PeerSession
 from lbspeaker.kube.resources import BFDPROFILES, BGPPEERS
 from lbspeaker.kube.rest import ApiError, Rest
 from lbspeaker.links import LinkInfo
+from lbspeaker.speaker.bgp import BGPHooks
 from lbspeaker.speaker.main import Config, Speaker
 from tests.component.test_bfd_io import free_port
 from tests.component.test_speaker import FakeAnnouncer
@@ -70,8 +71,7 @@ def bfd_speaker(rest: Rest, tmp_path: Path) -> Iterator[tuple[Speaker, list[Tear
     cfg = Config(node=NODE, lease_duration=3, renew_interval=0.5, heartbeat_port=0,
                  metrics_addr="127.0.0.1:0", run_dir=str(tmp_path / "run"))
     spk = Speaker(cfg, rest, FakeAnnouncer(), list_links=lambda: [LinkInfo("eth0", 2)], watch_links=False,
-                  bgp_manager_factory=factory, node_networks=lambda: ["127.0.0.11/8"],
-                  bfd_factory=bfd_factory)
+                  bgp_hooks=BGPHooks(factory, bfd_factory, lambda: ["127.0.0.11/8"]))
     spk.start()
     yield spk, managers, router
     if not spk._stop.is_set():

@@ -39,6 +39,7 @@ from lbspeaker.kube.resources import (
 )
 from lbspeaker.kube.rest import ApiError, Rest
 from lbspeaker.links import LinkInfo
+from lbspeaker.speaker.bgp import BGPHooks
 from lbspeaker.speaker.main import Config, Speaker
 from lbspeaker.speaker.status import BGP_STATUS
 from tests.component.test_speaker import FakeAnnouncer
@@ -182,7 +183,7 @@ def speaker(rest: Rest, tmp_path: Path) -> Iterator[tuple[Speaker, FakeAnnouncer
                  metrics_addr="127.0.0.1:0", run_dir=str(tmp_path / "run"))
     ann = FakeAnnouncer()
     spk = Speaker(cfg, rest, ann, list_links=lambda: [LinkInfo("eth0", 2)], watch_links=False,
-                  bgp_manager_factory=factory, node_networks=lambda: ["127.0.0.11/8"])
+                  bgp_hooks=BGPHooks(factory, node_networks=lambda: ["127.0.0.11/8"]))
     spk.start()
     yield spk, ann, managers
     if not spk._stop.is_set():
