@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from lbspeaker.bfd.packet import ParseError, State, decode, encode
 from lbspeaker.bfd.session import Output, Session, SessionConfig, SessionKey, StateChange
@@ -62,16 +62,16 @@ class SessionInfo:
     down_events: int = 0
 
 
-COUNTERS = ("packets_in", "packets_out", "up_events", "down_events")  # SessionInfo's counter fields
-
-
 @dataclass
 class _Entry:
     session: Session
     sock: socket.socket
     min_ttl: int
     family: int
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+    packets_in: int = 0
+    packets_out: int = 0
+    up_events: int = 0
+    down_events: int = 0
 
 
 Callback = Callable[[SessionKey, StateChange], None]
@@ -237,7 +237,7 @@ class BFDRunner:
         for pkt in packets:
             try:
                 entry.sock.send(encode(pkt))
-                entry.counts["packets_out"] += 1
+                entry.packets_out += 1
             except OSError as exc:  # unreachable peer, full buffer: BFD's own timers handle loss
                 log.debug("BFD send to %s failed: %s", key.peer, exc)
 
@@ -245,14 +245,14 @@ class BFDRunner:
         self._send(key, entry, out.send)
         for change in out.changes:
             if change.new == State.UP:
-                entry.counts["up_events"] += 1
+                entry.up_events += 1
             elif change.old == State.UP:
-                entry.counts["down_events"] += 1
+                entry.down_events += 1
         s = entry.session
         info = SessionInfo(
             key, s.state, s.local_diag, s.remote_state, s.local_discr, s.remote_discr,
             s.tx_interval_us, s.detection_time_us, entry.sock.getsockname()[1],
-            **entry.counts,
+            entry.packets_in, entry.packets_out, entry.up_events, entry.down_events,
         )
         with self._info_lock:
             self._info[key] = info  # before the callbacks: a consumer reading sessions() agrees
@@ -295,7 +295,7 @@ class BFDRunner:
         if ipaddress.ip_address(source) != ipaddress.ip_address(key.peer):
             log.debug("BFD packet for session %s came from %s", key.peer, source)
             return
-        entry.counts["packets_in"] += 1
+        entry.packets_in += 1
         out = entry.session.receive(pkt, self._clock())
         if out.dropped:
             log.debug("BFD packet from %s dropped: %s", source, out.dropped)
