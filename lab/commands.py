@@ -54,6 +54,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CRD_DIR = REPO_ROOT / "manifests" / "crds"
 SYSTEM_NAMESPACE = "lbspeaker-system"
 NODES_APISERVER_PORT = 6443
+APPLY_ATTEMPTS = 10  # bounded create-or-replace retries on 409 Conflict
 EXCLUDE_LB_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 CONTROL_PLANE_ROLE = "node-role.kubernetes.io/control-plane"
 
@@ -359,10 +360,20 @@ class Kube:
         except KubeError as e:
             if e.status != 409:
                 raise
-        current = self.request("GET", f"{collection}/{name}")
         obj = json.loads(json.dumps(obj))
-        obj["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-        return dict(self.request("PUT", f"{collection}/{name}", obj))
+
+        def replace() -> dict[str, Any]:
+            current = self.request("GET", f"{collection}/{name}")
+            obj["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            return dict(self.request("PUT", f"{collection}/{name}", obj))
+
+        for _ in range(APPLY_ATTEMPTS - 1):  # agents write the objects' status meanwhile: re-read on 409
+            try:
+                return replace()
+            except KubeError as e:
+                if e.status != 409:
+                    raise
+        return replace()
 
     def merge(self, collection: str, obj: dict[str, Any]) -> dict[str, Any]:
         """Create, or merge-patch into what is there (labels and annotations others set stay)."""

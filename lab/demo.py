@@ -51,17 +51,38 @@ def lab_cli(*argv: str, check: bool = True, capture: bool = False) -> subprocess
                           capture_output=capture)
 
 
+APPLY_ATTEMPTS = 10
+
+
 def apply(rest: Rest, resource: Resource, obj: dict[str, Any]) -> None:
-    """Create, or replace the spec of an existing object (like `kubectl apply` for our purposes)."""
+    """Create, or replace the spec of an existing object (like `kubectl apply` for our purposes).
+
+    A replace carries the resourceVersion just read; the controller and the speakers write the
+    same objects' status meanwhile (each write a new resourceVersion), so a 409 Conflict means
+    "read again and retry", as client-go's RetryOnConflict does. Bounded: after APPLY_ATTEMPTS
+    conflicts in a row the last one is raised.
+    """
     meta = obj["metadata"]
+    ns = meta.get("namespace")
     try:
-        rest.create(resource, obj, namespace=meta.get("namespace"))
+        rest.create(resource, obj, namespace=ns)
+        return
     except ApiError as err:
         if not err.already_exists:
             raise
-        current = rest.get(resource, meta["name"], namespace=meta.get("namespace"))
+
+    def replace() -> None:
+        current = rest.get(resource, meta["name"], namespace=ns)
         obj["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         rest.replace(resource, obj)
+
+    for _ in range(APPLY_ATTEMPTS - 1):
+        try:
+            return replace()
+        except ApiError as err:
+            if not err.conflict:
+                raise
+    replace()
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float,

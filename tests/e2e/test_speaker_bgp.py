@@ -39,6 +39,7 @@ import pytest
 from lab import netns as nsops
 from lab import router as rtr
 from lab import topology as topo
+from lab.demo import apply
 from lbspeaker.api.constants import API_VERSION, BGPPEER_VERSION, GROUP, NAMESPACE
 from lbspeaker.kube.client import load_api_client
 from lbspeaker.kube.resources import (
@@ -79,18 +80,6 @@ def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 30, interva
 
 def rest_for(lab: Lab) -> Rest:
     return Rest(load_api_client(str(lab.kubeconfig)))
-
-
-def apply(rest: Rest, resource: Resource, obj: dict[str, Any]) -> None:
-    meta = obj["metadata"]
-    try:
-        rest.create(resource, obj, meta.get("namespace"))
-    except ApiError as exc:
-        if not (exc.already_exists or exc.conflict):
-            raise
-        cur = rest.get(resource, meta["name"], meta.get("namespace"))
-        obj["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"]
-        rest.replace(resource, obj)
 
 
 def delete(rest: Rest, resource: Resource, name: str, ns: str | None) -> None:
