@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -252,6 +253,42 @@ def test_session_events_survive_a_stale_snapshot() -> None:
         st_.update({"router": ""}, {"router": live})
     st_.update({"router": ""}, {"router": PeerSession("router", "Established")})
     assert rep.events == ["BGPSessionDown", "BGPSessionUp"]
+
+
+def test_session_writer_does_not_wake_itself() -> None:
+    """Each pass re-reads the live sessions through `refresh` (which calls `update`); an
+    unchanged reading must not kick the writer again, or it spins (it did: 90 % of a
+    speaker's CPU at 1,000 Services). A changed one does."""
+    from lbspeaker.bgp.session import PeerSession
+    from lbspeaker.speaker.sessions import SessionStatus
+
+    class Rest:
+        def __init__(self) -> None:
+            self.obj: dict[str, Any] = {"metadata": {"name": "router", "resourceVersion": "1"}, "status": {}}
+
+        def get(self, *args: Any) -> dict[str, Any]:
+            return self.obj
+
+        def replace_status(self, resource: Any, obj: dict[str, Any]) -> dict[str, Any]:
+            self.obj = obj
+            return obj
+
+    class Quiet:
+        def normal(self, *args: str) -> None: ...
+        def warning(self, *args: str) -> None: ...
+
+    live = {"router": PeerSession("router", "Established", since=100.0)}
+    st_ = SessionStatus(Rest(), "ns", "node-a", Quiet())  # type: ignore[arg-type]
+    st_._refresh = lambda: st_.update({"router": ""}, live)
+    st_.update({"router": ""}, live)
+    assert st_._kick.is_set()  # the first reading is news
+    for _ in range(3):
+        st_._kick.clear()
+        st_._pass()
+        assert not st_._kick.is_set(), "a pass that changed nothing woke the writer again"
+    live = {"router": PeerSession("router", "Idle", since=200.0, down_since=200.0)}
+    st_._pass()
+    assert st_._kick.is_set()  # the session went down: another pass writes it
 
 
 # --- BGP session entries: one write per outage ------------------------------------------------------
