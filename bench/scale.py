@@ -72,6 +72,7 @@ NS = "scale"
 L2_POOL = "172.18.64.0/18"  # inside the lab's node subnet, clear of nodes (.0.x) and client (.0.100)
 BGP_POOL = "198.18.0.0/18"  # RFC 2544 benchmarking range
 PEER = "lab-router"
+MAX_CREATE_ERRORS = 20  # refused creates before the create phase stops (the rest would fail alike)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TARGETS = {
     "announced_after_last_create_s": 10.0,
@@ -260,6 +261,9 @@ def service(name: str, pool: str) -> dict[str, Any]:
         "metadata": {"name": name, "annotations": {f"{GROUP}/address-pool": pool}},
         "spec": {
             "type": "LoadBalancer",
+            # No nodePorts: their range (30000-32767) holds 2,768, so Service 2,769 would be refused
+            # (as kube-apiserver refuses it: "range is full"); lbspeaker needs none.
+            "allocateLoadBalancerNodePorts": False,
             "selector": {"app": "scale"},
             "ports": [{"name": "http", "port": 80, "targetPort": 8080}],
         },
@@ -689,6 +693,10 @@ def run(args: argparse.Namespace, lab: Lab, out: dict[str, Any]) -> None:
             t1 = time.monotonic()
             if status != 201:
                 tl.errors.append(f"create {name}: {status} {body}")
+                if len(tl.errors) >= MAX_CREATE_ERRORS:
+                    print(f"  stopping creates: {len(tl.errors)} refused; the last: {status} {body}",
+                          flush=True)
+                    break
                 continue
             with tl.lock:
                 tl.created[name] = t1
@@ -702,8 +710,8 @@ def run(args: argparse.Namespace, lab: Lab, out: dict[str, Any]) -> None:
             if t1 - t_start > args.create_timeout:
                 print(f"  stopping creates after {args.create_timeout} s", flush=True)
                 break
-        t_last_create = time.monotonic()
         n = len(tl.created)
+        t_last_create = max(tl.created.values(), default=time.monotonic())  # the last one answered 201
         with tl.lock:
             done = tl.lock.wait_for(lambda: len(tl.announced) >= n and len(tl.ip_at) >= n, args.settle)
         t_end = time.monotonic()

@@ -21,6 +21,8 @@ first, then at least every `retry_s`, and after a failure.
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import logging
 import threading
@@ -80,7 +82,8 @@ class OwnedKind:
                     LABEL_SERVICE_NAMESPACE: label_value(ns),
                 },
             },
-            "status": {"node": node, "serviceName": name, "serviceNamespace": ns, **fields},
+            "status": {"node": node, "serviceName": name, "serviceNamespace": ns,
+                       **copy.deepcopy(dict(fields))},  # the fields may be shared (l2_fields)
         }
 
 
@@ -96,14 +99,28 @@ RBAC_DECLARED = (
 )
 
 
-def l2_fields(interfaces: Sequence[str]) -> dict[str, Any]:
-    """ServiceL2Status fields: the interfaces this node answers on."""
-    return {"interfaces": [{"name": i} for i in sorted(interfaces)]}
+def l2_fields(interfaces: Sequence[str]) -> Mapping[str, Any]:
+    """ServiceL2Status fields: the interfaces this node answers on (shared, read-only)."""
+    return _l2_fields(tuple(sorted(interfaces)))
 
 
-def bgp_fields(peers: Sequence[str]) -> dict[str, Any]:
-    """ServiceBGPStatus fields: the peers this node announces the Service to."""
-    return {"peers": sorted(peers)}
+def bgp_fields(peers: Sequence[str]) -> Mapping[str, Any]:
+    """ServiceBGPStatus fields: the peers this node announces the Service to (shared, read-only)."""
+    return _bgp_fields(tuple(sorted(peers)))
+
+
+# Every plan asks for the fields of every Service it announces, and almost all Services share a
+# handful of interface and peer sets: one object per set, not one per Service and plan (building
+# them was a quarter of a speaker's CPU at 2,700 Services, bench/scale.py). Read-only by contract:
+# `OwnedKind.object` copies them into the object it builds.
+@functools.lru_cache(maxsize=4096)
+def _l2_fields(interfaces: tuple[str, ...]) -> Mapping[str, Any]:
+    return {"interfaces": [{"name": i} for i in interfaces]}
+
+
+@functools.lru_cache(maxsize=4096)
+def _bgp_fields(peers: tuple[str, ...]) -> Mapping[str, Any]:
+    return {"peers": list(peers)}
 
 
 def diff_status(
