@@ -357,12 +357,24 @@ def read_fib(proc: subprocess.Popen[str], tl: Timeline, hops: set[str]) -> None:
 # --- /proc of the lab's processes ------------------------------------------------------------------
 
 
-def proc_cpu_s(pid: int) -> float | None:
+def proc_cpu_s(pid: int, children: bool = False) -> float | None:
+    """utime + stime (+ the reaped children's, with `children`) of one process."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    ticks = sum(int(f) for f in fields[11:15 if children else 13])
+    return ticks / CLK_TCK
+
+
+def observers_cpu_s(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of what measures (this script, the FIB poller with its `ip` runs, the ARP
+    prober): on a two-core machine they compete with the lab, so the report says how much."""
+    t = os.times()
+    out = {"bench": t.user + t.system}
+    for name, pid in pids.items():
+        out[name] = proc_cpu_s(pid, children=True) or 0.0
+    return out
 
 
 def proc_runq_wait_s(pid: int) -> float:
@@ -677,6 +689,8 @@ def run(args: argparse.Namespace, lab: Lab, out: dict[str, Any]) -> None:
         before = sampler.samples[-1]
         names = [f"s-{i}" for i in range(args.services)]
         rv_start = resource_version(api)
+        observers = {"fib-poller": fib_proc.pid, "arp-prober": arp_proc.pid}
+        observers_before = observers_cpu_s(observers)
         t_start = time.monotonic()
         profile_at = args.services // 3
         for i, name in enumerate(names):
@@ -715,6 +729,7 @@ def run(args: argparse.Namespace, lab: Lab, out: dict[str, Any]) -> None:
         with tl.lock:
             done = tl.lock.wait_for(lambda: len(tl.announced) >= n and len(tl.ip_at) >= n, args.settle)
         t_end = time.monotonic()
+        observers_after = observers_cpu_s(observers)
         sampler.stop()
         after = sampler.samples[-1]
         out["loadavg_after"] = loadavg()
@@ -731,6 +746,7 @@ def run(args: argparse.Namespace, lab: Lab, out: dict[str, Any]) -> None:
         }
         res["speaker_cpu_s_per_1000_services"] = per_k
         res["limiter"] = limiter(res, usage)
+        res["observers_cpu_s"] = {k: round(v - observers_before[k], 2) for k, v in observers_after.items()}
         for name, (proc, path) in profiles.items():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=args.profile_seconds + 30)
@@ -846,6 +862,7 @@ def report(out: dict[str, Any]) -> None:
         f"{lim['busiest_process']} (at a full core {lim['busiest_saturated_share']} of the time)"
     )
     print(f"  the lab used {lim['lab_cpu_cores']} cores on average; by role {lim['lab_cpu_share_by_role']}")
+    print(f"  the observers used (CPU s, not part of the lab): {r['observers_cpu_s']}")
     for name, prof in (r.get("profiles") or {}).items():
         print(f"  profile {name} ({prof['samples']} samples), own time:")
         for f, share in prof["own"][:8]:

@@ -2,7 +2,9 @@
 Events. This module is the thin shell: lifecycle, probes, leadership, cache handlers, the worker.
 
 Threads: one WatchCache thread per resource (their handlers only enqueue keys),
-the leader elector, and ONE worker that owns the allocator and does every write.
+the leader elector, ONE worker that owns the allocator and decides everything, and
+`service_writers` threads that carry an allocation's Service writes while the worker goes
+on (`controller.servicewrites`; a Service's work item ends when its write has).
 Nothing is written unless this replica holds the Lease; every leadership term
 starts from a fresh allocator rebuilt from the IPs already in Service statuses
 (restore, `controller.services`) before a single new IP is handed out, so neither a
@@ -43,6 +45,7 @@ from lbspeaker.controller.context import (
 from lbspeaker.controller.metrics import ControllerMetrics
 from lbspeaker.controller.pools import PoolsAndAdvertisements
 from lbspeaker.controller.services import ServiceReconciler
+from lbspeaker.controller.servicewrites import ServiceWrites
 from lbspeaker.controller.workqueue import WorkQueue
 from lbspeaker.health import HealthServer
 from lbspeaker.kube.cache import WatchCache, wait_all_synced
@@ -75,6 +78,7 @@ class ControllerConfig:
     lease_name: str = C.CONTROLLER_LEASE
     cache_sync_timeout: float = 60.0
     resync_period: float = 600.0  # seconds; 0 disables the periodic re-check of every Service
+    service_writers: int = 4  # threads carrying allocations' writes (controller.servicewrites)
 
 
 class Controller:
@@ -112,6 +116,8 @@ class Controller:
         # Worker-owned parts (only the worker thread calls them).
         self.pool_part = PoolsAndAdvertisements(self.ctx)
         self.service_part = ServiceReconciler(self.ctx, self.pool_part)
+        self.writes = ServiceWrites(self.ctx, self.cfg.service_writers) if self.cfg.service_writers else None
+        self.service_part.writes = self.writes
         self.config_state = ConfigurationStates(self.ctx, self.pool_part)
 
         self._node_labels: dict[str, dict[str, str]] = {}
@@ -139,6 +145,8 @@ class Controller:
             self._http = HealthServer(self.cfg.metrics_addr, self.metrics.registry, self.healthz, self.readyz)
             self._http.start()
             log.info("metrics and probes on port %d", self._http.port)
+        if self.writes is not None:
+            self.writes.start()
         self._worker = threading.Thread(target=self._work, name="ctl-worker", daemon=True)
         self._worker.start()
         if self.cfg.leader_elect:
@@ -167,6 +175,8 @@ class Controller:
         self.queue.shutdown()
         if self._worker is not None:
             self._worker.join(10)
+        if self.writes is not None:
+            self.writes.stop()  # what is still queued fails its leader check: nothing more is written
         if self._elector is not None:
             self._elector.release_on_cancel = release
             self._elector.stop()
@@ -299,6 +309,7 @@ class Controller:
             if key is None:
                 continue
             started = time.perf_counter()
+            handed_over = False  # a Service's write went to self.writes, which finishes the item
             try:
                 if key.startswith("__restore__:"):
                     if int(key.split(":", 1)[1]) == self._term and self._leading.is_set():
@@ -316,8 +327,9 @@ class Controller:
                 elif key.startswith(POOL):
                     self.pool_part.sync_pool_status(key[len(POOL):])
                 elif key.startswith(SVC):
-                    self.service_part.sync_service(key[len(SVC):])
-                self.queue.forget(key)
+                    handed_over = self.service_part.sync_service(key[len(SVC):])
+                if not handed_over:
+                    self.queue.forget(key)
                 self.metrics.updates.inc()
             except NotLeader:
                 log.info("dropped %s: not the leader any more", key)
@@ -330,7 +342,8 @@ class Controller:
                 delay = self.queue.add_rate_limited(key)
                 log.exception("%s: reconcile failed; retrying in %.2fs", key, delay)
             finally:
-                self.queue.done(key)
+                if not handed_over:
+                    self.queue.done(key)
                 self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
 
     def _restore(self) -> None:
@@ -343,6 +356,10 @@ class Controller:
                 log.warning("caches not synced after %.0fs; still waiting before allocating anything",
                             self.cfg.cache_sync_timeout)
                 deadline = time.monotonic() + self.cfg.cache_sync_timeout
+        # The last term's writes land (or fail their leader check) before statuses are read.
+        if self.writes is not None and not self.writes.flush(self.cfg.cache_sync_timeout):
+            log.warning("Service writes of the last term still in flight after %.0fs; restoring anyway",
+                        self.cfg.cache_sync_timeout)
         self.config_state.reset()
         self.service_part.restore()
 

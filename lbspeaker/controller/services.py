@@ -6,13 +6,15 @@ handed out, so a restart or failover moves no IP. Beyond what the allocator hold
 Service, every IP its status still names stays taken (a "status claim", allocator key
 `<key> (old status) <ip>`) until the status stops naming it, and a status naming an IP the
 Service must not keep is cleared: an IP is never in two statuses without a common
-sharing key (issue 13). Runs on the controller's one worker; writes through `Context`.
+sharing key (issue 13). Runs on the controller's one worker; writes through `Context`, an
+allocation's writes in flight on `controller.servicewrites` while the worker goes on.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -21,6 +23,7 @@ from lbspeaker.api import constants as C
 from lbspeaker.controller.allocator import Allocator
 from lbspeaker.controller.context import POOLS_KEY, SVC, Context, write_status
 from lbspeaker.controller.pools import OLD_STATUS, PoolsAndAdvertisements
+from lbspeaker.controller.servicewrites import ServiceWrites
 from lbspeaker.kube.resources import SERVICES
 from lbspeaker.kube.status import patch_annotations
 
@@ -38,6 +41,10 @@ class ServiceReconciler:
         self._failed: dict[str, str] = {}          # key -> last failure message (Event sent once)
         self._orphans: dict[str, tuple[str, ...]] = {}  # key -> IPs no pool covers (Event sent once)
         self._claims: dict[str, dict[str, str | None]] = {}  # key -> its status claims (-> pool)
+        # Where allocations' writes go while the worker goes on (`controller.servicewrites`);
+        # None, or not running (tests that call `sync_service` directly): written inline.
+        self.writes: ServiceWrites | None = None
+        self._handover: Callable[[], None] | None = None  # this reconcile's write, handed over after it
 
     def failed_keys(self) -> list[str]:
         """Services whose allocation failed (retried when something they may need changes)."""
@@ -139,18 +146,27 @@ class ServiceReconciler:
                 log.info("service=%s ips back inside a pool", key)
         self.ctx.metrics.orphaned_services.set(len(self._orphans))
 
-    def sync_service(self, key: str) -> None:
+    def sync_service(self, key: str) -> bool:
+        """Reconcile one Service; True when its write was handed to `writes`, which then finishes
+        the work item (the worker must not mark it done)."""
         svc = self.ctx.svc_by_key(key)
         # The Service may take back an IP its own old status names: lift its claims meanwhile.
         before = self._claims.pop(key, {})
         for claim in before:
             self.ctx.alloc.release(claim)
         named = F.ingress_ips(svc) if svc is not None else []
+        self._handover = None
         try:
             named = self._converge_service(key, svc)
         finally:
             # whatever happened (a write may have failed), the IPs its status names stay taken
             self._track_status(key, svc, named, before)
+        write, self._handover = self._handover, None
+        if write is None:
+            return False
+        assert self.writes is not None
+        self.writes.submit(key, write)
+        return True
 
     def _converge_service(self, key: str, svc: dict[str, Any] | None) -> list[str]:
         """Allocate or release for one Service and write it; return the IPs its status now names."""
@@ -202,8 +218,13 @@ class ServiceReconciler:
         named = current
         if moved or self._pool_annotation(svc) != pool or not self._ingress_is_ours(svc, new_ips):
             self.ctx.check_leader()
-            self._write_service(svc, new_ips, pool)
-            named = new_ips
+            if self.writes is not None and self.writes.running:
+                # In flight, the status names the old IPs or the new ones: both stay taken.
+                self._handover = functools.partial(self._write_service, svc, new_ips, pool)
+                named = list(dict.fromkeys([*current, *new_ips]))
+            else:
+                self._write_service(svc, new_ips, pool)
+                named = new_ips
         if moved:
             result = "allocated"
             self.ctx.stats["allocated"] += 1

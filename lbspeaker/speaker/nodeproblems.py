@@ -58,8 +58,12 @@ class NodeProblemsWriter(BackgroundWriter):
         self._written: dict[str, tuple[Problem, ...]] = {}
 
     def set(self, problems: Iterable[Problem]) -> None:
+        """After every plan; wakes the writer only when this node's entries changed."""
+        desired = node_local(problems)
         with self._cond:
-            self._desired = node_local(problems)
+            if desired == self._desired:
+                return
+            self._desired = desired
             self._cond.notify()
 
     def _run(self) -> None:

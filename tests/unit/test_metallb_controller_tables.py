@@ -141,8 +141,9 @@ class Events(EventRecorder):
 class World:
     """One controller term over the objects of a `FakeRest`, driven by hand (no threads)."""
 
-    def __init__(self, pools: Sequence[Obj], services: Sequence[Obj] = ()) -> None:
-        self.rest = FakeRest({IPADDRESSPOOLS.plural: pools, SERVICES.plural: services})
+    def __init__(self, pools: Sequence[Obj], services: Sequence[Obj] = (),
+                 rest: type[FakeRest] = FakeRest) -> None:
+        self.rest = rest({IPADDRESSPOOLS.plural: pools, SERVICES.plural: services})
         self.ctl = Controller(self.rest, ControllerConfig(leader_elect=False))  # type: ignore[arg-type]
         self.events = Events(self.rest)
         self.ctl.ctx.events = self.events
