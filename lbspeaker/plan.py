@@ -82,6 +82,10 @@ class Plan:
     owners: dict[str, str | None] = field(default_factory=dict)  # ip -> elected node (None: nobody)
     service_owners: dict[ServiceKey, dict[str, str | None]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    # From `L2Planner`: its count of plans, and the IPs that may differ from its plan before
+    # (None: any may, as after a change of context); lets the speaker apply only those.
+    generation: int = 0
+    changed_ips: frozenset[str] | None = None
 
     def by_interface(self) -> dict[str, list[str]]:
         """{interface: [ip, ...]}: the shape `Announcer.set_owned` takes."""
@@ -317,6 +321,7 @@ class L2Planner:
         self._denied: dict[ServiceKey, Problem] = {}  # SharedIPWithServiceSelectors
         self._node_map: dict[str, NodeFacts] = {}
         self.replanned = 0  # Services redone by the last call
+        self.generation = 0  # plans made (Plan.generation)
 
     @redo_all_after_error
     def plan(
@@ -378,8 +383,10 @@ class L2Planner:
         problems.extend(self._denied[k] for k in sorted(self._denied))
         for ip in sorted(self._no_interface):
             problems.extend(self._no_interface[ip])
+        self.generation += 1
         return Plan(node=self.node, announce=dict(self._announce), owners=dict(self._owners),
-                    service_owners=dict(self._service_owners), problems=problems)
+                    service_owners=dict(self._service_owners), problems=problems,
+                    generation=self.generation, changed_ips=None if reset else frozenset(affected))
 
     def _reset(self) -> None:
         self._services, self._shares, self._ip_services = {}, {}, {}

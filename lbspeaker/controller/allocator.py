@@ -482,6 +482,7 @@ class Allocator:
         self._pools: dict[str, _PoolState] = {}
         self._index: dict[int, tuple[list[int], list[int], list[str]]] = {4: ([], [], []), 6: ([], [], [])}
         self._uses: dict[tuple[int, int], _IPUse] = {}
+        self._outside: set[tuple[int, int]] = set()  # the addresses in use that no pool covers
         self._held: dict[str, _Held] = {}
         self._shared: dict[tuple[str, int, str], list[int]] = {}
         self._pool_holders: dict[str, set[str]] = {}
@@ -532,9 +533,12 @@ class Allocator:
         """Recompute free intervals, counts and sharing groups from the IPs in use (bulk, O(n log n))."""
         taken: dict[str, dict[int, list[int]]] = {name: {4: [], 6: []} for name in self._pools}
         shared: dict[tuple[str, int, str], list[int]] = {}
+        self._outside = set()
         for (fam, value), use in self._uses.items():
             use.pool = self._pool_for(fam, value)
-            if use.pool is not None:
+            if use.pool is None:
+                self._outside.add((fam, value))
+            else:
                 taken[use.pool][fam].append(value)
                 if use.sharing_key:
                     shared.setdefault((use.pool, fam, use.sharing_key), []).append(value)
@@ -559,6 +563,10 @@ class Allocator:
             return None
         return Assignment(ips=held.ips, pool=held.pool,
                           orphaned=any(self._uses[a].pool is None for a in held.addrs))
+
+    def any_outside(self) -> bool:
+        """Whether any IP in use is outside every pool (cheap: callers skip a scan of the holders)."""
+        return bool(self._outside)
 
     def assignments(self) -> dict[str, tuple[str, ...]]:
         """Every Service key -> its IPs (for checks and the restart test)."""
@@ -724,6 +732,8 @@ class Allocator:
                 p = self._pool_for(fam, value)
                 use = _IPUse(fam, value, p, req.sharing_key, req.backend_key, {})
                 self._uses[(fam, value)] = use
+                if p is None:
+                    self._outside.add((fam, value))
                 if lazy:
                     self._dirty = True
                     use.hold(key, req.ports)
@@ -759,6 +769,7 @@ class Allocator:
             if use.holders:
                 continue
             del self._uses[addr]
+            self._outside.discard(addr)
             self._share_remove(use)
             if use.pool is not None:
                 st = self._pools[use.pool]

@@ -120,7 +120,9 @@ class PoolsAndAdvertisements:
 
     def holders_outside(self, name: str) -> list[tuple[str, tuple[str, ...]]]:
         """Services recorded on pool `name` holding IPs no pool covers now (the pool shrank)."""
-        out = []
+        out: list[tuple[str, tuple[str, ...]]] = []
+        if not self.ctx.alloc.any_outside():  # the common case, without a pass over every holder
+            return out
         pools = self.poolset.active.values()
         for key in self.ctx.alloc.holders(name):
             if OLD_STATUS in key:  # the Service reconciler's status claims

@@ -81,6 +81,8 @@ class Layer2:
     _applied: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
     # service -> IPs we announce
     _owned_services: dict[str, set[str]] = field(default_factory=dict, init=False, repr=False)
+    # the plan _owned_services reflects (None: an apply did not complete)
+    _services_applied: Plan | None = field(default=None, init=False, repr=False)
     _planner: L2Planner = field(init=False, repr=False)
     _planned: Snapshot | None = field(default=None, init=False, repr=False)  # what the planner saw last
 
@@ -120,21 +122,56 @@ class Layer2:
                 log.info("releasing %s (owner now %s)", ip, plan.owners.get(ip) or "nobody")
             self._applied = wanted
         self.applied = plan
-        owned: dict[str, set[str]] = {}
-        for ann in plan.announce.values():
-            for svc in ann.services:
-                owned.setdefault(svc, set()).add(ann.ip)
-        for svc, ips in sorted(owned.items()):
-            if not ips <= self._owned_services.get(svc, set()):
-                self.reporter.normal("Service", svc, "nodeAssigned", assigned_message(self.node, self.name))
-        self._owned_services = owned
-        self.status.set_desired(L2_STATUS, {k: l2_fields(v) for k, v in plan.services_announced().items()})
-        self.metrics.set_announced({(svc, ip) for svc, ips in owned.items() for ip in ips})
+        previous, self._services_applied = self._services_applied, None  # None until complete
+        self._apply_services(previous, plan)
+        self._services_applied = plan
         problems = set(plan.problems)
         self.reporter.problems(self.name, self.problems, problems)
         self.problems = problems
         self.node_problems.set(problems)
         self._check_strict_arp(lp)
+
+    def _apply_services(self, previous: Plan | None, plan: Plan) -> None:
+        """nodeAssigned Events, ServiceL2Status and metrics of the Services whose announcements
+        changed: when `plan` directly follows `previous` (the plan applied last, completely),
+        only those of the IPs the planner redid; else every Service, rebuilt from the plan."""
+        old_owned = self._owned_services
+        touched: dict[str, set[str]] = {}  # service -> the IPs it had before this apply
+        follows = previous is not None and plan.generation == previous.generation + 1
+        if previous is not None and follows and plan.changed_ips is not None:
+            owned = old_owned
+            for ip in plan.changed_ips:
+                old, new = previous.announce.get(ip), plan.announce.get(ip)
+                if old == new:
+                    continue
+                for svc in set(old.services if old else ()) | set(new.services if new else ()):
+                    touched.setdefault(svc, set(owned.get(svc, ())))
+                for svc in old.services if old else ():
+                    owned.get(svc, set()).discard(ip)
+                for svc in new.services if new else ():
+                    owned.setdefault(svc, set()).add(ip)
+        else:
+            owned = {}
+            for ann in plan.announce.values():
+                for svc in ann.services:
+                    owned.setdefault(svc, set()).add(ann.ip)
+            touched = {svc: old_owned.get(svc, set()) for svc in set(old_owned) | set(owned)}
+        changes: dict[str, Mapping[str, Any] | None] = {}
+        removed: set[tuple[str, str]] = set()
+        added: set[tuple[str, str]] = set()
+        for svc in sorted(touched):
+            had, has = touched[svc], owned.get(svc, set())
+            if not has:
+                owned.pop(svc, None)
+            elif not has <= had:
+                self.reporter.normal("Service", svc, "nodeAssigned", assigned_message(self.node, self.name))
+            ifaces = {i for ip in has for i in plan.announce[ip].interfaces}
+            changes[svc] = l2_fields(sorted(ifaces)) if has else None
+            removed |= {(svc, ip) for ip in had - has}
+            added |= {(svc, ip) for ip in has - had}
+        self._owned_services = owned
+        self.status.update_desired(L2_STATUS, changes)
+        self.metrics.change_announced(removed, added)
 
     def poll(self) -> bool:
         return False

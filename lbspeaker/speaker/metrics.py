@@ -168,8 +168,13 @@ class SpeakerMetrics:
 
     def set_announced(self, pairs: set[tuple[str, str]]) -> None:
         """{(service key, ip)} announced now; stale label sets are removed."""
-        for svc, ip in self._announced - pairs:
+        self.change_announced(self._announced - pairs, pairs - self._announced)
+
+    def change_announced(self, removed: set[tuple[str, str]], added: set[tuple[str, str]]) -> None:
+        """Only what changed (Layer2 applies each plan this way)."""
+        for svc, ip in removed & self._announced:
             self.announced.remove(svc, ip, self.node, "layer2")
-        for svc, ip in pairs - self._announced:  # the others are set already
+            self._announced.discard((svc, ip))
+        for svc, ip in added - self._announced:
             self.announced.labels(svc, ip, self.node, "layer2").set(1)
-        self._announced = set(pairs)
+            self._announced.add((svc, ip))

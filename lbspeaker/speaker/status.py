@@ -191,24 +191,33 @@ class OwnedStatusWriter(FailureCount):
         before = self._fields[kind]
         if services == before:
             return
-        changed = [k for k, fields in services.items() if before.get(k) != fields]
-        changed += [k for k in before if k not in services]
-        names = set()
+        changes: dict[str, Mapping[str, Any] | None] = {
+            k: fields for k, fields in services.items() if before.get(k) != fields}
+        changes.update((k, None) for k in before if k not in services)
+        self.update_desired(kind, changes)
+
+    def update_desired(self, kind: OwnedKind, changes: Mapping[str, Mapping[str, Any] | None]) -> None:
+        """Only what changed: {service key: its fields now, or None when no longer announced}.
+
+        Costs what changed, not what is announced (Layer2 applies each plan this way: with
+        10,000 Services the full mapping per plan was most of a speaker's CPU)."""
+        fields_now = self._fields[kind]
+        changes = {k: f for k, f in changes.items() if fields_now.get(k) != f}
+        if not changes:
+            return
         with self._mu:
             if self._closed:
                 return
-            desired = dict(self._desired[kind])
-            for key in changed:
-                fields = services.get(key)
+            desired = self._desired[kind]  # in place, under the lock the passes read it with
+            for key, fields in changes.items():
                 name = kind.name(key, self.node)
-                names.add(name)
+                self._dirty[kind].add(name)
                 if fields is None:
                     desired.pop(name, None)
+                    fields_now.pop(key, None)
                 else:
                     desired[name] = kind.object(key, self.node, self.namespace, fields)
-            self._desired[kind] = desired
-            self._fields[kind] = dict(services)
-            self._dirty[kind] |= names
+                    fields_now[key] = fields
         self._kick.set()
 
     def start(self) -> None:

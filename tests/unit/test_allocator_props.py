@@ -202,6 +202,14 @@ class AllocatorMachine(RuleBasedStateMachine):
                 assert available + len([ip for ip in covered if int(ip) in set(usable)]) == len(usable)
 
     @invariant()
+    def outside_is_exactly_the_ips_no_pool_covers(self) -> None:
+        """`any_outside` (the controller skips its scan of the holders on False) tells the truth."""
+        addrs = [ipaddress.ip_address(ip) for ip in self._in_use()]
+        outside = [a for a in addrs if not any(r.family == a.version and r.first <= int(a) <= r.last
+                                               for p in CONFIGS[self.config] for r in p.ranges)]
+        assert self.alloc.any_outside() == bool(outside), outside
+
+    @invariant()
     def free_sets_exclude_used(self) -> None:
         state = self.alloc._pools
         for ip in self._in_use():

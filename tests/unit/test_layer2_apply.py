@@ -1,0 +1,94 @@
+"""Layer2 applies a plan's Services incrementally: only the IPs the planner redid.
+
+At 10,000 Services rebuilding every Service's ServiceL2Status fields, metrics and
+nodeAssigned bookkeeping on every plan was most of a speaker's CPU (bench/scale.py), so
+`Layer2._apply_services` follows `Plan.changed_ips`. This is the test that makes that safe:
+after any sequence of plans, what it holds equals what a full rebuild from the last plan
+gives, and the nodeAssigned Events are the ones the full comparison would send.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lbspeaker.facts import ServiceFacts
+from lbspeaker.plan import L2Planner, Plan
+from lbspeaker.speaker.layer2 import Layer2
+from lbspeaker.speaker.status import l2_fields
+from tests.unit.test_plan_incremental import NODE_NAMES, contexts, steps
+
+
+class Status:
+    def __init__(self) -> None:
+        self.fields: dict[str, Mapping[str, Any]] = {}
+
+    def update_desired(self, kind: Any, changes: Mapping[str, Mapping[str, Any] | None]) -> None:
+        for key, fields in changes.items():
+            if fields is None:
+                self.fields.pop(key, None)
+            else:
+                self.fields[key] = fields
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.pairs: set[tuple[str, str]] = set()
+
+    def change_announced(self, removed: set[tuple[str, str]], added: set[tuple[str, str]]) -> None:
+        assert not added & removed
+        self.pairs = (self.pairs - removed) | added
+
+
+class Reporter:
+    def __init__(self) -> None:
+        self.assigned: list[str] = []
+
+    def normal(self, kind: str, name: str, reason: str, message: str) -> None:
+        assert reason == "nodeAssigned"
+        self.assigned.append(name)
+
+
+def owned(plan: Plan) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for ann in plan.announce.values():
+        for svc in ann.services:
+            out.setdefault(svc, set()).add(ann.ip)
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(NODE_NAMES), contexts(), st.lists(st.tuples(steps(), st.integers(0, 5)), min_size=1,
+                                                         max_size=8))
+def test_incremental_apply_equals_a_rebuild(node: str, context: dict[str, Any], seq: list[Any]) -> None:
+    """Some plans are made and never applied (0: an apply that did not complete): the next one
+    does not follow the last applied and must be applied whole."""
+    status, metrics, reporter = Status(), Metrics(), Reporter()
+    l2 = Layer2(node, None, status=status, reporter=reporter, metrics=metrics,  # type: ignore[arg-type]
+                node_problems=None)  # type: ignore[arg-type]
+    planner = L2Planner(node)
+    current: dict[str, ServiceFacts] = {}
+    before: dict[str, set[str]] = {}
+    previous: Plan | None = None
+    for (changes, new_context, tell), skip in seq:
+        for key, facts in changes.items():
+            if facts is None:
+                current.pop(f"ns/{key}", None)
+            else:
+                current[f"ns/{key}"] = facts
+        context = new_context or context
+        plan = planner.plan(dict(current), [f"ns/{k}" for k in changes] if tell else None, **context)
+        if skip == 0:
+            continue
+        reporter.assigned.clear()
+        l2._apply_services(previous, plan)
+        previous = plan
+        now = owned(plan)
+        assert status.fields == {k: l2_fields(v) for k, v in plan.services_announced().items()}
+        assert metrics.pairs == {(svc, ip) for svc, ips in now.items() for ip in ips}
+        assert l2._owned_services == now
+        assert reporter.assigned == sorted(s for s, ips in now.items() if not ips <= before.get(s, set()))
+        before = now
