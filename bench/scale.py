@@ -367,6 +367,14 @@ def proc_cpu_s(pid: int, children: bool = False) -> float | None:
     return ticks / CLK_TCK
 
 
+def machine_cpu_s() -> tuple[float, float]:
+    """(busy, all) CPU seconds of the whole machine so far (/proc/stat), to tell a saturated
+    machine from a slow component."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields) - idle) / CLK_TCK, sum(fields) / CLK_TCK
+
+
 def observers_cpu_s(pids: dict[str, int]) -> dict[str, float]:
     """CPU seconds so far of what measures (this script, the FIB poller with its `ip` runs, the ARP
     prober): on a two-core machine they compete with the lab, so the report says how much."""
@@ -691,6 +699,7 @@ def run(args: argparse.Namespace, lab: Lab, out: dict[str, Any]) -> None:
         rv_start = resource_version(api)
         observers = {"fib-poller": fib_proc.pid, "arp-prober": arp_proc.pid}
         observers_before = observers_cpu_s(observers)
+        machine_before = machine_cpu_s()
         t_start = time.monotonic()
         profile_at = args.services // 3
         for i, name in enumerate(names):
@@ -730,6 +739,7 @@ def run(args: argparse.Namespace, lab: Lab, out: dict[str, Any]) -> None:
             done = tl.lock.wait_for(lambda: len(tl.announced) >= n and len(tl.ip_at) >= n, args.settle)
         t_end = time.monotonic()
         observers_after = observers_cpu_s(observers)
+        machine_after = machine_cpu_s()
         sampler.stop()
         after = sampler.samples[-1]
         out["loadavg_after"] = loadavg()
@@ -747,6 +757,8 @@ def run(args: argparse.Namespace, lab: Lab, out: dict[str, Any]) -> None:
         res["speaker_cpu_s_per_1000_services"] = per_k
         res["limiter"] = limiter(res, usage)
         res["observers_cpu_s"] = {k: round(v - observers_before[k], 2) for k, v in observers_after.items()}
+        busy, total = (a - b for a, b in zip(machine_after, machine_before, strict=True))
+        res["machine_busy_share"] = round(busy / total, 3) if total else None
         for name, (proc, path) in profiles.items():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=args.profile_seconds + 30)
@@ -862,7 +874,8 @@ def report(out: dict[str, Any]) -> None:
         f"{lim['busiest_process']} (at a full core {lim['busiest_saturated_share']} of the time)"
     )
     print(f"  the lab used {lim['lab_cpu_cores']} cores on average; by role {lim['lab_cpu_share_by_role']}")
-    print(f"  the observers used (CPU s, not part of the lab): {r['observers_cpu_s']}")
+    print(f"  the observers used (CPU s, not part of the lab): {r['observers_cpu_s']}; the machine's CPUs "
+          f"were busy {r['machine_busy_share'] * 100:.0f} % of the time (everything, kernel and router too)")
     for name, prof in (r.get("profiles") or {}).items():
         print(f"  profile {name} ({prof['samples']} samples), own time:")
         for f, share in prof["own"][:8]:
