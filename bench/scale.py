@@ -375,6 +375,21 @@ def machine_cpu_s() -> tuple[float, float]:
     return (sum(fields) - idle) / CLK_TCK, sum(fields) / CLK_TCK
 
 
+def rest_of_lab_cpu_s(lab: Lab, comps: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds so far of the lab's other processes (the router's daemons, pods, ...), with
+    their children: what the machine spends beyond the product's components."""
+    known = {pid for pids in comps.values() for pid in pids}
+    out: dict[str, float] = {}
+    for rec in lab.state()["processes"]:
+        pid = int(rec["pid"])
+        if pid in known:
+            continue
+        cpu = sum(proc_cpu_s(p, children=True) or 0.0 for p in [pid, *descendants(pid)])
+        group = str(rec["name"]).split("-", 1)[0]
+        out[group] = out.get(group, 0.0) + cpu
+    return out
+
+
 def observers_cpu_s(pids: dict[str, int]) -> dict[str, float]:
     """CPU seconds so far of what measures (this script, the FIB poller with its `ip` runs, the ARP
     prober): on a two-core machine they compete with the lab, so the report says how much."""
@@ -700,6 +715,7 @@ def run(args: argparse.Namespace, lab: Lab, out: dict[str, Any]) -> None:
         observers = {"fib-poller": fib_proc.pid, "arp-prober": arp_proc.pid}
         observers_before = observers_cpu_s(observers)
         machine_before = machine_cpu_s()
+        rest_before = rest_of_lab_cpu_s(lab, comps)
         t_start = time.monotonic()
         profile_at = args.services // 3
         for i, name in enumerate(names):
@@ -740,6 +756,7 @@ def run(args: argparse.Namespace, lab: Lab, out: dict[str, Any]) -> None:
         t_end = time.monotonic()
         observers_after = observers_cpu_s(observers)
         machine_after = machine_cpu_s()
+        rest_after = rest_of_lab_cpu_s(lab, comps)
         sampler.stop()
         after = sampler.samples[-1]
         out["loadavg_after"] = loadavg()
@@ -759,6 +776,7 @@ def run(args: argparse.Namespace, lab: Lab, out: dict[str, Any]) -> None:
         res["observers_cpu_s"] = {k: round(v - observers_before[k], 2) for k, v in observers_after.items()}
         busy, total = (a - b for a, b in zip(machine_after, machine_before, strict=True))
         res["machine_busy_share"] = round(busy / total, 3) if total else None
+        res["rest_of_lab_cpu_s"] = {k: round(v - rest_before.get(k, 0.0), 2) for k, v in rest_after.items()}
         for name, (proc, path) in profiles.items():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=args.profile_seconds + 30)
@@ -876,6 +894,7 @@ def report(out: dict[str, Any]) -> None:
     print(f"  the lab used {lim['lab_cpu_cores']} cores on average; by role {lim['lab_cpu_share_by_role']}")
     print(f"  the observers used (CPU s, not part of the lab): {r['observers_cpu_s']}; the machine's CPUs "
           f"were busy {r['machine_busy_share'] * 100:.0f} % of the time (everything, kernel and router too)")
+    print(f"  the rest of the lab (CPU s, router daemons, pods): {r['rest_of_lab_cpu_s']}")
     for name, prof in (r.get("profiles") or {}).items():
         print(f"  profile {name} ({prof['samples']} samples), own time:")
         for f, share in prof["own"][:8]:
