@@ -460,7 +460,8 @@ class Sampler:
         t = time.monotonic()
         cpu, rss, wait = {}, {}, {}
         for name, pids in self.comps.items():
-            cpu[name] = sum(c for c in (proc_cpu_s(p) for p in pids) if c is not None)
+            # with the reaped children: the lab agents' `nft` runs are its work too
+            cpu[name] = sum(c for c in (proc_cpu_s(p, children=True) for p in pids) if c is not None)
             wait[name] = sum(proc_runq_wait_s(p) for p in pids)
             mem = [proc_mem_kib(p) for p in pids]
             rss[name] = sum(m[0] for m in mem)
