@@ -19,7 +19,7 @@ from lbspeaker.facts import ServiceFacts
 from lbspeaker.plan import L2Planner, Plan
 from lbspeaker.speaker.layer2 import Layer2
 from lbspeaker.speaker.status import l2_fields
-from tests.unit.test_plan_incremental import NODE_NAMES, contexts, steps
+from tests.unit.test_plan_incremental import NODE_NAMES, contexts, step_services, steps
 
 
 class Status:
@@ -74,13 +74,9 @@ def test_incremental_apply_equals_a_rebuild(node: str, context: dict[str, Any], 
     before: dict[str, set[str]] = {}
     previous: Plan | None = None
     for (changes, new_context, tell), skip in seq:
-        for key, facts in changes.items():
-            if facts is None:
-                current.pop(f"ns/{key}", None)
-            else:
-                current[f"ns/{key}"] = facts
+        told = step_services(current, changes, tell)
         context = new_context or context
-        plan = planner.plan(dict(current), [f"ns/{k}" for k in changes] if tell else None, **context)
+        plan = planner.plan(dict(current), told, **context)
         if skip == 0:
             continue
         reporter.assigned.clear()

@@ -95,6 +95,17 @@ def draw_step(draw: st.DrawFn, facts: Callable[[str], st.SearchStrategy[ServiceF
     return changes, new_context, draw(st.integers(0, 4)) > 0
 
 
+def step_services(current: dict[str, ServiceFacts], changes: dict[str, ServiceFacts | None],
+                  tell: bool) -> list[str] | None:
+    """Apply one step's Service changes to `current`; the keys to tell the planner (None: not told)."""
+    for key, facts in changes.items():
+        if facts is None:
+            current.pop(f"ns/{key}", None)
+        else:
+            current[f"ns/{key}"] = facts
+    return [f"ns/{k}" for k in changes] if tell else None
+
+
 def same_l2(a: Plan, b: Plan) -> None:
     assert a.owners == b.owners
     assert a.service_owners == b.service_owners
@@ -111,14 +122,9 @@ def test_l2_planner_equals_the_full_plan(node: str, context: dict[str, Any], seq
     planner = L2Planner(node, default_interfaces=default_interfaces)
     current: dict[str, ServiceFacts] = {}
     for changes, new_context, tell in seq:
-        for key, facts in changes.items():
-            key = f"ns/{key}"
-            if facts is None:
-                current.pop(key, None)
-            else:
-                current[key] = facts
+        told = step_services(current, changes, tell)
         context = new_context or context
-        got = planner.plan(dict(current), [f"ns/{k}" for k in changes] if tell else None, **context)
+        got = planner.plan(dict(current), told, **context)
         want = compute_plan(node, current.values(), default_interfaces=default_interfaces, **context)
         same_l2(got, want)
 
@@ -217,13 +223,9 @@ def test_bgp_planner_equals_the_full_plan(context: dict[str, Any], seq: list[Any
     planner = BGPPlanner(BGP_NODE, ignore_exclude_label=ignore)
     current: dict[str, ServiceFacts] = {}
     for changes, new_context, tell in seq:
-        for key, facts in changes.items():
-            if facts is None:
-                current.pop(f"ns/{key}", None)
-            else:
-                current[f"ns/{key}"] = facts
+        told = step_services(current, changes, tell)
         context = new_context or context
-        got = planner.plan(dict(current), [f"ns/{k}" for k in changes] if tell else None, **context)
+        got = planner.plan(dict(current), told, **context)
         want = compute_bgp_plan(BGP_NODE, services=current.values(), ignore_exclude_label=ignore, **context)
         assert got == want
 
