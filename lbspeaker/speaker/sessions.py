@@ -171,20 +171,15 @@ class SessionStatus(FailureCount):
 
     def update(self, selected: Mapping[str, str], live: Mapping[str, PeerSession],
                bfd: Mapping[str, tuple[str, str]] | None = None) -> None:
-        """`bfd`: {peer: (BFD state, last transition)} of the peers that run BFD.
-
-        Wakes the writer only when an entry changed: each pass calls `refresh`, which calls
-        this, so a kick on every call would make the writer wake itself for ever (it did: a
-        busy loop that took 90 % of a speaker's CPU at 1,000 Services, bench/scale.py)."""
+        """`bfd`: {peer: (BFD state, last transition)} of the peers that run BFD. Wakes the writer
+        (a pass's own `refresh` does not: see `_pass`)."""
         bfd = bfd or {}
         desired = {name: with_bfd(session_entry(live.get(name), reason), bfd.get(name))
                    for name, reason in selected.items()}
         with self._mu:
-            changed = desired != self._desired
             self._desired = desired
             self._tell(desired)
-        if changed:
-            self._kick.set()
+        self._kick.set()
 
     def _tell(self, desired: Mapping[str, SessionEntry]) -> None:
         for name, entry in desired.items():
@@ -214,6 +209,8 @@ class SessionStatus(FailureCount):
     def _pass(self) -> None:
         if self._refresh is not None:
             self._refresh()
+            # the refresh just called `update`, which kicks: that is this pass, not the next one
+            self._kick.clear()
         self.reconcile()
 
     def _pass_failed(self, exc: Exception) -> None:

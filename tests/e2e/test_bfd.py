@@ -110,6 +110,26 @@ def speaker_bfd_up(lab: Lab, rest: Rest, workers: dict[str, str]) -> bool:
     return all(seen.get(ip) == "up" and st.get(n, {}).get("bfd") == "Up" for n, ip in workers.items())
 
 
+class HeldFor:
+    """True once `check()` has been true at every poll for `seconds` in a row (a flap restarts it).
+
+    The router's bfdd says "up" a moment before its BGP daemon has taken the BFD session on; a
+    failure in that moment is caught by the hold timer instead (seen once the speakers stopped
+    spinning and the test reached the cut sooner). Three detection times of steady "up" is past it."""
+
+    def __init__(self, check: Callable[[], bool], seconds: float) -> None:
+        self.check, self.seconds = check, seconds
+        self.since: float | None = None
+
+    def __call__(self) -> bool:
+        if not self.check():
+            self.since = None
+            return False
+        now = time.monotonic()
+        self.since = self.since if self.since is not None else now
+        return now - self.since >= self.seconds
+
+
 def bridge_port(lab: Lab, node: str) -> str:
     """The node's port on the lab bridge (in the bridge namespace)."""
     return f"v-{topo.node_short(next(n.index for n in lab.plan.nodes if n.name == node))}"
@@ -256,9 +276,9 @@ def test_speaker_bfd_takes_a_hard_failed_node_out_before_its_hold_time(bfd_lab: 
             sb.apply(rest, PODS, sb.pod(f"bfdn-{i}", "bfdn", node))
         sb.apply(rest, SERVICES, sb.service("bfd-node", "bfdn", HARDFAIL_IP, "Cluster"))
         set_peer_bfd(rest, PROFILE)
-        wait("the router sees a BFD session Up from every worker, and status.sessions[].bfd is Up",
-             lambda: speaker_bfd_up(lab, rest, workers), timeout=30)
         wait("ECMP via every worker", lambda: sb.fib_nexthops(HARDFAIL_IP) == hops, timeout=60)
+        wait("the router sees a BFD session Up from every worker, and status.sessions[].bfd is Up, "
+             "steadily for 3 s", HeldFor(lambda: speaker_bfd_up(lab, rest, workers), 3.0), timeout=40)
         assert all(s.get("state") == "Established" for s in sb.sessions(rest).values())
 
         with HardFailure(lab, NODE):

@@ -40,6 +40,7 @@ from tests.e2e.test_speaker_bgp import (
     bgp_config,
     delete,
     fib_nexthops,
+    kube_proxy_programmed,
     pod,
     rest_for,
     router_paths,
@@ -179,6 +180,8 @@ def test_speaker_restart_keeps_routes_and_loses_no_request(gr_lab: tuple[Lab, Re
     wait_for("both Services via every worker", lambda: fib_nexthops(KEPT_IP) == hops == fib_nexthops(GONE_IP),
              timeout=60)
     wait_for("sessions Established", lambda: all_established(rest, names), timeout=60)
+    wait_for("every worker's kube-proxy forwards the Service", lambda: kube_proxy_programmed(lab, KEPT_IP),
+             timeout=30)
     victim = names[0]
     wait_for("graceful restart negotiated", lambda: router_negotiated_gr(lab, victim, workers[victim]),
              timeout=30)

@@ -39,6 +39,7 @@ import pytest
 from lab import netns as nsops
 from lab import router as rtr
 from lab import topology as topo
+from lab.agents.nftrender import TABLE
 from lab.demo import apply
 from lbspeaker.api.constants import API_VERSION, BGPPEER_VERSION, GROUP, NAMESPACE
 from lbspeaker.kube.client import load_api_client
@@ -92,6 +93,17 @@ def delete(rest: Rest, resource: Resource, name: str, ns: str | None) -> None:
 
 def worker_ips(lab: Lab) -> dict[str, str]:
     return {n.name: n.ipv4 for n in lab.plan.nodes if not n.control_plane}
+
+
+def kube_proxy_programmed(lab: Lab, ip: str) -> bool:
+    """Every worker's kube-proxy rules forward `ip`: like kube-proxy (min sync period 1 s) the lab's
+    stand-in may program a new Service after its route is announced, so a test that counts every
+    request waits for this first."""
+    for node in worker_ips(lab):
+        out = nsops.run_in(node, ["nft", "list", "table", "inet", TABLE], check=False).stdout
+        if ip not in out:
+            return False
+    return True
 
 
 def fib_nexthops(ip: str) -> set[str]:
