@@ -48,7 +48,7 @@ class KubeProxy:
         only_nodes: set[str] | None = None,
         cluster_cidr: str = "10.244.0.0/16",
         cluster_cidr6: str | None = "fd00:10:244::/48",
-        min_sync_period: float = 1.0,
+        min_sync_period: float = 0.0,
     ) -> None:
         self.min_sync_period = min_sync_period
         self.services = services
@@ -91,9 +91,10 @@ class KubeProxy:
                 log.exception("kube-proxy reconcile failed")
             # The periodic resync also re-applies a ruleset someone flushed or a lost kube-ipvs0.
             resync = not self.trigger.wait(15.0, debounce=0.1)
-            # kube-proxy's --nftables-min-sync-period (1 s): a burst of Service changes makes one
-            # reload a second, not one per event (each reload rewrites every node's whole table:
-            # at 10,000 Services that alone kept a core busy in bench/scale.py).
+            # `min_sync_period` as kube-proxy's --nftables-min-sync-period: 1 s makes a burst of
+            # Service changes one reload a second (at 10,000 Services each reload rewrites every
+            # node's whole table, and the reloads kept a core busy in bench/scale.py). Off (0) by
+            # default: the lab's tests expect a change in the kernel as soon as it is seen.
             stop.wait(max(0.0, started + self.min_sync_period - time.monotonic()))
 
     def reconcile(self, verify: bool = True) -> None:
