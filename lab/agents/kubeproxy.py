@@ -23,7 +23,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
-import time
 from typing import Any
 
 from lab import netns as nsops
@@ -48,9 +47,7 @@ class KubeProxy:
         only_nodes: set[str] | None = None,
         cluster_cidr: str = "10.244.0.0/16",
         cluster_cidr6: str | None = "fd00:10:244::/48",
-        min_sync_period: float = 0.0,
     ) -> None:
-        self.min_sync_period = min_sync_period
         self.services = services
         self.slices = slices
         self.nodes = nodes
@@ -84,18 +81,12 @@ class KubeProxy:
             inf.synced.wait()
         resync = True
         while not stop.is_set():
-            started = time.monotonic()
             try:
                 self.reconcile(verify=resync)
             except Exception:
                 log.exception("kube-proxy reconcile failed")
             # The periodic resync also re-applies a ruleset someone flushed or a lost kube-ipvs0.
             resync = not self.trigger.wait(15.0, debounce=0.1)
-            # `min_sync_period` as kube-proxy's --nftables-min-sync-period: 1 s makes a burst of
-            # Service changes one reload a second (at 10,000 Services each reload rewrites every
-            # node's whole table, and the reloads kept a core busy in bench/scale.py). Off (0) by
-            # default: the lab's tests expect a change in the kernel as soon as it is seen.
-            stop.wait(max(0.0, started + self.min_sync_period - time.monotonic()))
 
     def reconcile(self, verify: bool = True) -> None:
         """Render and apply every node; `verify` also checks the kernel (else trusts `applied`)."""

@@ -166,12 +166,8 @@ class SpeakerMetrics:
 
         self.registry.register(BFDCollector(sessions))
 
-    def set_announced(self, pairs: set[tuple[str, str]]) -> None:
-        """{(service key, ip)} announced now; stale label sets are removed."""
-        self.change_announced(self._announced - pairs, pairs - self._announced)
-
     def change_announced(self, removed: set[tuple[str, str]], added: set[tuple[str, str]]) -> None:
-        """Only what changed (Layer2 applies each plan this way)."""
+        """{(service key, ip)} no longer / newly announced (Layer2 hands over only what changed)."""
         for svc, ip in removed & self._announced:
             self.announced.remove(svc, ip, self.node, "layer2")
             self._announced.discard((svc, ip))
