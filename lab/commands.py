@@ -40,6 +40,8 @@ from lab import containers, readiness
 from lab import netns as nsops
 from lab import router as rtr
 from lab import topology as topo
+from lab.conflicts import APPLY_ATTEMPTS as APPLY_ATTEMPTS  # re-exported: the bound of apply()
+from lab.conflicts import retry_on_conflict
 from lab.state import (
     LabState,
     ProcessRecord,
@@ -54,7 +56,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CRD_DIR = REPO_ROOT / "manifests" / "crds"
 SYSTEM_NAMESPACE = "lbspeaker-system"
 NODES_APISERVER_PORT = 6443
-APPLY_ATTEMPTS = 10  # bounded create-or-replace retries on 409 Conflict
 EXCLUDE_LB_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 CONTROL_PLANE_ROLE = "node-role.kubernetes.io/control-plane"
 
@@ -367,13 +368,8 @@ class Kube:
             obj["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
             return dict(self.request("PUT", f"{collection}/{name}", obj))
 
-        for _ in range(APPLY_ATTEMPTS - 1):  # agents write the objects' status meanwhile: re-read on 409
-            try:
-                return replace()
-            except KubeError as e:
-                if e.status != 409:
-                    raise
-        return replace()
+        # the node agents write the objects' status meanwhile: re-read on 409
+        return retry_on_conflict(replace, lambda exc: isinstance(exc, KubeError) and exc.status == 409)
 
     def merge(self, collection: str, obj: dict[str, Any]) -> dict[str, Any]:
         """Create, or merge-patch into what is there (labels and annotations others set stay)."""

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lab.conflicts import APPLY_ATTEMPTS as APPLY_ATTEMPTS  # re-exported: the bound of apply()
+from lab.conflicts import retry_on_conflict
 from lab.state import default_state_dir
 from lbspeaker.api.constants import API_VERSION, BGPPEER_VERSION, GROUP, NAMESPACE
 from lbspeaker.kube.client import load_api_client
@@ -51,16 +53,13 @@ def lab_cli(*argv: str, check: bool = True, capture: bool = False) -> subprocess
                           capture_output=capture)
 
 
-APPLY_ATTEMPTS = 10
-
-
 def apply(rest: Rest, resource: Resource, obj: dict[str, Any]) -> None:
     """Create, or replace the spec of an existing object (like `kubectl apply` for our purposes).
 
     A replace carries the resourceVersion just read; the controller and the speakers write the
     same objects' status meanwhile (each write a new resourceVersion), so a 409 Conflict means
-    "read again and retry", as client-go's RetryOnConflict does. Bounded: after APPLY_ATTEMPTS
-    conflicts in a row the last one is raised.
+    "read again and retry" (`lab.conflicts`; after APPLY_ATTEMPTS conflicts in a row the last one
+    is raised).
     """
     meta = obj["metadata"]
     ns = meta.get("namespace")
@@ -76,13 +75,7 @@ def apply(rest: Rest, resource: Resource, obj: dict[str, Any]) -> None:
         obj["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         rest.replace(resource, obj)
 
-    for _ in range(APPLY_ATTEMPTS - 1):
-        try:
-            return replace()
-        except ApiError as err:
-            if not err.conflict:
-                raise
-    replace()
+    retry_on_conflict(replace, lambda exc: isinstance(exc, ApiError) and exc.conflict)
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float,
