@@ -286,6 +286,7 @@ class Timeline:
         self.ip_at: dict[str, float] = {}  # name -> the IP was seen on our watch
         self.announced: dict[str, float] = {}  # name -> owner answered ARP / all next hops in the FIB
         self.arp_macs: dict[str, set[str]] = collections.defaultdict(set)  # IP -> MACs that answered
+        self.arp_first: dict[str, dict[str, float]] = collections.defaultdict(dict)  # IP -> MAC -> 1st answer
         self.fib: dict[str, list[str]] = {}
         self.fib_reads = 0
         self.errors: list[str] = []
@@ -332,6 +333,7 @@ def read_arp(proc: subprocess.Popen[str], tl: Timeline) -> None:
         t_s, ip, mac = line.split()
         with tl.lock:
             tl.arp_macs[ip].add(mac)
+            tl.arp_first[ip].setdefault(mac, float(t_s))
             name = tl.by_ip.get(ip)
             if name is not None:
                 tl.announced.setdefault(name, float(t_s))
@@ -387,6 +389,17 @@ def rest_of_lab_cpu_s(lab: Lab, comps: dict[str, list[int]]) -> dict[str, float]
         cpu = sum(proc_cpu_s(p, children=True) or 0.0 for p in [pid, *descendants(pid)])
         group = str(rec["name"]).split("-", 1)[0]
         out[group] = out.get(group, 0.0) + cpu
+    return out
+
+
+def membership_lines(lab: Lab) -> dict[str, list[str]]:
+    """Each speaker's "live speakers:" log lines so far: how often its view of who is live moved
+    (under load a starved speaker's heartbeats can be late, and every move replans every IP)."""
+    out: dict[str, list[str]] = {}
+    for path in sorted((lab.state_dir / "logs").glob("speaker-*.log")):
+        with contextlib.suppress(OSError):
+            out[path.stem] = [ln.strip() for ln in path.read_text(errors="replace").splitlines()
+                              if "live speakers:" in ln]
     return out
 
 
@@ -717,6 +730,7 @@ def run(args: argparse.Namespace, lab: Lab, out: dict[str, Any]) -> None:
         observers_before = observers_cpu_s(observers)
         machine_before = machine_cpu_s()
         rest_before = rest_of_lab_cpu_s(lab, comps)
+        members_before = membership_lines(lab)
         t_start = time.monotonic()
         profile_at = args.services // 3
         for i, name in enumerate(names):
@@ -758,6 +772,7 @@ def run(args: argparse.Namespace, lab: Lab, out: dict[str, Any]) -> None:
         observers_after = observers_cpu_s(observers)
         machine_after = machine_cpu_s()
         rest_after = rest_of_lab_cpu_s(lab, comps)
+        members_after = membership_lines(lab)
         sampler.stop()
         after = sampler.samples[-1]
         out["loadavg_after"] = loadavg()
@@ -785,6 +800,9 @@ def run(args: argparse.Namespace, lab: Lab, out: dict[str, Any]) -> None:
                 proc.kill()
                 proc.wait()
             res.setdefault("profiles", {})[name] = {**summarize_profile(path), "collapsed_stacks": str(path)}
+        moved = {k: v[len(members_before.get(k, [])):] for k, v in members_after.items()}
+        res["membership_changes"] = {k: len(v) for k, v in moved.items()}
+        res["membership_change_lines"] = {k: v[:10] for k, v in moved.items() if v}
         out["run"] = res
     finally:
         stop.set()
@@ -842,7 +860,14 @@ def figures(
                 p: round(v - t_last_create, 2) for p, v in last_ann.items()
             },
             "waited_s": round(t_end - t_last_create, 2),
+            "l2_ips_with_several_arp_answers_count": len(multi),
             "l2_ips_with_several_arp_answers": multi[:20],
+            # when each MAC first answered, in s after the IP was seen allocated (who answered when)
+            "l2_several_answers_examples": {
+                ip: {m: round(t - tl.ip_at.get(tl.by_ip.get(ip, ""), t), 3)
+                     for m, t in tl.arp_first[ip].items()}
+                for ip in multi[:5]
+            },
             "l2_answers_by_mac": dict(owners),
             "fib_reads": tl.fib_reads,
             "errors": tl.errors[:20],
@@ -871,6 +896,10 @@ def report(out: dict[str, Any]) -> None:
         f"{r['last_announced_after_last_create_s']} s after it (target <= "
         f"{TARGETS['announced_after_last_create_s']} s); all announced: {r['all_announced']} "
         f"(missing {r['not_announced']})"
+    )
+    print(
+        f"  L2 IPs answered by more than one node: {r.get('l2_ips_with_several_arp_answers_count')}; "
+        f"changes of the live-speaker view per speaker: {r.get('membership_changes')}"
     )
     for k in sorted(r["cpu_s"]):
         u = r["usage"].get(k, {})

@@ -35,7 +35,8 @@ for `key_delay` seconds, so every other speaker has seen a new key before anyone
 signs with it.
 
 `PeerTable` (pure, clock injected) turns messages into per-node states:
-ALIVE (heard within `timeout`), SILENT (heard before, not within `timeout`), LEFT
+ALIVE (heard within its timeout: `timeout`, or longer for a peer whose heartbeats came
+further apart lately), SILENT (heard before, not within that timeout), LEFT
 (said LEAVING, nothing newer since), UNKNOWN (never heard: heartbeats blocked or
 not yet started there). Old messages (lower incarnation, or same incarnation and
 not a higher seq) are ignored, so a late datagram cannot revive a node that left.
@@ -43,11 +44,13 @@ not a higher seq) are ignored, so a late datagram cannot revive a node that left
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import enum
 import hashlib
 import hmac
 import logging
+import select
 import socket
 import struct
 import threading
@@ -68,6 +71,9 @@ DEFAULT_PORT: Final = 7474
 DEFAULT_MAX_SKEW_S: Final = 30.0
 DEFAULT_KEY_DELAY_S: Final = 10.0
 LOG_EVERY_S: Final = 60.0
+# Linux's SO_TIMESTAMPNS (Python does not name it): the kernel stamps each datagram on arrival.
+SO_TIMESTAMPNS: Final = getattr(socket, "SO_TIMESTAMPNS", 35)
+TIMESPEC: Final = struct.Struct("@qq")
 
 
 class MsgType(enum.IntEnum):
@@ -196,22 +202,51 @@ class _Peer:
     seq: int
     last_seen: float
     left: bool
+    gaps: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=GAP_WINDOW))
+
+
+GAP_WINDOW: Final = 50  # arrivals whose gaps set a peer's timeout (10 s of heartbeats at 200 ms)
+JITTER_FACTOR: Final = 2.0  # a peer is silent after this many times its longest recent gap
 
 
 class PeerTable:
-    """Per-node heartbeat state from received messages (pure: `now` is passed in)."""
+    """Per-node heartbeat state from received messages (pure: `now` is passed in).
 
-    def __init__(self, timeout: float = 1.0) -> None:
+    Why the timeout adapts: on a starved machine (a 2-core lab at load 25, a node under a CPU
+    storm) a live speaker's heartbeats arrive up to seconds apart, and a fixed 1 s timeout
+    declared it dead and moved its IPs, and back, several times a minute. So a peer is SILENT
+    after `timeout`, or `JITTER_FACTOR` times the longest gap among its last `GAP_WINDOW`
+    arrivals if that is longer, at most `max_timeout`: a healthy cluster (gaps of one interval)
+    keeps the 1 s failover, a jittery peer gets what its own history shows it needs. (Our own
+    stalls are not anyone's silence either: arrivals carry the kernel's receive time, and
+    `Heartbeater` reads what is waiting before it judges.)
+    """
+
+    def __init__(self, timeout: float = 1.0, max_timeout: float | None = None) -> None:
         self.timeout = timeout
+        self.max_timeout = max(timeout, max_timeout if max_timeout is not None else 4 * timeout)
         self._peers: dict[str, _Peer] = {}
 
     def observe(self, msg: Message, now: float) -> bool:
-        """Record `msg`; True if it was newer than what we had (i.e. it counted)."""
+        """Record `msg` (received at `now`); True if it was newer than what we had (i.e. it counted)."""
         p = self._peers.get(msg.node)
         if p is not None and (msg.incarnation, msg.seq) <= (p.incarnation, p.seq):
             return False
-        self._peers[msg.node] = _Peer(msg.incarnation, msg.seq, now, msg.type is MsgType.LEAVING)
+        left = msg.type is MsgType.LEAVING
+        if p is None or p.incarnation != msg.incarnation:
+            self._peers[msg.node] = _Peer(msg.incarnation, msg.seq, now, left)
+            return True
+        if now > p.last_seen:
+            p.gaps.append(now - p.last_seen)
+        p.seq, p.left = msg.seq, left
+        p.last_seen = max(p.last_seen, now)
         return True
+
+    def timeout_of(self, node: str) -> float:
+        """How long `node` may stay unheard before it is SILENT (see the class docstring)."""
+        p = self._peers.get(node)
+        longest = max(p.gaps, default=0.0) if p is not None else 0.0
+        return min(self.max_timeout, max(self.timeout, JITTER_FACTOR * longest))
 
     def state(self, node: str, now: float) -> PeerState:
         p = self._peers.get(node)
@@ -219,7 +254,7 @@ class PeerTable:
             return PeerState.UNKNOWN
         if p.left:
             return PeerState.LEFT
-        return PeerState.ALIVE if now - p.last_seen <= self.timeout else PeerState.SILENT
+        return PeerState.ALIVE if now - p.last_seen <= self.timeout_of(node) else PeerState.SILENT
 
     def states(self, now: float) -> dict[str, PeerState]:
         return {n: self.state(n, now) for n in self._peers}
@@ -262,12 +297,32 @@ class RejectLog:
         return f"heartbeat refused ({exc}) from {src}; {n} refused for {r.value} since the last such line"
 
 
+def _stamp_arrivals(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # without it, arrival = when we read it
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+
+
+def _receive(sock: socket.socket) -> tuple[bytes, str, float]:
+    """One datagram: (data, source address, arrival on our monotonic clock). The arrival is the
+    kernel's stamp, not when this thread got to it: on a starved machine a datagram can wait in
+    the socket for a second, and that second is not the sender's silence."""
+    data, anc, _flags, src = sock.recvmsg(2048, socket.CMSG_SPACE(TIMESPEC.size))
+    now = time.monotonic()
+    at = now
+    for level, kind, raw in anc:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= TIMESPEC.size:
+            sec, nsec = TIMESPEC.unpack_from(raw)
+            at = min(now, now - (time.time() - (sec + nsec / 1e9)))
+    return data, str(src[0]), at
+
+
 def _bind_sockets(bind: str, port: int) -> tuple[list[socket.socket], socket.socket | None]:
     """The UDP sockets heartbeats use: IPv4 on `bind` (all addresses when empty) and, when
     unbound, an IPv6-only one on `::` where the host has IPv6. Returns (all, the IPv6 one)."""
     s4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s4.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s4.bind((bind or "0.0.0.0", port))
+    _stamp_arrivals(s4)
     s4.settimeout(0.1)
     socks = [s4]
     sock6: socket.socket | None = None
@@ -277,6 +332,7 @@ def _bind_sockets(bind: str, port: int) -> tuple[list[socket.socket], socket.soc
             s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             s6.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s6.bind(("::", port))
+            _stamp_arrivals(s6)
             s6.settimeout(0.1)
             socks.append(s6)
             sock6 = s6
@@ -387,12 +443,36 @@ class Heartbeater:
         self._threads.append(t)
 
     def states(self) -> dict[str, PeerState]:
+        self.drain()
+        return self._judge()
+
+    def _judge(self) -> dict[str, PeerState]:
         with self._lock:
             return self.table.states(time.monotonic())
 
     def state(self, node: str) -> PeerState:
+        self.drain()
         with self._lock:
             return self.table.state(node, time.monotonic())
+
+    def drain(self) -> None:
+        """Handle every datagram already waiting in our sockets, so nobody is judged silent on a
+        heartbeat that arrived while our receive threads waited for a CPU."""
+        while not self._stop.is_set():
+            try:
+                ready, _, _ = select.select(self._socks, [], [], 0)
+            except (OSError, ValueError):  # closed by stop()
+                return
+            if not ready:
+                return
+            for sock in ready:
+                try:
+                    data, src, at = _receive(sock)
+                except (BlockingIOError, TimeoutError):
+                    continue  # a receive thread took it first
+                except OSError:
+                    return
+                self.handle(data, src, at, notify=False)  # callers judge (and notify) next
 
     def _next(self, kind: MsgType) -> bytes | None:
         with self._lock:
@@ -428,8 +508,9 @@ class Heartbeater:
             self._stop.wait(self.interval / 2 if self.interval > 0.1 else 0)
 
     def _check_changes(self) -> None:
+        self.drain()
         with self._change_lock:
-            states = self.states()
+            states = self._judge()
             if states == self._last_states:
                 return
             self._last_states = states
@@ -441,7 +522,7 @@ class Heartbeater:
     def _recv_loop(self, sock: socket.socket) -> None:
         while not self._stop.is_set():
             try:
-                data, src = sock.recvfrom(2048)
+                data, src, at = _receive(sock)
             except TimeoutError:
                 continue
             except OSError:
@@ -449,10 +530,11 @@ class Heartbeater:
                     return
                 time.sleep(0.1)
                 continue
-            self.handle(data, str(src[0]))
+            self.handle(data, src, at)
 
-    def handle(self, data: bytes, src: str) -> None:
-        """One received datagram: verify, then record (the receive threads call this)."""
+    def handle(self, data: bytes, src: str, at: float | None = None, notify: bool = True) -> None:
+        """One received datagram (arrived at `at`, monotonic; default now): verify, then record
+        (the receive threads and `drain` call this); `notify`: tell `on_change` if a peer moved."""
         with self._lock:
             keys, peers = self._keys, self._peer_view
         try:
@@ -466,12 +548,11 @@ class Heartbeater:
         with self._lock:
             now = time.monotonic()
             was_left = self.table.state(msg.node, now) is PeerState.LEFT
-            counted = self.table.observe(msg, now)
-        if counted and msg.type is MsgType.LEAVING:
-            if not was_left:
-                log.info("speaker on %s is leaving", msg.node)
-            self._check_changes()
-        elif counted and self._last_states.get(msg.node) is not PeerState.ALIVE:
+            counted = self.table.observe(msg, now if at is None else min(at, now))
+        if counted and msg.type is MsgType.LEAVING and not was_left:
+            log.info("speaker on %s is leaving", msg.node)
+        if notify and counted and (msg.type is MsgType.LEAVING
+                                   or self._last_states.get(msg.node) is not PeerState.ALIVE):
             self._check_changes()
 
     def leave(self, repeats: int = 3) -> None:

@@ -561,7 +561,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="UDP port for speaker-to-speaker heartbeats on the node IPs (0: off, Leases only)")
     p.add_argument("--heartbeat-interval", type=float, default=0.2, help="seconds between heartbeats")
     p.add_argument("--heartbeat-timeout", type=float, default=1.0,
-                   help="a speaker silent this long (after heartbeats were established) is dead")
+                   help="a speaker silent this long (after heartbeats were established) is dead; "
+                        "a peer whose heartbeats recently came further apart gets twice its longest "
+                        "gap, at most 4 times this")
     p.add_argument("--heartbeat-key-delay", type=float, default=10.0,
                    help="seconds a new key of Secret lbspeaker-memberlist is accepted before this speaker "
                         "signs with it (every speaker must have loaded it by then)")

@@ -16,7 +16,8 @@ therefore their elections, agree whenever their inputs agree):
 * Heartbeat state per node (`heartbeat.PeerTable`): ALIVE, SILENT, LEFT, UNKNOWN.
 * A node is live when (`is_live`): its Lease is not RELEASED, it has not said LEAVING,
   and either its heartbeats are ALIVE, or they were never established (UNKNOWN) and
-  its Lease is FRESH. SILENT = dead within `--heartbeat-timeout` (1 s) however fresh
+  its Lease is FRESH. SILENT = dead within `--heartbeat-timeout` (1 s; longer for a peer
+  whose heartbeats recently arrived further apart, see `heartbeat.PeerTable`) however fresh
   its Lease: that is the hard-failure path (link cut + SIGKILL). Heartbeats ALIVE
   keep a node live even if its Lease looks expired to us: it is demonstrably running
   (and, fail-static, still announcing), so counting it dead would make two owners.
