@@ -18,8 +18,10 @@ Design (the I/O shell around `config`, `routes` and `session`):
 * **Desired state, not commands.** The caller sets the routes it wants per peer
   (`set_routes`, or `announce`/`withdraw`). The manager keeps `_sent` (what ExaBGP
   holds, as far as acknowledgements tell) and sends only the difference
-  (`routes.diff_routes`). A refused command (`error`, e.g. a neighbour ExaBGP has not
-  loaded yet after a reload) makes that entry dirty and it is retried shortly.
+  (`routes.diff_routes`); after `update_routes` (changes only) just those prefixes are
+  compared, so a plan that moved one route does not cost a walk over every route. A
+  refused command (`error`, e.g. a neighbour ExaBGP has not loaded yet after a reload)
+  makes that entry dirty and it is retried shortly (by a whole diff).
   On every new relay connection (ExaBGP restarted, or its relay respawned) `_sent` is
   empty again, so every route is announced again.
 * **Leftovers.** The PID is written to `WORKDIR/exabgp.pid`; `start()` ends an ExaBGP
@@ -178,6 +180,7 @@ class ExaBGPManager:
         self._retry_at = 0.0
         self._retry_delay = retry_interval
         self._dirty = True  # something may differ between _sent and the desired state
+        self._touched: dict[str, set[str]] = {}  # else only these (update_routes) may
         self._restart_at: float | None = None
         self._backoff = backoff_initial
         self._running = False
@@ -266,6 +269,23 @@ class ExaBGPManager:
             self._routes_set = True
             self._cond.notify_all()
             self._dirty = True
+
+    def update_routes(self, changes: Mapping[str, Mapping[str, RouteAttrs | None]]) -> None:
+        """Change only these routes of the announced state ({peer: {prefix: attributes, or None
+        to withdraw}}); the next sync compares just them with what ExaBGP holds, not every route."""
+        with self._lock:
+            for peer, routes in changes.items():
+                table = self._desired.setdefault(peer, {})
+                for prefix, attrs in routes.items():
+                    if attrs is None:
+                        table.pop(prefix, None)
+                    else:
+                        table[prefix] = attrs
+                if not table:
+                    del self._desired[peer]
+                self._touched.setdefault(peer, set()).update(routes)
+            self._routes_set = True
+            self._cond.notify_all()
 
     def announce(self, peer: str, prefix: str, attrs: RouteAttrs | None = None) -> None:
         """Add (or change) one route to one peer in the desired state."""
@@ -635,10 +655,15 @@ class ExaBGPManager:
 
     def _sync(self) -> None:
         """Send what is needed to turn `_sent` into the desired state (lock held)."""
-        if not self._dirty or self._conn is None or time.monotonic() < self._retry_at:
+        if (not self._dirty and not self._touched) or self._conn is None or time.monotonic() < self._retry_at:
             return
+        if self._dirty:
+            changes = diff_routes(self._sent, self._effective_desired())
+        else:  # only the routes update_routes changed: the same diff, over those prefixes
+            touched = {p: prefixes for p, prefixes in self._touched.items() if p in self._peers}
+            changes = diff_routes(_only(self._sent, touched), _only(self._desired, touched))
         self._dirty = False
-        changes = diff_routes(self._sent, self._effective_desired())
+        self._touched = {}
         if not changes:
             return
         lines = []
@@ -775,6 +800,17 @@ class ExaBGPManager:
                     self.on_session_change(*item)
                 except Exception:
                     log.exception("session callback failed")
+
+
+def _only(table: Mapping[str, Mapping[str, RouteAttrs]], keys: Mapping[str, set[str]]) -> RouteTable:
+    """The part of `table` at `keys` ({peer: prefixes})."""
+    out: RouteTable = {}
+    for peer, prefixes in keys.items():
+        routes = table.get(peer, {})
+        part = {p: routes[p] for p in prefixes if p in routes}
+        if part:
+            out[peer] = part
+    return out
 
 
 def end_leftover(pid_path: Path, config_path: Path | None = None) -> None:

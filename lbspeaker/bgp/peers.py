@@ -171,6 +171,24 @@ class PeerProcesses:
             for name, m in self._managers.items():
                 m.set_routes({name: self._routes.get(name, {})})
 
+    def update_routes(self, changes: Mapping[str, Mapping[str, RouteAttrs | None]]) -> None:
+        """Only what changed since `set_routes`/`update_routes`: {peer: {prefix: attributes, or
+        None to withdraw}}; each changed peer's manager diffs those prefixes alone (at 10,000
+        Services a whole table per plan cost more than the plan)."""
+        with self._lock:
+            for peer, routes in changes.items():
+                table = self._routes.setdefault(peer, {})
+                for prefix, attrs in routes.items():
+                    if attrs is None:
+                        table.pop(prefix, None)
+                    else:
+                        table[prefix] = attrs
+                if not table:
+                    del self._routes[peer]
+                m = self._managers.get(peer)
+                if m is not None:
+                    m.update_routes({peer: routes})
+
     def desired(self) -> RouteTable:
         with self._lock:
             return {k: dict(v) for k, v in self._routes.items()}

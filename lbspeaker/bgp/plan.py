@@ -177,6 +177,12 @@ class BGPPlan:
     announced: dict[ServiceKey, list[str]] = field(default_factory=dict)  # service -> IPs
     problems: list[Problem] = field(default_factory=list)
     bfd_sessions: dict[SessionKey, DesiredSession] = field(default_factory=dict)  # BFD to run
+    # From `BGPPlanner` (not compared: bookkeeping, not what the node does): its call count, and
+    # the Service keys and (peer, prefix) routes that call redid (None: everything, e.g. a new
+    # context), so the adapter can apply a plan that follows the one it applied last by those alone.
+    generation: int = field(default=0, compare=False)
+    changed_services: frozenset[ServiceKey] | None = field(default=None, compare=False)
+    changed_routes: frozenset[RouteKey] | None = field(default=None, compare=False)
 
     def prefix_count(self) -> dict[str, int]:
         """Announced prefixes per peer (for the metric)."""
@@ -469,6 +475,11 @@ class BGPPlanner:
     announced under it (several, when aggregated). So a changed context redoes everything,
     a changed Service only itself and the prefixes it had or has. Pure (no I/O); equal to
     `compute_bgp_plan` after any sequence of calls (tests/unit/test_plan_incremental.py).
+
+    Each plan says what it redid (`BGPPlan.generation`, `changed_services`, `changed_routes`)
+    so the adapter can apply only that, and shares what did not change with the previous plan
+    (route tables of untouched peers, the Service maps when no Service's peers moved): copied on
+    the planner's next write, never changed under a plan already returned.
     """
 
     def __init__(self, node: str, ignore_exclude_label: bool = False) -> None:
@@ -489,7 +500,10 @@ class BGPPlanner:
         self._announced: dict[ServiceKey, list[str]] = {}
         self._problems: dict[Problem, int] = {}  # of the Services, counted
         self._sorted: list[Problem] | None = None
+        self._handed: set[str] = set()  # peers whose route table the last plan holds (copy on write)
+        self._services_handed = False  # the last plan holds _service_peers and _announced (the same)
         self.replanned = 0  # Services redone by the last call
+        self.generation = 0  # plans made (BGPPlan.generation)
 
     @redo_all_after_error
     def plan(self, services: Mapping[ServiceKey, ServiceFacts], changed: Iterable[ServiceKey] | None,
@@ -515,9 +529,11 @@ class BGPPlanner:
                         node_networks)
             self._context = context
         affected: set[RouteKey] = set()
+        redone: set[ServiceKey] = set()
         self.replanned = 0
         for key, new in to_redo(services, self._services, changed, reset):
             self.replanned += 1
+            redone.add(key)
             share = self._shares.pop(key, None)
             self._services.pop(key, None)
             if share is not None:
@@ -527,20 +543,58 @@ class BGPPlanner:
                 share = self._share(new)
                 self._shares[key] = share
                 self._learn(key, share, affected)
+            self._place(key, share if new is not None else None)
         for route in affected:
             self._remerge(route)
         if self._sorted is None:
             self._sorted = sorted(set(self._base.problems) | set(self._problems), key=_order)
         base = self._base
+        self.generation += 1
+        # the tables of peers no route of this call moved are the last plan's (see `_table`)
+        self._handed = set(self._routes)
+        self._services_handed = True
         plan = BGPPlan(node=self.node, peers=list(base.peers), selected_peers=list(base.selected_peers),
-                       peer_reasons=dict(base.peer_reasons),
-                       routes={peer: dict(table) for peer, table in self._routes.items()},
-                       service_peers=dict(self._service_peers), announced=dict(self._announced),
-                       problems=list(self._sorted))
+                       peer_reasons=dict(base.peer_reasons), routes=dict(self._routes),
+                       service_peers=self._service_peers, announced=self._announced,
+                       problems=list(self._sorted), generation=self.generation,
+                       changed_services=None if reset else frozenset(redone),
+                       changed_routes=None if reset else frozenset(affected))
         if bfd_profiles is not None:
+            before = len(plan.problems)
             add_bfd(plan, bfd_profiles, bfd_invalid)
-            plan.problems = sorted(set(plan.problems), key=_order)
+            if len(plan.problems) != before:  # else still sorted and unique: no sort of every problem
+                plan.problems = sorted(set(plan.problems), key=_order)
         return plan
+
+    def _place(self, key: ServiceKey, share: _ServiceShare | None) -> None:
+        """The Service's peers and announced IPs (`share` None: gone), changed only if they differ."""
+        peers = share.peers if share is not None and share.announced is not None else None
+        announced = share.announced if peers is not None and share is not None else None
+        if self._service_peers.get(key) != peers or self._announced.get(key) != announced:
+            service_peers, announced_ips = self._own_services()
+            if peers is None or announced is None:
+                service_peers.pop(key, None)
+                announced_ips.pop(key, None)
+            else:
+                service_peers[key], announced_ips[key] = peers, announced
+
+    def _own_services(self) -> tuple[dict[ServiceKey, list[str]], dict[ServiceKey, list[str]]]:
+        """`_service_peers` and `_announced`, to change: copied first if the last plan holds them."""
+        if self._services_handed:
+            self._service_peers, self._announced = dict(self._service_peers), dict(self._announced)
+            self._services_handed = False
+        return self._service_peers, self._announced
+
+    def _table(self, peer: str) -> dict[str, RouteAttrs]:
+        """`peer`'s route table, to change: copied first if the last plan holds it (copy on write,
+        so a plan's tables never change under it and an untouched peer's is not copied)."""
+        table = self._routes.get(peer)
+        if table is None:
+            table = self._routes[peer] = {}
+        elif peer in self._handed:
+            table = self._routes[peer] = dict(table)
+        self._handed.discard(peer)
+        return table
 
     def _reset(self, node_facts: NodeFacts | None, pools: Sequence[Pool],
                advs: Sequence[BGPAdvertisementFacts], peers: Sequence[PeerFacts], aliases: Mapping[str, str],
@@ -558,6 +612,7 @@ class BGPPlanner:
         self._announcing = announces and bool(base.peers)
         self._services, self._shares, self._route_services, self._routes = {}, {}, {}, {}
         self._service_peers, self._announced, self._problems, self._sorted = {}, {}, {}, None
+        self._handed, self._services_handed = set(), False
 
     def _share(self, svc: ServiceFacts) -> _ServiceShare:
         anns, problems = service_announcements(svc, self.node, self._labels, self._pools, self._advs,
@@ -575,9 +630,6 @@ class BGPPlanner:
         for route in share.parts.standard:
             self._route_services.setdefault(route, set()).add(key)
             affected.add(route)
-        if share.peers is not None and share.announced is not None:
-            self._service_peers[key] = share.peers
-            self._announced[key] = share.announced
         for problem in share.problems:
             n = self._problems.get(problem, 0)
             self._problems[problem] = n + 1
@@ -588,8 +640,6 @@ class BGPPlanner:
         for route in share.parts.standard:
             self._route_services[route].discard(key)
             affected.add(route)
-        self._service_peers.pop(key, None)
-        self._announced.pop(key, None)
         for problem in share.problems:
             n = self._problems[problem] - 1
             if n:
@@ -604,9 +654,9 @@ class BGPPlanner:
         keys = self._route_services.get(route)
         if not keys:
             self._route_services.pop(route, None)
-            table = self._routes.get(peer)
-            if table is not None:
-                table.pop(prefix, None)
+            if prefix in self._routes.get(peer, {}):
+                table = self._table(peer)
+                del table[prefix]
                 if not table:
                     del self._routes[peer]
             return
@@ -618,4 +668,6 @@ class BGPPlanner:
             standard |= parts.standard[route]
             large |= parts.large[route]
             prefs.update(parts.prefs.get(route, {}))
-        self._routes.setdefault(peer, {})[prefix] = route_attrs(standard, large, prefs)[0]
+        attrs = route_attrs(standard, large, prefs)[0]
+        if self._routes.get(peer, {}).get(prefix) != attrs:
+            self._table(peer)[prefix] = attrs

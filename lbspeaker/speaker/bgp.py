@@ -12,7 +12,12 @@ apply: `PeerProcesses.set_peers` / `set_routes` (`bgp/peers.py`: one ExaBGP per 
 so adding, changing or deleting one peer never touches another's session; started lazily
 when the first BGPPeer selects this node, so an L2-only cluster runs none),
 ServiceBGPStatus through the owned-status writer, `nodeAssigned` Events, problems as
-Events, and this node's BGPPeer session entries (`sessions.SessionStatus`).
+Events, and this node's BGPPeer session entries (`sessions.SessionStatus`). A plan that
+directly follows the one applied last and completely (`follows`) is applied by what the
+planner redid alone (`BGPPlan.changed_services` / `changed_routes`: status entries via
+`update_desired`, Events, and the routes via `update_routes`), so one Service changed costs
+one Service, not 10,000 (bench/bgp_apply.py); any other plan (the first, one after a failed
+apply or after a plan never applied) is applied whole, as layer 2 does.
 
 BFD: the BGPPeers this node runs that name a `bfdProfile` get a BFD session each
 (`bgp.plan` plans them with `bfd.plan`; `bfd.manager.BFDManager` runs them in one thread,
@@ -47,7 +52,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -56,7 +61,7 @@ from lbspeaker.bfd.manager import BFDManager, PeerCallback, PeerEvent
 from lbspeaker.bfd.profile import profiles_by_name
 from lbspeaker.bgp.config import PeerSpec
 from lbspeaker.bgp.plan import BGPPlan, BGPPlanner
-from lbspeaker.bgp.routes import RouteAttrs
+from lbspeaker.bgp.routes import RouteAttrs, RouteKey
 from lbspeaker.bgp.session import PeerSession
 from lbspeaker.facts import Problem
 from lbspeaker.queueworker import consume
@@ -74,6 +79,30 @@ NETWORKS_REFRESH = 10.0
 WITHDRAW_TIMEOUT = 2.0  # withdrawals acknowledged and every ExaBGP ended, on SIGTERM
 
 
+def follows(previous: BGPPlan | None, plan: BGPPlan) -> bool:
+    """Whether `plan` is the planner's very next after `previous` (the plan applied last, and
+    completely): then the Services and routes it did not redo are as `previous` left them."""
+    return previous is not None and plan.generation == previous.generation + 1
+
+
+def announced_changes(old: Mapping[str, Any], new: Mapping[str, Any],
+                      keys: Iterable[str] | None) -> tuple[list[str], list[str]]:
+    """(newly announced, no longer announced) Service keys, sorted: among `keys` (None: all)."""
+    if keys is None:
+        return sorted(new.keys() - old.keys()), sorted(old.keys() - new.keys())
+    return (sorted(k for k in keys if k in new and k not in old),
+            sorted(k for k in keys if k in old and k not in new))
+
+
+def route_changes(table: Mapping[str, Mapping[str, RouteAttrs]],
+                  changed: Iterable[RouteKey]) -> dict[str, dict[str, RouteAttrs | None]]:
+    """{peer: {prefix: attributes now, None: withdrawn}} of the `changed` routes of `table`."""
+    out: dict[str, dict[str, RouteAttrs | None]] = {}
+    for peer, prefix in changed:
+        out.setdefault(peer, {})[prefix] = table.get(peer, {}).get(prefix)
+    return out
+
+
 class ManagerLike(Protocol):
     """What BGP needs from `ExaBGPManager` (a fake in component tests)."""
 
@@ -86,6 +115,7 @@ class ManagerLike(Protocol):
     def stop(self, withdraw: bool = True, timeout: float = 2.0, grace: float = 0.2) -> None: ...
     def set_peers(self, peers: Sequence[PeerSpec]) -> Any: ...
     def set_routes(self, table: Mapping[str, Mapping[str, RouteAttrs]]) -> None: ...
+    # optional (`PeerProcesses` has it): `update_routes({peer: {prefix: attrs or None}})`, changes only
     def sessions(self) -> dict[str, PeerSession]: ...
     def in_sync(self) -> bool: ...
 
@@ -162,6 +192,7 @@ class BGP:
         self._networks_at = 0.0
         self._peers_applied: list[PeerSpec] | None = None
         self.applied: BGPPlan | None = None  # the plan applied last
+        self._completed: BGPPlan | None = None  # the plan applied last and completely
         self.problems: set[Problem] = set()
         self._planner = BGPPlanner(node, ignore_exclude_lb)
         self._planned: Snapshot | None = None  # the snapshot the planner saw last
@@ -190,31 +221,53 @@ class BGP:
         return plan
 
     def apply(self, plan: BGPPlan) -> None:
+        previous, self._completed = self._completed, None  # None until this apply completes
+        # Only what the planner redid, when `plan` directly follows the plan applied last and
+        # completely (see `follows`); else every Service and route, rebuilt from the plan.
+        keys = plan.changed_services if follows(previous, plan) else None
+        routes = plan.changed_routes if keys is not None else None
         if plan.peers and self.manager is None:
             self.manager = self._manager_factory(self.workdir, self._on_session_change)
             self.manager.set_peers(plan.peers)
             self._peers_applied = list(plan.peers)
             self.manager.start()
             log.info("BGP: started ExaBGP for %s", ", ".join(p.name for p in plan.peers))
+            routes = None  # a new manager gets every route
         if self.manager is not None:
             if plan.peers != self._peers_applied:
                 self.manager.set_peers(plan.peers)
                 self._peers_applied = list(plan.peers)
             old = self.applied.announced if self.applied is not None else {}
-            self.manager.set_routes(plan.routes)
-            for key in sorted(set(plan.announced) - set(old)):
+            self._hand_routes(self.manager, plan, routes)
+            taken, gone = announced_changes(old, plan.announced, keys)
+            for key in taken:
                 log.info("BGP: announcing %s (%s) to %s", key, ", ".join(plan.announced[key]),
                          ", ".join(plan.service_peers.get(key, [])))
                 self.reporter.normal("Service", key, "nodeAssigned", assigned_message(self.node, self.name))
-            for key in sorted(set(old) - set(plan.announced)):
+            for key in gone:
                 log.info("BGP: withdrawing %s", key)
         self._apply_bfd(plan)
         self.applied = plan
-        self.status.set_desired(BGP_STATUS, {k: bgp_fields(p) for k, p in plan.service_peers.items()})
+        if keys is None:
+            self.status.set_desired(BGP_STATUS, {k: bgp_fields(p) for k, p in plan.service_peers.items()})
+        else:
+            self.status.update_desired(BGP_STATUS, {
+                k: bgp_fields(plan.service_peers[k]) if k in plan.service_peers else None for k in keys})
+        self._completed = plan
         self.refresh_sessions()
         problems = set(plan.problems) | self._bfd_problems
         self.reporter.problems("BGP", self.problems, problems, prefix=f"node {self.node}: ")
         self.problems = problems
+
+    @staticmethod
+    def _hand_routes(mgr: ManagerLike, plan: BGPPlan, changed: frozenset[RouteKey] | None) -> None:
+        """The plan's routes to the manager: only the `changed` (peer, prefix) ones when known and
+        the manager takes changes (`update_routes`; a fake may not), else the whole table."""
+        update = getattr(mgr, "update_routes", None)
+        if changed is None or not callable(update):
+            mgr.set_routes(plan.routes)
+        elif changed:
+            update(route_changes(plan.routes, changed))
 
     def poll(self) -> bool:
         """Secrets past their refresh time, or this node's networks changed: replan."""
