@@ -448,15 +448,26 @@ def descendants(pid: int) -> list[int]:
 
 
 def components(lab: Lab) -> dict[str, list[int]]:
-    """Component name -> PIDs: apiserver, controller, agents, speaker-<node>, exabgp-<node>."""
+    """Component name -> PIDs: apiserver, controller, agents, speaker-<node>, exabgp-<node>,
+    hbsender-<node> (the speaker's heartbeat sender process)."""
     out: dict[str, list[int]] = {}
     for rec in lab.state()["processes"]:
         name, pid = rec["name"], int(rec["pid"])
         if name in ("apiserver", "controller", "agents") or name.startswith("speaker-"):
             out[name] = [pid]
             if name.startswith("speaker-"):
-                out["exabgp-" + name.removeprefix("speaker-")] = descendants(pid)
+                node = name.removeprefix("speaker-")
+                kids = descendants(pid)
+                hb = [k for k in kids if "lbspeaker.speaker.hbsender" in cmdline(k)]
+                out["exabgp-" + node] = [k for k in kids if k not in hb]
+                out["hbsender-" + node] = hb
     return out
+
+
+def cmdline(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    return ""
 
 
 class Sampler:

@@ -49,13 +49,16 @@ import contextlib
 import enum
 import hashlib
 import hmac
+import json
 import logging
+import os
 import select
 import socket
 import struct
+import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -74,6 +77,7 @@ LOG_EVERY_S: Final = 60.0
 # Linux's SO_TIMESTAMPNS (Python does not name it): the kernel stamps each datagram on arrival.
 SO_TIMESTAMPNS: Final = getattr(socket, "SO_TIMESTAMPNS", 35)
 TIMESPEC: Final = struct.Struct("@qq")
+SENDER_SEQ_BLOCK: Final = 2**40  # sequence numbers left to one sender process (7,000 years of them)
 
 
 class MsgType(enum.IntEnum):
@@ -367,6 +371,10 @@ class Heartbeater:
     _peer_view: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
     _incarnation: int = field(default_factory=time.time_ns, init=False, repr=False)
     _seq: int = field(default=0, init=False, repr=False)
+    # Send from a process of its own (`hbsender`; None: from a thread of ours, as tests do).
+    sender_command: Sequence[str] | None = None
+    _child: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _child_started: float = field(default=float("-inf"), init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _threads: list[threading.Thread] = field(default_factory=list, init=False, repr=False)
@@ -501,7 +509,10 @@ class Heartbeater:
     def _send_loop(self) -> None:
         while not self._stop.is_set():
             self.refresh()
-            self._send_all(self._next(MsgType.ALIVE))
+            if self.sender_command is None:
+                self._send_all(self._next(MsgType.ALIVE))
+            else:
+                self._tell_sender()
             self._check_changes()
             self._stop.wait(self.interval / 2 if self.interval > 0.1 else self.interval)
             self._check_changes()
@@ -555,8 +566,58 @@ class Heartbeater:
                                    or self._last_states.get(msg.node) is not PeerState.ALIVE):
             self._check_changes()
 
+    def _sender(self) -> subprocess.Popen[bytes] | None:
+        """The sender process, (re)started when it is not running (at most once a second)."""
+        child = self._child
+        if child is not None and child.poll() is None:
+            return child
+        now = time.monotonic()
+        if now - self._child_started < 1.0 or self.sender_command is None:
+            return None
+        if child is not None:
+            log.warning("heartbeat sender exited (%s); starting it again", child.returncode)
+        with self._lock:
+            self._seq += SENDER_SEQ_BLOCK  # its numbers start above ours and above the last one's
+        try:
+            child = subprocess.Popen([*self.sender_command, self.bind], stdin=subprocess.PIPE)
+        except OSError as exc:
+            log.error("cannot start the heartbeat sender (%s): sending from a thread", exc)
+            self.sender_command = None
+            return None
+        assert child.stdin is not None
+        os.set_blocking(child.stdin.fileno(), False)
+        self._child, self._child_started = child, now
+        return child
+
+    def _tell_sender(self, extra: Mapping[str, object] | None = None) -> bool:
+        """Hand the sender our state (every round: it also proves we still run); False if it is not
+        running or its pipe is full."""
+        from lbspeaker.speaker.hbsender import State, state_line
+
+        child = self._sender()
+        if child is None or child.stdin is None:
+            return False
+        with self._lock:
+            kid = signing_key(self._keys, self._key_first_seen, time.monotonic(), self.key_delay)
+            state = State(self.node, self._incarnation, self._seq, self.interval, self.port, kid,
+                          self._keys.get(kid, b"") if kid else b"", dict(self._peer_view))
+        line = state_line(state) if extra is None else json.dumps(dict(extra)) + "\n"
+        try:
+            os.write(child.stdin.fileno(), line.encode())
+        except (BlockingIOError, BrokenPipeError, OSError):
+            return False
+        return True
+
     def leave(self, repeats: int = 3) -> None:
         """Tell every peer we are going (SIGTERM): they hand our IPs over at once."""
+        child = self._child
+        if child is not None and child.poll() is None and self._tell_sender() and \
+                self._tell_sender({"leave": repeats}):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                if child.wait(timeout=0.3) == 0:
+                    return
+        with self._lock:
+            self._seq += SENDER_SEQ_BLOCK  # above anything the sender sent
         for _ in range(repeats):
             self._send_all(self._next(MsgType.LEAVING))
 
@@ -564,6 +625,16 @@ class Heartbeater:
         self._stop.set()
         for t in self._threads:
             t.join(timeout=2)
+        child = self._child
+        if child is not None:
+            with contextlib.suppress(OSError):
+                if child.stdin is not None:
+                    child.stdin.close()  # EOF: it exits
+            try:
+                child.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
         for s in self._socks:
             with contextlib.suppress(OSError):
                 s.close()

@@ -117,6 +117,7 @@ class Config:
     heartbeat_interval: float = 0.2
     heartbeat_timeout: float = 1.0
     heartbeat_key_delay: float = 10.0
+    heartbeat_sender: str = "process"  # "process": `hbsender`; "thread": from the speaker itself
     metrics_addr: str = DEFAULT_METRICS_ADDR
     interfaces: list[str] = field(default_factory=list)
     ignore_exclude_lb: bool = False
@@ -155,6 +156,12 @@ def bounded(what: str, fn: Callable[[], Any], seconds: float) -> bool:
         log.warning("shutdown: %s still running after %.1fs: not waiting for it", what, seconds)
         return False
     return True
+
+
+def sender_command() -> list[str]:
+    """`hbsender`, killed with this process (`pdeathsig`): a SIGKILLed speaker must go silent."""
+    return [sys.executable, "-m", "lbspeaker.speaker.pdeathsig", str(os.getpid()), "--",
+            sys.executable, "-m", "lbspeaker.speaker.hbsender"]
 
 
 def node_addresses(node: Mapping[str, Any]) -> list[str]:
@@ -239,6 +246,7 @@ class Speaker:
                     interval=cfg.heartbeat_interval, timeout=cfg.heartbeat_timeout,
                     keys=lambda: memberlist.keys_of(self.hb_secret.get(ns, memberlist.SECRET_NAME)),
                     key_delay=cfg.heartbeat_key_delay,
+                    sender_command=sender_command() if cfg.heartbeat_sender == "process" else None,
                 )
             except OSError as exc:
                 log.error("cannot bind heartbeat port udp/%d (%s): failure detection falls back to "
@@ -564,6 +572,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a speaker silent this long (after heartbeats were established) is dead; "
                         "a peer whose heartbeats recently came further apart gets twice its longest "
                         "gap, at most 4 times this")
+    p.add_argument("--heartbeat-sender", choices=("process", "thread"), default="process",
+                   help="send heartbeats from a small process of their own (so a busy speaker's "
+                        "interpreter lock cannot delay them) or from a thread of the speaker")
     p.add_argument("--heartbeat-key-delay", type=float, default=10.0,
                    help="seconds a new key of Secret lbspeaker-memberlist is accepted before this speaker "
                         "signs with it (every speaker must have loaded it by then)")
@@ -604,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         node=args.node_name, namespace=args.namespace, lease_duration=args.lease_duration,
         renew_interval=args.renew_interval, heartbeat_port=args.heartbeat_port,
         heartbeat_interval=args.heartbeat_interval, heartbeat_timeout=args.heartbeat_timeout,
-        heartbeat_key_delay=args.heartbeat_key_delay,
+        heartbeat_key_delay=args.heartbeat_key_delay, heartbeat_sender=args.heartbeat_sender,
         metrics_addr=args.metrics_addr, interfaces=[i for i in args.interfaces.split(",") if i.strip()],
         ignore_exclude_lb=args.ignore_exclude_lb, enforce_strict_arp=args.enforce_strict_arp,
         lb_class=args.lb_class, run_dir=args.run_dir, shutdown_budget=args.shutdown_timeout,

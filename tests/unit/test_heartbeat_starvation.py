@@ -8,12 +8,14 @@ than one node. Two causes, one test group each:
   was stamped when it was read, so a peer looked silent for our stall (`drain`, kernel
   arrival stamps);
 * the sender: a live peer whose heartbeats come seconds apart for a while (`PeerTable`'s
-  timeout grows with the peer's recent gaps, capped).
+  timeout grows with the peer's recent gaps, capped), and a sender thread that waited for
+  the interpreter lock (`hbsender`: heartbeats leave from a process of their own).
 """
 
 from __future__ import annotations
 
 import socket
+import sys
 import time
 from collections.abc import Iterator
 
@@ -144,3 +146,77 @@ def test_a_crashed_peer_is_still_found_silent(starved: tuple[Heartbeater, Heartb
     me.drain()
     assert me.state("peer") is PeerState.ALIVE
     wait_for(lambda: me.state("peer") is PeerState.SILENT, timeout=5)
+
+
+# --- the sender process: heartbeats leave on time while the speaker's interpreter is busy ---------------
+
+SENDER = [sys.executable, "-m", "lbspeaker.speaker.hbsender", "--stale-after", "1.0"]
+
+
+@pytest.fixture
+def with_sender() -> Iterator[tuple[Heartbeater, Heartbeater]]:
+    """`me` (receives), `peer` sending through `hbsender`."""
+    port = free_port()
+    me = Heartbeater("me", lambda: {"peer": ["127.0.0.2"]}, lambda: None, port=port, bind="127.0.0.1",
+                     interval=0.05, timeout=0.5, keys=lambda: KEYS)
+    peer = Heartbeater("peer", lambda: {"me": ["127.0.0.1"]}, lambda: None, port=port, bind="127.0.0.2",
+                       interval=0.05, timeout=0.5, keys=lambda: KEYS, sender_command=SENDER)
+    me.start()
+    peer.start()
+    wait_for(lambda: me.state("peer") is PeerState.ALIVE, timeout=15)
+    yield me, peer
+    me.stop()
+    peer.stop()
+    assert peer._child is not None and peer._child.poll() is not None  # stop() ended it
+
+
+def hold_the_interpreter_lock(seconds: float) -> None:
+    """Keep every thread of this process off the interpreter for `seconds` (a C loop that never
+    lets the lock go), as a speaker's planning thread does on a starved node."""
+    n = 1_000_000
+    t0 = time.monotonic()
+    sum(range(n))
+    per = max(time.monotonic() - t0, 1e-6) / n
+    sum(range(int(seconds / per)))
+
+
+def test_heartbeats_keep_coming_while_the_interpreter_is_held(
+    with_sender: tuple[Heartbeater, Heartbeater],
+) -> None:
+    me, _ = with_sender
+    t0 = time.monotonic()
+    hold_the_interpreter_lock(1.5)
+    held = time.monotonic() - t0
+    assert held >= 1.0, held  # the hold under test happened
+    assert me.state("peer") is PeerState.ALIVE
+    gaps = list(me.table._peers["peer"].gaps)
+    assert max(gaps[-10:]) < 0.5, gaps[-20:]  # no hole where the lock was held (thread sender: >= 1 s)
+
+
+def test_leaving_goes_through_the_sender(with_sender: tuple[Heartbeater, Heartbeater]) -> None:
+    me, peer = with_sender
+    peer.leave()
+    wait_for(lambda: me.state("peer") is PeerState.LEFT, timeout=5)
+    assert peer._child is not None and peer._child.poll() == 0
+
+
+def test_a_wedged_speaker_goes_silent_although_its_sender_runs(
+    with_sender: tuple[Heartbeater, Heartbeater],
+) -> None:
+    me, peer = with_sender
+    peer._stop.set()  # its send loop stops telling the sender anything; the sender process lives on
+    wait_for(lambda: me.state("peer") is PeerState.SILENT, timeout=10)
+    assert peer._child is not None and peer._child.poll() is None
+
+
+def test_a_crashed_sender_is_started_again(with_sender: tuple[Heartbeater, Heartbeater]) -> None:
+    me, peer = with_sender
+    first = peer._child
+    assert first is not None
+    first.kill()
+    first.wait()
+    wait_for(lambda: peer._child is not first and peer._child is not None and peer._child.poll() is None,
+             timeout=10)
+    seen = me.received
+    wait_for(lambda: me.received > seen + 3, timeout=10)  # its numbers start above the old one's
+    assert me.state("peer") is PeerState.ALIVE
