@@ -86,6 +86,7 @@ from lbspeaker.bgp.routes import (
     RouteAttrs,
     RouteChange,
     RouteTable,
+    apply_route_changes,
     change_command,
     diff_routes,
     kept_across_restart,
@@ -274,15 +275,8 @@ class ExaBGPManager:
         """Change only these routes of the announced state ({peer: {prefix: attributes, or None
         to withdraw}}); the next sync compares just them with what ExaBGP holds, not every route."""
         with self._lock:
+            apply_route_changes(self._desired, changes)
             for peer, routes in changes.items():
-                table = self._desired.setdefault(peer, {})
-                for prefix, attrs in routes.items():
-                    if attrs is None:
-                        table.pop(prefix, None)
-                    else:
-                        table[prefix] = attrs
-                if not table:
-                    del self._desired[peer]
                 self._touched.setdefault(peer, set()).update(routes)
             self._routes_set = True
             self._cond.notify_all()

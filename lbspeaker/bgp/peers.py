@@ -39,7 +39,7 @@ from pathlib import Path
 
 from lbspeaker.bgp.config import PeerSpec, RenderedConfig, render_config
 from lbspeaker.bgp.exabgp import ExaBGPManager, SessionCallback, end_leftover
-from lbspeaker.bgp.routes import RouteAttrs, RouteTable
+from lbspeaker.bgp.routes import RouteAttrs, RouteTable, apply_route_changes
 from lbspeaker.bgp.session import PeerSession
 
 log = logging.getLogger(__name__)
@@ -176,15 +176,8 @@ class PeerProcesses:
         None to withdraw}}; each changed peer's manager diffs those prefixes alone (at 10,000
         Services a whole table per plan cost more than the plan)."""
         with self._lock:
+            apply_route_changes(self._routes, changes)
             for peer, routes in changes.items():
-                table = self._routes.setdefault(peer, {})
-                for prefix, attrs in routes.items():
-                    if attrs is None:
-                        table.pop(prefix, None)
-                    else:
-                        table[prefix] = attrs
-                if not table:
-                    del self._routes[peer]
                 m = self._managers.get(peer)
                 if m is not None:
                     m.update_routes({peer: routes})

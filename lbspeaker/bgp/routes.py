@@ -265,6 +265,20 @@ class RouteChange:
         return self.attrs is None
 
 
+def apply_route_changes(tables: RouteTable, changes: Mapping[str, Mapping[str, RouteAttrs | None]]) -> None:
+    """Apply {peer: {prefix: attributes, or None to withdraw}} to `tables` in place; a peer left
+    without routes is dropped (the one rule for every holder of a route table)."""
+    for peer, routes in changes.items():
+        table = tables.setdefault(peer, {})
+        for prefix, attrs in routes.items():
+            if attrs is None:
+                table.pop(prefix, None)
+            else:
+                table[prefix] = attrs
+        if not table:
+            del tables[peer]
+
+
 def diff_routes(
     old: Mapping[str, Mapping[str, RouteAttrs]], new: Mapping[str, Mapping[str, RouteAttrs]]
 ) -> list[RouteChange]:

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lbspeaker.bgp.plan import BGPPlanner
-from lbspeaker.bgp.routes import RouteAttrs
+from lbspeaker.bgp.routes import RouteAttrs, apply_route_changes
 from lbspeaker.bgp.session import PeerSession
 from lbspeaker.facts import NodeFacts, ServiceFacts
 from lbspeaker.speaker.bgp import BGP, BGPHooks
@@ -84,15 +84,7 @@ class Manager:
     def update_routes(self, changes: Mapping[str, Mapping[str, RouteAttrs | None]]) -> None:
         if self.fail:
             raise Failing
-        for peer, routes in changes.items():
-            table = self.routes.setdefault(peer, {})
-            for prefix, attrs in routes.items():
-                if attrs is None:
-                    table.pop(prefix, None)
-                else:
-                    table[prefix] = attrs
-            if not table:
-                del self.routes[peer]
+        apply_route_changes(self.routes, changes)
 
     def sessions(self) -> dict[str, PeerSession]:
         return {}
