@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from lbspeaker.speaker.heartbeat import Message, MsgType, encode
+from lbspeaker.speaker.heartbeat import Message, MsgType, encode, send_to_peers
 
 STALE_AFTER_S = 5.0
 
@@ -86,15 +86,7 @@ class Sender:
         self.seq = max(self.seq, state.seq) + 1
         data = encode(Message(kind, state.node, state.incarnation, self.seq, time.time_ns()),
                       state.key_id, state.key)
-        for addrs in state.peers.values():
-            for addr in addrs:
-                sock = self.s6 if ":" in addr else self.s4
-                if sock is None:
-                    continue
-                try:
-                    sock.sendto(data, (addr, state.port))
-                except OSError:
-                    self.errors += 1
+        self.errors += send_to_peers(data, state.peers, state.port, self.s4, self.s6)
 
 
 def run(stdin: TextIO, bind: str = "", stale_after: float = STALE_AFTER_S) -> int:

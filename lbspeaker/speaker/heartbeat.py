@@ -301,6 +301,23 @@ class RejectLog:
         return f"heartbeat refused ({exc}) from {src}; {n} refused for {r.value} since the last such line"
 
 
+def send_to_peers(data: bytes, peers: Mapping[str, Iterable[str]], port: int, sock4: socket.socket,
+                  sock6: socket.socket | None) -> int:
+    """Send `data` to every address of every peer (IPv6 ones through `sock6`, skipped without
+    one); returns how many sends failed. The speaker's thread and `hbsender` both send this way."""
+    errors = 0
+    for addrs in peers.values():
+        for addr in addrs:
+            sock = sock6 if ":" in addr else sock4
+            if sock is None:
+                continue
+            try:
+                sock.sendto(data, (addr, port))
+            except OSError:
+                errors += 1
+    return errors
+
+
 def _stamp_arrivals(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):  # without it, arrival = when we read it
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
@@ -496,15 +513,7 @@ class Heartbeater:
             return
         with self._lock:
             peers = self._peer_view
-        for addrs in peers.values():
-            for addr in addrs:
-                sock = self._sock6 if ":" in addr else self._socks[0]
-                if sock is None:
-                    continue
-                try:
-                    sock.sendto(data, (addr, self.port))
-                except OSError:
-                    self.send_errors += 1
+        self.send_errors += send_to_peers(data, peers, self.port, self._socks[0], self._sock6)
 
     def _send_loop(self) -> None:
         while not self._stop.is_set():

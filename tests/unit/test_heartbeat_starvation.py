@@ -150,7 +150,7 @@ def test_a_crashed_peer_is_still_found_silent(starved: tuple[Heartbeater, Heartb
 
 # --- the sender process: heartbeats leave on time while the speaker's interpreter is busy ---------------
 
-SENDER = [sys.executable, "-m", "lbspeaker.speaker.hbsender", "--stale-after", "1.0"]
+SENDER = [sys.executable, "-m", "lbspeaker.speaker.hbsender", "--stale-after", "3.0"]  # > the hold below
 
 
 @pytest.fixture
@@ -173,7 +173,7 @@ def with_sender() -> Iterator[tuple[Heartbeater, Heartbeater]]:
 def hold_the_interpreter_lock(seconds: float) -> None:
     """Keep every thread of this process off the interpreter for `seconds` (a C loop that never
     lets the lock go), as a speaker's planning thread does on a starved node."""
-    n = 1_000_000
+    n = 3_000_000
     t0 = time.monotonic()
     sum(range(n))
     per = max(time.monotonic() - t0, 1e-6) / n
@@ -187,7 +187,7 @@ def test_heartbeats_keep_coming_while_the_interpreter_is_held(
     t0 = time.monotonic()
     hold_the_interpreter_lock(1.5)
     held = time.monotonic() - t0
-    assert held >= 1.0, held  # the hold under test happened
+    assert held >= 0.8, held  # the hold under test happened (longer than any gap allowed below)
     assert me.state("peer") is PeerState.ALIVE
     gaps = list(me.table._peers["peer"].gaps)
     assert max(gaps[-10:]) < 0.5, gaps[-20:]  # no hole where the lock was held (thread sender: >= 1 s)
