@@ -47,9 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import queue
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -65,8 +63,9 @@ from lbspeaker.bgp.routes import RouteAttrs, RouteKey
 from lbspeaker.bgp.session import PeerSession
 from lbspeaker.facts import Problem
 from lbspeaker.queueworker import consume
+from lbspeaker.speaker import pdeathsig
 from lbspeaker.speaker import snapshot as S
-from lbspeaker.speaker.protocol import Reporter
+from lbspeaker.speaker.protocol import Reporter, follows
 from lbspeaker.speaker.secrets import PeerPasswords
 from lbspeaker.speaker.sessions import SessionStatus
 from lbspeaker.speaker.snapshot import Snapshot
@@ -77,12 +76,6 @@ log = logging.getLogger("lbspeaker.speaker.bgp")
 DEFAULT_RUN_DIR = "/run/lbspeaker"
 NETWORKS_REFRESH = 10.0
 WITHDRAW_TIMEOUT = 2.0  # withdrawals acknowledged and every ExaBGP ended, on SIGTERM
-
-
-def follows(previous: BGPPlan | None, plan: BGPPlan) -> bool:
-    """Whether `plan` is the planner's very next after `previous` (the plan applied last, and
-    completely): then the Services and routes it did not redo are as `previous` left them."""
-    return previous is not None and plan.generation == previous.generation + 1
 
 
 def announced_changes(old: Mapping[str, Any], new: Mapping[str, Any],
@@ -129,7 +122,7 @@ def default_manager_factory(workdir: Path, on_change: Callable[[str, PeerSession
     from lbspeaker.bgp.exabgp import ExaBGPManager, SessionCallback
     from lbspeaker.bgp.peers import PeerProcesses
 
-    prefix = [sys.executable, "-m", "lbspeaker.speaker.pdeathsig", str(os.getpid()), "--"]
+    prefix = pdeathsig.prefix()
 
     def one(peer_dir: Path, cb: SessionCallback) -> ExaBGPManager:
         return ExaBGPManager(peer_dir, command_prefix=prefix, on_session_change=cb)

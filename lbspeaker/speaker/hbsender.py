@@ -37,7 +37,7 @@ STALE_AFTER_S = 5.0
 
 @dataclass
 class State:
-    """What the speaker tells this process; `from_line` refuses nothing it cannot use."""
+    """What the speaker tells this process (one JSON object per line, `state_line`)."""
 
     node: str
     incarnation: int

@@ -26,7 +26,7 @@ from lbspeaker.speaker import snapshot as S
 from lbspeaker.speaker import strictarp
 from lbspeaker.speaker.metrics import SpeakerMetrics
 from lbspeaker.speaker.nodeproblems import NodeProblemsWriter
-from lbspeaker.speaker.protocol import Reporter
+from lbspeaker.speaker.protocol import Reporter, follows
 from lbspeaker.speaker.snapshot import Snapshot
 from lbspeaker.speaker.status import L2_STATUS, OwnedStatusWriter, assigned_message, l2_fields
 
@@ -130,8 +130,7 @@ class Layer2:
         wanted = self._applied
         taken: list[str] = []
         released: list[str] = []
-        follows = previous is not None and plan.generation == previous.generation + 1
-        if previous is not None and follows and plan.changed_ips is not None:
+        if previous is not None and follows(previous, plan) and plan.changed_ips is not None:
             moved = False
             for ip in plan.changed_ips:
                 old, new = previous.announce.get(ip), plan.announce.get(ip)
@@ -172,8 +171,7 @@ class Layer2:
         only those of the IPs the planner redid; else every Service, rebuilt from the plan."""
         old_owned = self._owned_services
         touched: dict[str, set[str]] = {}  # service -> the IPs it had before this apply
-        follows = previous is not None and plan.generation == previous.generation + 1
-        if previous is not None and follows and plan.changed_ips is not None:
+        if previous is not None and follows(previous, plan) and plan.changed_ips is not None:
             owned = old_owned
             for ip in plan.changed_ips:
                 old, new = previous.announce.get(ip), plan.announce.get(ip)

@@ -80,8 +80,8 @@ from lbspeaker.kube.resources import (
 from lbspeaker.kube.rest import Rest
 from lbspeaker.links import LinkInfo
 from lbspeaker.plan import Plan
+from lbspeaker.speaker import pdeathsig, strictarp
 from lbspeaker.speaker import snapshot as S
-from lbspeaker.speaker import strictarp
 from lbspeaker.speaker.bgp import BGP, DEFAULT_RUN_DIR, REAL_HOOKS, BGPHooks
 from lbspeaker.speaker.configstate import SpeakerConfigState
 from lbspeaker.speaker.heartbeat import DEFAULT_PORT, Heartbeater, PeerState
@@ -160,8 +160,7 @@ def bounded(what: str, fn: Callable[[], Any], seconds: float) -> bool:
 
 def sender_command() -> list[str]:
     """`hbsender`, killed with this process (`pdeathsig`): a SIGKILLed speaker must go silent."""
-    return [sys.executable, "-m", "lbspeaker.speaker.pdeathsig", str(os.getpid()), "--",
-            sys.executable, "-m", "lbspeaker.speaker.hbsender"]
+    return [*pdeathsig.prefix(), sys.executable, "-m", "lbspeaker.speaker.hbsender"]
 
 
 def node_addresses(node: Mapping[str, Any]) -> list[str]:

@@ -20,6 +20,11 @@ import sys
 PR_SET_PDEATHSIG = 1
 
 
+def prefix() -> list[str]:
+    """The command prefix that ties a child to this process (ExaBGP, the heartbeat sender)."""
+    return [sys.executable, "-m", "lbspeaker.speaker.pdeathsig", str(os.getpid()), "--"]
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 3 or argv[1] != "--":
         print("usage: python -m lbspeaker.speaker.pdeathsig PPID -- CMD...", file=sys.stderr)

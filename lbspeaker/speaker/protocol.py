@@ -70,6 +70,18 @@ class ProblemSink(Protocol):
     def set(self, protocol: str, problems: Iterable[Problem]) -> None: ...
 
 
+class Generational(Protocol):
+    @property
+    def generation(self) -> int: ...
+
+
+def follows(previous: Generational | None, plan: Generational) -> bool:
+    """Whether `plan` is its planner's very next after `previous` (the plan applied last, and
+    completely): then whatever the planner did not redo is as `previous` left it, and a protocol
+    may apply only what changed (layer 2 and BGP both do)."""
+    return previous is not None and plan.generation == previous.generation + 1
+
+
 class Reporter:
     """Problems and Events of both protocols, on the objects they are about (read from the caches).
 
