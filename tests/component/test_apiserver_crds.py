@@ -14,6 +14,7 @@ from kubernetes.client.rest import ApiException
 from lab.apiserver import LabApiServer
 from tests.component.test_apiserver import http
 from tests.conftest import crd_documents
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.component
 
@@ -329,25 +330,35 @@ def test_strict_field_validation_rejects_unknown_fields(widgets: Any, apiserver:
     assert code == 201  # without Strict: pruned silently
 
 
-def test_deleting_a_crd_ends_watches_of_its_resource(widgets: Any, api_client: Any) -> None:
+def test_deleting_a_crd_ends_watches_of_its_resource(
+    widgets: Any, api_client: Any, apiserver: LabApiServer
+) -> None:
     widgets.create_cluster_custom_object("test.lab", "v1", "widgets", widget("w", size=1))
     rv = widgets.list_cluster_custom_object("test.lab", "v1", "widgets")["metadata"]["resourceVersion"]
     seen: list[str] = []
+    errors: list[BaseException] = []
     done = threading.Event()
+    watches_before = apiserver.open_watch_count()
 
     def consume() -> None:
-        for ev in watch.Watch().stream(
-            widgets.list_cluster_custom_object,
-            "test.lab",
-            "v1",
-            "widgets",
-            resource_version=rv,
-            timeout_seconds=20,
-        ):
-            seen.append(ev["type"])
+        try:
+            for ev in watch.Watch().stream(
+                widgets.list_cluster_custom_object,
+                "test.lab",
+                "v1",
+                "widgets",
+                resource_version=rv,
+                timeout_seconds=20,
+            ):
+                seen.append(ev["type"])
+        except Exception as e:  # reported below, not lost in the thread
+            errors.append(e)
         done.set()
 
     threading.Thread(target=consume, daemon=True).start()
+    # The CRD goes only once the watch is open: deleted first, the watch is a plain 404.
+    wait_for(lambda: apiserver.open_watch_count() == watches_before + 1, timeout=5)
     ext_api(api_client).delete_custom_resource_definition("widgets.test.lab")
     assert done.wait(10), "watch of a deleted CRD's resource should end"
+    assert not errors, f"the watch should end cleanly, not with {errors!r}"
     assert seen == ["DELETED"]
