@@ -2,10 +2,14 @@
 
 One process serves all lab nodes (a Node object whose network namespace exists). On
 every change of Services, EndpointSlices, Nodes or the `kube-system/kube-proxy`
-ConfigMap (debounced), it renders each node's ruleset and, when the text differs from
-what it last applied there, loads it with one `nft -f` (the file deletes and recreates
-`table inet lbspeaker_kubeproxy` in a single transaction, so there is never a moment
-without rules and established flows keep their conntrack entries).
+ConfigMap (debounced), it builds each node's ruleset (`nftrender.build`, reusing the
+fragments of unchanged ServicePorts) and, like kube-proxy's nftables mode, sends one
+`nft -f` transaction with only the difference from what it last applied there: new and
+changed chains, map element deletes/adds, removal of chains nothing references any more.
+The first apply on a node, a missing table at the periodic resync, a change of the fixed
+part (node IPs) or a failed incremental transaction instead load the whole table (deleted
+and recreated in one transaction, so there is never a moment without rules; established
+flows keep their conntrack entries either way).
 
 IPVS mode (`mode: ipvs` in the ConfigMap's `config.conf`): like kube-proxy, every
 clusterIP and LoadBalancer IP is bound (/32, /128) to a `kube-ipvs0` interface on every
@@ -27,7 +31,18 @@ from typing import Any
 
 from lab import netns as nsops
 from lab.agents.kubeapi import Informer, Trigger
-from lab.agents.nftrender import TABLE, parse_kube_proxy_config, render, service_ports, vip_addresses
+from lab.agents.nftrender import (
+    TABLE,
+    Fragment,
+    FragmentKey,
+    Ruleset,
+    build,
+    delta_text,
+    full_text,
+    parse_kube_proxy_config,
+    service_ports,
+    vip_addresses,
+)
 from lab.agents.nodes import NodeInfo, node_info, node_ips
 
 log = logging.getLogger(__name__)
@@ -36,7 +51,7 @@ IPVS_IFACE = "kube-ipvs0"
 
 
 class KubeProxy:
-    """Programs every lab node; remembers the last text applied per node to skip no-op loads."""
+    """Programs every lab node; remembers the ruleset last applied per node to send only changes."""
 
     def __init__(
         self,
@@ -55,7 +70,9 @@ class KubeProxy:
         self.only_nodes = only_nodes
         self.cluster_cidr = cluster_cidr
         self.cluster_cidr6 = cluster_cidr6
-        self.applied: dict[str, str] = {}
+        self.applied: dict[str, Ruleset] = {}
+        self.fragments: dict[FragmentKey, Fragment] = {}
+        self.full_loads = 0  # how many whole-table loads (first, resync, recovery): for tests/benches
         self.vips: dict[str, set[str]] = {}
         self.sysctls_done: set[str] = set()
         self.ipvs_off: set[str] = set()  # nodes known to have no kube-ipvs0
@@ -93,23 +110,20 @@ class KubeProxy:
         mode, strict_arp = self.mode()
         ports = service_ports(self.services.items(), self.slices.items())
         vips = set(vip_addresses(ports)) if mode == "ipvs" else set()
+        fragments: dict[FragmentKey, Fragment] = {}
         for info, node in self.lab_nodes():
             v6 = [ip for ip in node_ips(node) if ":" in ip]
-            text = render(
+            rs = build(
                 ports,
                 info.name,
                 info.ip,
                 self.cluster_cidr,
                 node_ip6=v6[0] if v6 else None,
                 cluster_cidr6=self.cluster_cidr6,
+                cache=fragments,
+                prev=self.fragments,
             )
-            if self.applied.get(info.name) != text or (verify and not self._table_present(info.name)):
-                try:
-                    nsops.run_in(info.name, ["nft", "-f", "-"], input=text)
-                    self.applied[info.name] = text
-                    log.info("kube-proxy: applied %d service ports on %s", len(ports), info.name)
-                except nsops.NetnsError as e:
-                    log.error("kube-proxy: nft on %s failed: %s", info.name, e)
+            self._apply(info.name, rs, verify, len(ports))
             if verify:
                 self.vips.pop(info.name, None)
                 self.ipvs_off.discard(info.name)
@@ -121,6 +135,32 @@ class KubeProxy:
                 self.sysctls_done.add(info.name)
             elif not (mode == "ipvs" and strict_arp):
                 self.sysctls_done.discard(info.name)
+        self.fragments = fragments
+
+    def _apply(self, node: str, rs: Ruleset, verify: bool, n_ports: int) -> None:
+        """Send the difference from the last applied ruleset; else, or if that fails, the whole table."""
+        old = self.applied.get(node)
+        if old is not None and verify and not self._table_present(node):
+            old = None  # flushed or lost: rebuild it
+        delta = delta_text(old, rs) if old is not None else None
+        if delta == "":
+            return
+        if delta is not None:
+            try:
+                nsops.run_in(node, ["nft", "-f", "-"], input=delta)
+                self.applied[node] = rs
+                log.info("kube-proxy: updated %s (%d service ports)", node, n_ports)
+                return
+            except nsops.NetnsError as e:
+                log.warning("kube-proxy: incremental nft on %s failed, loading the whole table: %s", node, e)
+        self.applied.pop(node, None)
+        try:
+            nsops.run_in(node, ["nft", "-f", "-"], input=full_text(rs, node))
+            self.applied[node] = rs
+            self.full_loads += 1
+            log.info("kube-proxy: applied %d service ports on %s", n_ports, node)
+        except nsops.NetnsError as e:
+            log.error("kube-proxy: nft on %s failed: %s", node, e)
 
     def _table_present(self, node: str) -> bool:
         return nsops.run_in(node, ["nft", "list", "table", "inet", TABLE], check=False).returncode == 0

@@ -165,129 +165,161 @@ def _addr_port(ip: str) -> str:
     return f"[{ip}]" if _family(ip) == 6 else ip
 
 
-def render(
+# Dispatch maps (kube-proxy's nftables mode): frontend -> verdict, looked up once per packet.
+SERVICE_IPS = {4: "service-ips4", 6: "service-ips6"}
+SERVICE_NODEPORTS = {4: "service-nodeports4", 6: "service-nodeports6"}
+NO_EP_IPS = {4: "no-endpoint-services4", 6: "no-endpoint-services6"}
+NO_EP_NODEPORTS = {4: "no-endpoint-nodeports4", 6: "no-endpoint-nodeports6"}
+MAP_TYPES = {
+    **{m: "ipv4_addr . inet_proto . inet_service" for m in (SERVICE_IPS[4], NO_EP_IPS[4])},
+    **{m: "ipv6_addr . inet_proto . inet_service" for m in (SERVICE_IPS[6], NO_EP_IPS[6])},
+    **{m: "inet_proto . inet_service" for m in (*SERVICE_NODEPORTS.values(), *NO_EP_NODEPORTS.values())},
+}
+REJECT_CHAIN = "reject-chain"
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """What one ServicePort contributes to one node: its chains and its map elements, in order."""
+
+    chains: tuple[tuple[str, tuple[str, ...]], ...]
+    elements: tuple[tuple[str, str, str], ...]  # (map, key, verdict)
+    comment: str
+
+
+@dataclass
+class Ruleset:
+    """One node's table as data: the fixed part (text), service chains and map elements."""
+
+    base: str
+    chains: dict[str, tuple[str, ...]]
+    elements: dict[tuple[str, str], tuple[str, str]]  # (map, key) -> (verdict, comment)
+
+
+FragmentKey = tuple[ServicePort, str | None, bool, str, str | None]
+
+
+def _fragment(
+    sp: ServicePort, node: str, has_ip6: bool, cluster_cidr: str, cluster_cidr6: str | None
+) -> Fragment:
+    chains: dict[str, tuple[str, ...]] = {}
+    elements: list[tuple[str, str, str]] = []
+    proto = sp.protocol.lower()
+    sid = _h(sp.key)
+    for fam in (4, 6):
+        fam_eps = [e for e in sp.endpoints if _family(e.ip) == fam]
+        all_eps = usable(fam_eps)
+        local_eps = usable([e for e in fam_eps if e.node == node])
+        fid = f"{sid}_{fam}"
+        cluster_ips = sorted(str(ipaddress.ip_address(i)) for i in sp.cluster_ips if _family(i) == fam)
+        lb_ips = sorted(str(ipaddress.ip_address(i)) for i in sp.lb_ips if _family(i) == fam)
+        node_port = sp.node_port if sp.node_port and (fam == 4 or has_ip6) else None
+        if not cluster_ips and not lb_ips and not node_port:
+            continue
+        src = (f"ip6 saddr {cluster_cidr6}" if cluster_cidr6 else None) if fam == 6 else f"ip saddr {cluster_cidr}"
+
+        def ep_chain(e: Endpoint) -> str:
+            name = f"ep_{_h(sp.key, e.ip, e.port)}"
+            chains[name] = (
+                f"{_af(e.ip)} saddr {e.ip} jump mark-for-masquerade",
+                f"meta l4proto {proto} dnat {_af(e.ip)} to {_addr_port(e.ip)}:{e.port}",
+            )
+            return name
+
+        # -- endpoint and service chains --------------------------------------------------------------
+        if all_eps:
+            vm = [f"{i} : goto {ep_chain(e)}" for i, e in enumerate(all_eps)]
+            chains[f"svc_{fid}"] = (f"numgen random mod {len(all_eps)} vmap {{ {', '.join(vm)} }}",)
+        if all_eps and not sp.external_local:
+            ext = [f"{src} goto svc_{fid}"] if src else []
+            chains[f"ext_{fid}"] = (*ext, "jump mark-for-masquerade", f"goto svc_{fid}")
+        if sp.external_local and all_eps:
+            # Pods and the node itself reach the cluster-wide chain; other traffic only local
+            # endpoints -- with none, it falls through un-NATed and the filter chain drops it.
+            lines = [f"{src} goto svc_{fid}"] if src else []
+            lines += ["fib saddr type local jump mark-for-masquerade", f"fib saddr type local goto svc_{fid}"]
+            if local_eps:
+                # (a local serving-terminating endpoint may be missing from all_eps: give it its chain)
+                vm = [f"{i} : goto {ep_chain(e)}" for i, e in enumerate(local_eps)]
+                lines.append(f"numgen random mod {len(local_eps)} vmap {{ {', '.join(vm)} }}")
+            chains[f"local_{fid}"] = tuple(lines)
+        external_target = f"goto local_{fid}" if sp.external_local else f"goto ext_{fid}"
+        # -- frontends: map elements ----------------------------------------------------------------------
+        for ip in cluster_ips:
+            key = f"{ip} . {proto} . {sp.port}"
+            if not all_eps:
+                elements.append((NO_EP_IPS[fam], key, f"goto {REJECT_CHAIN}"))
+            elif src:
+                chains[f"clu_{fid}"] = (f"{src} goto svc_{fid}", "jump mark-for-masquerade", f"goto svc_{fid}")
+                elements.append((SERVICE_IPS[fam], key, f"goto clu_{fid}"))
+            else:
+                elements.append((SERVICE_IPS[fam], key, f"goto svc_{fid}"))
+        targets = [(SERVICE_IPS[fam], NO_EP_IPS[fam], f"{ip} . {proto} . {sp.port}") for ip in lb_ips]
+        if node_port:
+            targets.append((SERVICE_NODEPORTS[fam], NO_EP_NODEPORTS[fam], f"{proto} . {node_port}"))
+        for dispatch, no_ep, key in targets:
+            if not all_eps:
+                elements.append((no_ep, key, f"goto {REJECT_CHAIN}"))
+                continue
+            elements.append((dispatch, key, external_target))
+            if sp.external_local and not local_eps:
+                elements.append((no_ep, key, "drop"))
+    return Fragment(tuple(chains.items()), tuple(elements), f"{sp.key}")
+
+
+def build(
     ports: list[ServicePort],
     node: str,
     node_ip: str,
     cluster_cidr: str = "10.244.0.0/16",
     node_ip6: str | None = None,
     cluster_cidr6: str | None = None,
-) -> str:
-    """The complete `nft -f` input for one node: flush-and-replace of table inet lbspeaker_kubeproxy."""
-    chains: dict[str, list[str]] = {}
-    services: list[str] = []
-    nodeports: list[str] = []
-    no_endpoints: list[str] = []
-    mark = f"0x{MASQ_MARK:x}"
-
-    def pod_src(fam: int) -> str | None:
-        if fam == 6:
-            return f"ip6 saddr {cluster_cidr6}" if cluster_cidr6 else None
-        return f"ip saddr {cluster_cidr}"
-
+    cache: dict[FragmentKey, Fragment] | None = None,
+    prev: dict[FragmentKey, Fragment] | None = None,
+) -> Ruleset:
+    """One node's ruleset as data. Fragments come from `cache`/`prev` when the ServicePort is
+    unchanged (only ETP Local ones depend on the node); every fragment used is left in `cache`."""
+    chains: dict[str, tuple[str, ...]] = {}
+    elements: dict[tuple[str, str], tuple[str, str]] = {}
+    has6 = node_ip6 is not None
     for sp in ports:
-        proto = sp.protocol.lower()
-        sid = _h(sp.key)
-        comment = f'comment "{sp.key}"'
-        for fam in (4, 6):
-            fam_eps = [e for e in sp.endpoints if _family(e.ip) == fam]
-            all_eps = usable(fam_eps)
-            local_eps = usable([e for e in fam_eps if e.node == node])
-            fid = f"{sid}_{fam}"
-            fam_frontends = [ip for ip in sp.cluster_ips + sp.lb_ips if _family(ip) == fam]
-            if not fam_frontends and not (sp.node_port and (fam == 4 or node_ip6)):
-                continue
-            # -- endpoint and service chains --------------------------------------------------------
-            if all_eps:
-                vm = []
-                for i, e in enumerate(all_eps):
-                    ep_chain = f"ep_{_h(sp.key, e.ip, e.port)}"
-                    chains[ep_chain] = [
-                        f"{_af(e.ip)} saddr {e.ip} jump mark-for-masquerade",
-                        f"meta l4proto {proto} dnat {_af(e.ip)} to {_addr_port(e.ip)}:{e.port}",
-                    ]
-                    vm.append(f"{i} : goto {ep_chain}")
-                chains[f"svc_{fid}"] = [f"numgen random mod {len(all_eps)} vmap {{ {', '.join(vm)} }}"]
-            src = pod_src(fam)
-            if all_eps and not sp.external_local:
-                ext = [f"{src} goto svc_{fid}"] if src else []
-                ext += ["jump mark-for-masquerade", f"goto svc_{fid}"]
-                chains[f"ext_{fid}"] = ext
-            if sp.external_local and local_eps:
-                vm = []
-                for i, e in enumerate(local_eps):
-                    vm.append(f"{i} : goto ep_{_h(sp.key, e.ip, e.port)}")
-                lines = [f"{src} goto svc_{fid}"] if src else []
-                lines += [
-                    "fib saddr type local jump mark-for-masquerade",
-                    f"fib saddr type local goto svc_{fid}",
-                    f"numgen random mod {len(local_eps)} vmap {{ {', '.join(vm)} }}",
-                ]
-                chains[f"local_{fid}"] = lines
-            elif sp.external_local and all_eps:
-                # No local endpoint: pods and the node itself still reach the cluster-wide chain;
-                # anything else falls through un-NATed and the filter chain drops it.
-                lines = [f"{src} goto svc_{fid}"] if src else []
-                lines += [
-                    "fib saddr type local jump mark-for-masquerade",
-                    f"fib saddr type local goto svc_{fid}",
-                ]
-                chains[f"local_{fid}"] = lines
-            external_target = f"local_{fid}" if sp.external_local else f"ext_{fid}"
-            af = "ip6" if fam == 6 else "ip"
-            # -- frontends --------------------------------------------------------------------------
-            for ip in sorted(i for i in sp.cluster_ips if _family(i) == fam):
-                if all_eps:
-                    if src:
-                        chains.setdefault(
-                            f"clu_{fid}",
-                            [f"{src} goto svc_{fid}", "jump mark-for-masquerade", f"goto svc_{fid}"],
-                        )
-                        services.append(f"{af} daddr {ip} {proto} dport {sp.port} goto clu_{fid} {comment}")
-                    else:
-                        services.append(f"{af} daddr {ip} {proto} dport {sp.port} goto svc_{fid} {comment}")
-                else:
-                    no_endpoints.append(f"{af} daddr {ip} {proto} dport {sp.port} reject {comment}")
-            externals = [
-                f"{af} daddr {ip} {proto} dport {sp.port}"
-                for ip in sorted(i for i in sp.lb_ips if _family(i) == fam)
-            ]
-            if sp.node_port and (fam == 4 or node_ip6):
-                loopback = "::1" if fam == 6 else "127.0.0.0/8"
-                np_match = f"fib daddr type local {af} daddr != {loopback} {proto} dport {sp.node_port}"
-            else:
-                np_match = None
-            for m in externals:
-                if not all_eps:
-                    no_endpoints.append(f"{m} reject {comment}")
-                else:
-                    services.append(f"{m} goto {external_target} {comment}")
-                    if sp.external_local and not local_eps:
-                        no_endpoints.append(f"{m} drop {comment}")
-            if np_match:
-                if not all_eps:
-                    no_endpoints.append(f"{np_match} reject {comment}")
-                else:
-                    nodeports.append(f"{np_match} goto {external_target} {comment}")
-                    if sp.external_local and not local_eps:
-                        no_endpoints.append(f"{np_match} drop {comment}")
+        k: FragmentKey = (sp, node if sp.external_local else None, has6, cluster_cidr, cluster_cidr6)
+        frag = None
+        if cache is not None:
+            frag = cache.get(k) or (prev.get(k) if prev is not None else None)
+        if frag is None:
+            frag = _fragment(sp, node, has6, cluster_cidr, cluster_cidr6)
+        if cache is not None:
+            cache[k] = frag
+        chains.update(frag.chains)
+        for m, key, verdict in frag.elements:
+            # the first Service (by key) to claim a frontend wins, as the first rule did
+            elements.setdefault((m, key), (verdict, frag.comment))
+    return Ruleset(_base(node_ip, node_ip6), chains, elements)
 
+
+def _base(node_ip: str, node_ip6: str | None) -> str:
+    """The fixed chains (hooks, masquerade, dispatch through the maps) of one node."""
+    mark = f"0x{MASQ_MARK:x}"
     snat = [f"meta nfproto ipv4 snat ip to {node_ip}"]
     if node_ip6:
         snat.append(f"meta nfproto ipv6 snat ip6 to {node_ip6}")
-    out = [
-        f"# kube-proxy stand-in for node {node} (generated by lab.agents; do not edit)",
-        f"table inet {TABLE}",
-        f"delete table inet {TABLE}",
-        f"table inet {TABLE} {{",
-        "\tchain nat-prerouting {",
-        "\t\ttype nat hook prerouting priority dstnat; policy accept;",
-        "\t\tjump services",
-        "\t}",
-        "\tchain nat-output {",
-        "\t\ttype nat hook output priority -100; policy accept;",
-        "\t\tjump services",
-        "\t}",
+
+    def dispatch(ips: dict[int, str], nodeports: dict[int, str]) -> list[str]:
+        return [
+            f"\t\tip daddr . meta l4proto . th dport vmap @{ips[4]}",
+            f"\t\tip6 daddr . meta l4proto . th dport vmap @{ips[6]}",
+            f"\t\tfib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @{nodeports[4]}",
+            f"\t\tfib daddr type local ip6 daddr != ::1 meta l4proto . th dport vmap @{nodeports[6]}",
+        ]
+
+    out: list[str] = []
+    for name, hook in (
+        ("nat-prerouting", "nat hook prerouting priority dstnat"),
+        ("nat-output", "nat hook output priority -100"),
+    ):
+        out += [f"\tchain {name} {{", f"\t\ttype {hook}; policy accept;", "\t\tjump services", "\t}"]
+    out += [
         "\tchain nat-postrouting {",
         "\t\ttype nat hook postrouting priority srcnat; policy accept;",
         f"\t\tmeta mark & {mark} == 0 return",
@@ -297,31 +329,93 @@ def render(
         "\tchain mark-for-masquerade {",
         f"\t\tmeta mark set meta mark | {mark}",
         "\t}",
-        "\tchain filter-input {",
-        "\t\ttype filter hook input priority filter - 5; policy accept;",
-        "\t\tct state new jump no-endpoints",
-        "\t}",
-        "\tchain filter-forward {",
-        "\t\ttype filter hook forward priority filter - 5; policy accept;",
-        "\t\tct state new jump no-endpoints",
-        "\t}",
-        "\tchain filter-output {",
-        "\t\ttype filter hook output priority filter - 5; policy accept;",
-        "\t\tct state new jump no-endpoints",
-        "\t}",
-        "\tchain no-endpoints {",
-        *[f"\t\t{r}" for r in no_endpoints],
-        "\t}",
-        "\tchain services {",
-        *[f"\t\t{r}" for r in services + nodeports],
-        "\t}",
     ]
-    for name in sorted(chains):
+    for hook in ("input", "forward", "output"):
+        out += [
+            f"\tchain filter-{hook} {{",
+            f"\t\ttype filter hook {hook} priority filter - 5; policy accept;",
+            "\t\tct state new jump no-endpoints",
+            "\t}",
+        ]
+    out += [f"\tchain {REJECT_CHAIN} {{", "\t\treject", "\t}"]
+    out += ["\tchain no-endpoints {", *dispatch(NO_EP_IPS, NO_EP_NODEPORTS), "\t}"]
+    out += ["\tchain services {", *dispatch(SERVICE_IPS, SERVICE_NODEPORTS), "\t}"]
+    return "\n".join(out)
+
+
+def _elem(key: str, verdict: str, comment: str) -> str:
+    return f'{key} comment "{comment}" : {verdict}'
+
+
+def full_text(rs: Ruleset, node: str) -> str:
+    """Flush-and-replace of the whole table in one transaction (first apply, resync, recovery)."""
+    by_map: dict[str, list[str]] = {m: [] for m in MAP_TYPES}
+    for (m, key), (verdict, comment) in sorted(rs.elements.items()):
+        by_map[m].append(_elem(key, verdict, comment))
+    out = [
+        f"# kube-proxy stand-in for node {node} (generated by lab.agents; do not edit)",
+        f"table inet {TABLE}",
+        f"delete table inet {TABLE}",
+        f"table inet {TABLE} {{",
+    ]
+    # maps before the chains whose rules look them up; service chains before the maps naming them
+    for name in sorted(rs.chains):
         out.append(f"\tchain {name} {{")
-        out.extend(f"\t\t{r}" for r in chains[name])
+        out.extend(f"\t\t{r}" for r in rs.chains[name])
         out.append("\t}")
+    for m, typ in MAP_TYPES.items():
+        out += [f"\tmap {m} {{", f"\t\ttype {typ} : verdict"]
+        if by_map[m]:
+            out.append("\t\telements = {")
+            out.extend(f"\t\t\t{e}," for e in by_map[m])
+            out.append("\t\t}")
+        out.append("\t}")
+    out.append(rs.base)
     out.append("}")
     return "\n".join(out) + "\n"
+
+
+def delta_text(old: Ruleset, new: Ruleset) -> str | None:
+    """One `nft -f` transaction taking the table from `old` to `new`: "" if they are equal, None
+    if only a full replace can do it (the fixed part changed). Order: declare new chains, (re)fill
+    new and changed ones, delete then add map elements, and last flush and delete the chains
+    nothing references any more."""
+    if old.base != new.base:
+        return None
+    t = f"inet {TABLE}"
+    added = [n for n in new.chains if n not in old.chains]
+    changed = [n for n, r in new.chains.items() if n in old.chains and old.chains[n] != r]
+    removed = sorted(n for n in old.chains if n not in new.chains)
+    gone = sorted(k for k, v in old.elements.items() if new.elements.get(k) != v)
+    fresh = sorted(k for k, v in new.elements.items() if old.elements.get(k) != v)
+    out = [f"add chain {t} {n}" for n in sorted(added)]
+    for n in sorted(changed):
+        out.append(f"flush chain {t} {n}")
+    for n in sorted(added + changed):
+        out.extend(f"add rule {t} {n} {r}" for r in new.chains[n])
+    for m in MAP_TYPES:
+        keys = [key for mm, key in gone if mm == m]
+        if keys:
+            out.append(f"delete element {t} {m} {{ {', '.join(keys)} }}")
+    for m in MAP_TYPES:
+        elems = [_elem(key, *new.elements[(mm, key)]) for mm, key in fresh if mm == m]
+        if elems:
+            out.append(f"add element {t} {m} {{ {', '.join(elems)} }}")
+    out += [f"flush chain {t} {n}" for n in removed]
+    out += [f"delete chain {t} {n}" for n in removed]
+    return "\n".join(out) + "\n" if out else ""
+
+
+def render(
+    ports: list[ServicePort],
+    node: str,
+    node_ip: str,
+    cluster_cidr: str = "10.244.0.0/16",
+    node_ip6: str | None = None,
+    cluster_cidr6: str | None = None,
+) -> str:
+    """The complete `nft -f` input for one node: flush-and-replace of table inet lbspeaker_kubeproxy."""
+    return full_text(build(ports, node, node_ip, cluster_cidr, node_ip6, cluster_cidr6), node)
 
 
 def vip_addresses(ports: list[ServicePort]) -> list[str]:

@@ -81,6 +81,45 @@ def rules_for(text: str, chain: str) -> list[str]:
     return out
 
 
+def elements_of(text: str, *maps: str) -> list[str]:
+    """Elements (`key comment "..." : verdict`) of the given maps in rendered text, map by map."""
+    lines = text.splitlines()
+    out = []
+    for m in maps:
+        start = lines.index(f"\tmap {m} {{")
+        for line in lines[start + 1 :]:
+            if line == "\t}":
+                break
+            if line.startswith("\t\t\t"):
+                out.append(line.strip().rstrip(","))
+    return out
+
+
+def dispatch(text: str) -> list[str]:
+    """What the `services` chain looks up, in its order: frontend addresses, then nodePorts."""
+    assert rules_for(text, "services") == [
+        f"{af} daddr . meta l4proto . th dport vmap @service-ips{f}" for af, f in (("ip", 4), ("ip6", 6))
+    ] + [
+        "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports4",
+        "fib daddr type local ip6 daddr != ::1 meta l4proto . th dport vmap @service-nodeports6",
+    ]
+    return elements_of(text, "service-ips4", "service-ips6", "service-nodeports4", "service-nodeports6")
+
+
+def no_endpoints(text: str) -> list[str]:
+    """What the filter chains' `no-endpoints` looks up (reject / drop), in its order."""
+    assert rules_for(text, "no-endpoints") == [
+        r.replace("@service-", "@no-endpoint-services-").replace("services-ips", "services").replace(
+            "services-nodeports", "nodeports"
+        )
+        for r in rules_for(text, "services")
+    ]
+    assert rules_for(text, "reject-chain") == ["reject"]
+    return elements_of(
+        text, "no-endpoint-services4", "no-endpoint-services6", "no-endpoint-nodeports4", "no-endpoint-nodeports6"
+    )
+
+
 def chain_names(text: str, prefix: str) -> list[str]:
     return [ln.split()[1] for ln in text.splitlines() if ln.startswith(f"\tchain {prefix}")]
 
@@ -112,7 +151,7 @@ def test_cluster_policy_spreads_over_all_endpoints_and_masquerades() -> None:
         [svc("web", lb="172.18.255.200")], [eps_slice("web", ep("10.244.1.2", W1), ep("10.244.2.2", W2))]
     )
     text = render(ports, W1, "172.18.0.3")
-    services = rules_for(text, "services")
+    services = dispatch(text)
     lb_rule = next(r for r in services if "172.18.255.200" in r)
     ext = lb_rule.split("goto ")[1].split()[0]
     assert ext.startswith("ext_")
@@ -128,8 +167,8 @@ def test_cluster_policy_spreads_over_all_endpoints_and_masquerades() -> None:
         "meta l4proto tcp dnat ip to 10.244.2.2:8080",
     ]
     assert "meta nfproto ipv4 snat ip to 172.18.0.3" in rules_for(text, "nat-postrouting")
-    # nodePort comes after every address-specific rule
-    assert "dport 30080" in services[-1] and "fib daddr type local" in services[-1]
+    # nodePort comes after every address-specific lookup (dispatch() checks the chain's order)
+    assert services[-1].startswith("tcp . 30080 ") and services[-1].endswith(f": goto {ext}")
 
 
 def test_local_policy_uses_only_local_endpoints_without_masquerade() -> None:
@@ -138,7 +177,7 @@ def test_local_policy_uses_only_local_endpoints_without_masquerade() -> None:
         [eps_slice("web", ep("10.244.1.2", W1), ep("10.244.1.3", W1), ep("10.244.2.2", W2))],
     )
     text = render(ports, W1, "172.18.0.3")
-    lb_rule = next(r for r in rules_for(text, "services") if "172.18.255.200" in r)
+    lb_rule = next(r for r in dispatch(text) if "172.18.255.200" in r)
     local = lb_rule.split("goto ")[1].split()[0]
     assert local.startswith("local_")
     body = rules_for(text, local)
@@ -148,7 +187,7 @@ def test_local_policy_uses_only_local_endpoints_without_masquerade() -> None:
     targets = body[-1].split("goto ")[1:]
     dnat_ips = sorted(rules_for(text, t.split()[0].rstrip(",}"))[1].split()[-1] for t in targets)
     assert dnat_ips == ["10.244.1.2:8080", "10.244.1.3:8080"]
-    assert rules_for(text, "no-endpoints") == []
+    assert no_endpoints(text) == []
 
 
 def test_local_policy_without_local_endpoint_drops_external_traffic() -> None:
@@ -156,19 +195,21 @@ def test_local_policy_without_local_endpoint_drops_external_traffic() -> None:
         [svc("web", etp="Local", lb="172.18.255.200")], [eps_slice("web", ep("10.244.2.2", W2))]
     )
     text = render(ports, W1, "172.18.0.3")
-    drops = rules_for(text, "no-endpoints")
-    assert any(r.startswith("ip daddr 172.18.255.200 tcp dport 80 drop") for r in drops)
-    assert any("dport 30080 drop" in r for r in drops)
+    drops = no_endpoints(text)
+    assert any(r.startswith("172.18.255.200 . tcp . 80 ") and r.endswith(": drop") for r in drops)
+    assert any(r.startswith("tcp . 30080 ") and r.endswith(": drop") for r in drops)
+    # the clusterIP is not dropped: pods and nodes reach the cluster-wide chain
+    assert not any("10.96.0.10" in r for r in drops)
     # on the node that has the endpoint nothing is dropped
-    assert rules_for(render(ports, W2, "172.18.0.4"), "no-endpoints") == []
+    assert no_endpoints(render(ports, W2, "172.18.0.4")) == []
 
 
 def test_no_endpoints_at_all_rejects() -> None:
     text = render(service_ports([svc("web", lb="172.18.255.200")], []), W1, "172.18.0.3")
-    rej = rules_for(text, "no-endpoints")
-    assert any("172.18.255.200" in r and " reject" in r for r in rej)
-    assert any("10.96.0.10" in r and " reject" in r for r in rej)
-    assert not any("172.18.255.200" in r for r in rules_for(text, "services"))
+    rej = no_endpoints(text)
+    assert any("172.18.255.200" in r and r.endswith(": goto reject-chain") for r in rej)
+    assert any("10.96.0.10" in r and r.endswith(": goto reject-chain") for r in rej)
+    assert not any("172.18.255.200" in r for r in dispatch(text))
 
 
 def test_unready_endpoints_are_skipped_and_terminating_fallback() -> None:
@@ -196,7 +237,7 @@ def test_render_is_deterministic_and_clusterip_only_services_have_no_external_ru
     one = render(service_ports(services, slices), W1, "172.18.0.3")
     two = render(service_ports(list(reversed(services)), list(reversed(slices))), W1, "172.18.0.3")
     assert one == two
-    b_rules = [r for r in rules_for(one, "services") if "default/b:" in r]
+    b_rules = [r for r in dispatch(one) if "default/b:" in r]
     assert len(b_rules) == 1 and "10.96.0.20" in b_rules[0]
     # the table is replaced atomically: create-if-missing, delete, define, in one file
     head = one.splitlines()[1:4]
