@@ -216,7 +216,11 @@ def _fragment(
         node_port = sp.node_port if sp.node_port and (fam == 4 or has_ip6) else None
         if not cluster_ips and not lb_ips and not node_port:
             continue
-        src = (f"ip6 saddr {cluster_cidr6}" if cluster_cidr6 else None) if fam == 6 else f"ip saddr {cluster_cidr}"
+        src = (
+            (f"ip6 saddr {cluster_cidr6}" if cluster_cidr6 else None)
+            if fam == 6
+            else f"ip saddr {cluster_cidr}"
+        )
 
         def ep_chain(e: Endpoint) -> str:
             name = f"ep_{_h(sp.key, e.ip, e.port)}"
@@ -250,7 +254,11 @@ def _fragment(
             if not all_eps:
                 elements.append((NO_EP_IPS[fam], key, f"goto {REJECT_CHAIN}"))
             elif src:
-                chains[f"clu_{fid}"] = (f"{src} goto svc_{fid}", "jump mark-for-masquerade", f"goto svc_{fid}")
+                chains[f"clu_{fid}"] = (
+                    f"{src} goto svc_{fid}",
+                    "jump mark-for-masquerade",
+                    f"goto svc_{fid}",
+                )
                 elements.append((SERVICE_IPS[fam], key, f"goto clu_{fid}"))
             else:
                 elements.append((SERVICE_IPS[fam], key, f"goto svc_{fid}"))

@@ -214,8 +214,9 @@ POOL_EPS = [
     Endpoint("fd00:10:244:2::2", 8080, W2),
 ]
 service_port = st.builds(
-    lambda name, eps, lb, cip, local, np: sp(name, *sorted(eps, key=lambda e: e.ip), lb=lb, cip=cip,
-                                             local=local, node_port=np),
+    lambda name, eps, lb, cip, local, np: sp(
+        name, *sorted(eps, key=lambda e: e.ip), lb=lb, cip=cip, local=local, node_port=np
+    ),
     st.sampled_from(["a", "b", "c", "d"]),
     st.sets(st.sampled_from(POOL_EPS), max_size=4),
     st.sampled_from([(), ("172.18.255.200",), ("172.18.255.201", "fc00:f853:ccd:e793::200")]),

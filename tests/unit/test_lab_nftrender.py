@@ -109,14 +109,18 @@ def dispatch(text: str) -> list[str]:
 def no_endpoints(text: str) -> list[str]:
     """What the filter chains' `no-endpoints` looks up (reject / drop), in its order."""
     assert rules_for(text, "no-endpoints") == [
-        r.replace("@service-", "@no-endpoint-services-").replace("services-ips", "services").replace(
-            "services-nodeports", "nodeports"
-        )
+        r.replace("@service-", "@no-endpoint-services-")
+        .replace("services-ips", "services")
+        .replace("services-nodeports", "nodeports")
         for r in rules_for(text, "services")
     ]
     assert rules_for(text, "reject-chain") == ["reject"]
     return elements_of(
-        text, "no-endpoint-services4", "no-endpoint-services6", "no-endpoint-nodeports4", "no-endpoint-nodeports6"
+        text,
+        "no-endpoint-services4",
+        "no-endpoint-services6",
+        "no-endpoint-nodeports4",
+        "no-endpoint-nodeports6",
     )
 
 
