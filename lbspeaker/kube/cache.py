@@ -79,30 +79,48 @@ class LineSplitter:
         return len(self._buf)
 
 
+def identity(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """What a cache whose consumers read each event as it comes (the speaker's facts index)
+    needs to keep of an object: enough to name it in an Event and to tell, at a re-list, which
+    objects went, came back with another uid, or changed (the resourceVersion).
+
+    At 10,000 Services a speaker held about 55 MiB of Service dicts and 80 MiB of
+    EndpointSlice dicts that nothing read after the index had read them.
+    """
+    meta = obj.get("metadata") or {}
+    kept = {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion") if k in meta}
+    return {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "metadata": kept}
+
+
 def diff_snapshots(
-    old: Mapping[Key, dict[str, Any]], new: Mapping[Key, dict[str, Any]]
+    old: Mapping[Key, dict[str, Any]],
+    new: Mapping[Key, dict[str, Any]],
+    whole: Mapping[Key, dict[str, Any]] | None = None,
 ) -> list[tuple[str, dict[str, Any]]]:
     """Synthetic events that take a consumer from `old` to `new` (after a re-list).
 
     Same key but another uid means the object was deleted and re-created while we
     were not watching: report exactly that (DELETED then ADDED), not a MODIFIED.
+    `old` and `new` are compared as stored (see `WatchCache`'s `keep`); an ADDED or MODIFIED
+    carries the object from `whole` when given, the one just listed before it was trimmed.
     """
     events: list[tuple[str, dict[str, Any]]] = []
+    listed = new if whole is None else whole
     for key, obj in old.items():
         if key not in new:
             events.append((DELETED, obj))
     for key, obj in new.items():
         before = old.get(key)
         if before is None:
-            events.append((ADDED, obj))
+            events.append((ADDED, listed[key]))
             continue
         uid_before = (before.get("metadata") or {}).get("uid")
         uid_now = (obj.get("metadata") or {}).get("uid")
         if uid_before and uid_now and uid_before != uid_now:
             events.append((DELETED, before))
-            events.append((ADDED, obj))
+            events.append((ADDED, listed[key]))
         elif rv_of(before) != rv_of(obj) or (rv_of(obj) is None and before != obj):
-            events.append((MODIFIED, obj))
+            events.append((MODIFIED, listed[key]))
     return events
 
 
@@ -163,6 +181,10 @@ class WatchCache:
     Objects handed out are the decoded dicts themselves: treat them as read-only.
     `on_event(type, obj)` runs in the cache thread after the store was updated; an
     exception in it is logged and does not stop the cache.
+
+    `keep(obj)` is what the store holds of each object (default: all of it). Handlers always
+    see the whole object; a DELETED found by a re-list carries what was kept. What is kept
+    must carry the uid and the resourceVersion, which a re-list compares (`identity` does).
     """
 
     def __init__(
@@ -179,6 +201,7 @@ class WatchCache:
         watch_timeout_s: int = 300,
         page_size: int = 500,
         name: str | None = None,
+        keep: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         if namespace and not resource.namespaced:
             raise ValueError(f"{resource.kind} is cluster-scoped; a cache of it takes no namespace")
@@ -188,6 +211,7 @@ class WatchCache:
         self.label_selector = label_selector
         self.field_selector = field_selector
         self._handlers: list[EventHandler] = [on_event] if on_event else []
+        self._keep = keep
         self._backoff = Backoff(initial=backoff_initial_s, cap=backoff_cap_s)
         self.watch_timeout_s = watch_timeout_s
         self.page_size = page_size
@@ -342,9 +366,10 @@ class WatchCache:
             # Items of a list carry no apiVersion/kind; add them so consumers can tell objects apart.
             obj.setdefault("apiVersion", self.resource.api_version)
             obj.setdefault("kind", kind)
+        kept = {k: self._keep(o) for k, o in new_items.items()} if self._keep else new_items
         with self._lock:
             old = self._items
-            self._items = new_items
+            self._items = kept
             self._rv = rv
             first = self.lists == 0
             self.lists += 1
@@ -354,7 +379,7 @@ class WatchCache:
         self._verify_rv = False  # this resourceVersion came from the server just now
         self._synced.set()
         self._backoff.reset()
-        for type_, obj in diff_snapshots(old, new_items):
+        for type_, obj in diff_snapshots(old, kept, new_items):
             self._dispatch(type_, obj)
         log.debug("%s: listed %d objects at resourceVersion %s", self.name, len(new_items), rv)
 
@@ -468,7 +493,7 @@ class WatchCache:
             if type_ == DELETED:
                 self._items.pop(key, None)
             else:
-                self._items[key] = obj
+                self._items[key] = self._keep(obj) if self._keep else obj
             if rv:
                 self._rv = rv
         self.events += 1

@@ -57,7 +57,7 @@ from lbspeaker.api.constants import NAMESPACE, SPEAKER_NAME
 from lbspeaker.facts import read_node
 from lbspeaker.health import HealthServer
 from lbspeaker.kube import memberlist
-from lbspeaker.kube.cache import WatchCache
+from lbspeaker.kube.cache import WatchCache, identity
 from lbspeaker.kube.client import Timeouts
 from lbspeaker.kube.events import EventRecorder
 from lbspeaker.kube.lease import LeaseLock
@@ -203,8 +203,9 @@ class Speaker:
         self.index = FactsIndex(cfg.node, readings(cfg.lb_class), on_change=wake)
         on = self.index.handler
         ns = cfg.namespace
-        self.services = WatchCache(rest, SERVICES, on_event=on(S.SERVICES))
-        self.slices = WatchCache(rest, ENDPOINTSLICES, on_event=on(S.ENDPOINTSLICES))
+        # The index reads Services and EndpointSlices as they come; the caches keep their identity only.
+        self.services = WatchCache(rest, SERVICES, on_event=on(S.SERVICES), keep=identity)
+        self.slices = WatchCache(rest, ENDPOINTSLICES, on_event=on(S.ENDPOINTSLICES), keep=identity)
         self.nodes = WatchCache(rest, NODES, on_event=on(S.NODES))
         self.pools = WatchCache(rest, IPADDRESSPOOLS, namespace=ns, on_event=on(S.POOLS))
         self.advs = WatchCache(rest, L2ADVERTISEMENTS, namespace=ns, on_event=on(S.L2ADVERTISEMENTS))

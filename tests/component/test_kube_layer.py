@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from lab.apiserver import LabApiServer
-from lbspeaker.kube.cache import WatchCache
+from lbspeaker.kube.cache import WatchCache, identity
 from lbspeaker.kube.client import load_api_client
 from lbspeaker.kube.events import EventRecorder
 from lbspeaker.kube.lease import LeaderElector, LeaseLock
@@ -213,14 +213,27 @@ class GatedRest(Rest):
         return super().list_all(*args, **kwargs)
 
 
+@pytest.mark.parametrize("keep", [None, identity], ids=["whole", "identity"])
 def test_410_gone_relists_and_keeps_old_contents_meanwhile(
-    apiserver: LabApiServer, rest: Rest, caches: list[WatchCache]
+    apiserver: LabApiServer, rest: Rest, caches: list[WatchCache], keep: Any
 ) -> None:
+    """Also with a cache that keeps only each object's identity (the speaker's Services and
+    EndpointSlices): the re-list finds the same differences, and its ADDED and MODIFIED carry
+    the whole objects just listed."""
     for n in ("a", "b", "c"):
         rest.create(CONFIGMAPS, cm(n, v="old"))
     gated = GatedRest(rest)
     rec = Recorder()
-    c = WatchCache(gated, CONFIGMAPS, namespace="default", on_event=rec, backoff_initial_s=0.05)
+    c = WatchCache(gated, CONFIGMAPS, namespace="default", on_event=rec, backoff_initial_s=0.05, keep=keep)
+
+    def stored(name: str) -> Any:
+        obj = must(c.get("default", name))
+        if keep is not None:
+            assert set(obj) == {"apiVersion", "kind", "metadata"}
+            assert set(obj["metadata"]) == {"name", "namespace", "uid", "resourceVersion"}
+            return None
+        return obj["data"]
+
     caches.append(c.start())
     assert c.wait_synced(5)
     wait_for(lambda: c.watches >= 1, 5)
@@ -243,21 +256,29 @@ def test_410_gone_relists_and_keeps_old_contents_meanwhile(
 
     assert gated.list_waiting.wait(5), "the cache did not re-list after 410"
     assert c.synced and names(c) == {"a", "b", "c"}, "old contents must be served during the re-list"
-    assert must(c.get("default", "b"))["data"] == {"v": "old"}
+    assert stored("b") == (None if keep else {"v": "old"})
     assert rec.events == []
 
     gated.lists_open.set()
     wait_for(lambda: names(c) == {"b", "c", "d"}, 5)
-    assert must(c.get("default", "b"))["data"] == {"v": "new"}
-    assert must(c.get("default", "c"))["data"] == {"v": "recreated"}
+    assert stored("b") == (None if keep else {"v": "new"})
+    assert stored("c") == (None if keep else {"v": "recreated"})
     assert c.relists == 1
-    got = sorted((t, o["metadata"]["name"]) for t, o in rec.events)
-    assert got == [("ADDED", "c"), ("ADDED", "d"), ("DELETED", "a"), ("DELETED", "c"), ("MODIFIED", "b")]
+    got = sorted((t, o["metadata"]["name"], (o.get("data") or {}).get("v")) for t, o in rec.events)
+    assert got == [
+        ("ADDED", "c", "recreated"),
+        ("ADDED", "d", "new"),
+        ("DELETED", "a", None if keep else "old"),  # a DELETED found by a re-list carries what was kept
+        ("DELETED", "c", None if keep else "old"),
+        ("MODIFIED", "b", "new"),
+    ]
 
-    # and it watches again from the new list's RV
-    rest.create(CONFIGMAPS, cm("e"))
+    # and it watches again from the new list's RV; a watched event too reaches handlers whole
+    rest.create(CONFIGMAPS, cm("e", v="watched"))
     wait_for(lambda: c.get("default", "e") is not None, 5)
     assert c.relists == 1
+    assert rec.events[-1][1]["data"] == {"v": "watched"}
+    assert stored("e") == (None if keep else {"v": "watched"})
 
 
 def test_server_gone_keeps_contents_and_stop_is_prompt(lab_apiserver_factory: Any, tmp_path: Path) -> None:

@@ -200,6 +200,12 @@ def test_election_status_events_and_handover(rest: Rest, speakers: SpeakerFactor
 
     evs = wait_for(assigned, timeout=10)
     assert expected in evs[0]["message"] and len(evs) == 1
+    # The speaker keeps only the identity of Services and EndpointSlices (its index read the rest),
+    # which is still enough to name the Service in an Event.
+    svc = rest.get(SERVICES, "web", "default")
+    assert evs[0]["involvedObject"]["uid"] == svc["metadata"]["uid"]
+    kept = spk[expected].services.get("default", "web")
+    assert kept is not None and set(kept) == {"apiVersion", "kind", "metadata"}
 
     # Metrics and readiness of the owner.
     port = spk[expected].health.port  # type: ignore[union-attr]
