@@ -219,10 +219,13 @@ class Speaker:
         self.bfd_profiles = WatchCache(rest, BFDPROFILES, namespace=ns, on_event=on(S.BFDPROFILES))
         # Membership reads the Leases itself: an event only makes the loop look (renewals change nothing).
         self.leases = WatchCache(rest, LEASES, namespace=ns, on_event=wake)
+        # Our own status objects: each event is looked at by the writer (someone else's edit is undone).
         self.statuses = WatchCache(rest, SERVICEL2STATUSES, namespace=ns,
-                                   label_selector=node_selector(cfg.node))
+                                   label_selector=node_selector(cfg.node),
+                                   on_event=lambda t, o: self.status.observed(L2_STATUS, t, o))
         self.bgp_statuses = WatchCache(rest, SERVICEBGPSTATUSES, namespace=ns,
-                                       label_selector=node_selector(cfg.node))
+                                       label_selector=node_selector(cfg.node),
+                                       on_event=lambda t, o: self.status.observed(BGP_STATUS, t, o))
         self.hb_secret = WatchCache(rest, SECRETS, namespace=ns,  # heartbeat keys (only this Secret)
                                     field_selector=f"metadata.name={memberlist.SECRET_NAME}")
         # Layer 2 (and readiness) waits for these; BGP's own caches never make the speaker unready.
