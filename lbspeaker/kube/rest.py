@@ -10,10 +10,10 @@ import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
+from urllib.parse import quote
 
 import urllib3
 from kubernetes.client import ApiClient
-from kubernetes.client.exceptions import ApiException
 
 from lbspeaker.kube.client import DEFAULT_TIMEOUTS, Timeouts
 from lbspeaker.kube.resources import Resource
@@ -133,6 +133,8 @@ class Rest:
     def __init__(self, api_client: ApiClient, timeouts: Timeouts = DEFAULT_TIMEOUTS) -> None:
         self.api_client = api_client
         self.timeouts = timeouts
+        self._cached_pool: tuple[str, urllib3.HTTPConnectionPool, str] | None = None
+        self._timeouts: dict[tuple[float, float], urllib3.Timeout] = {}
 
     # -- transport ---------------------------------------------------------------------------
 
@@ -146,43 +148,85 @@ class Rest:
         timeout: tuple[float, float],
         accept: str = "application/json",
     ) -> Any:
-        """Send one request; returns the urllib3 response (body not yet read) of a 2xx answer."""
+        """Send one request; returns the urllib3 response (body not yet read) of a 2xx answer.
+
+        Why urllib3 directly: the official client's `param_serialize` + `call_api` +
+        `RESTClientObject.request` (sanitizing, content-type regexes, the pool manager's key
+        normalizing) cost more client CPU than the HTTP exchange itself. What we keep from it:
+        its configuration and its urllib3 pool manager (TLS, client certificates, CA, proxy,
+        no_proxy, keepalive, pool size, `retries`), its default headers (User-Agent) and cookie,
+        and the `BearerToken` auth settings read on every request (so the refresh hook runs as
+        before, throttled by `client.throttle_refresh`). Dropped on purpose: redirects are not
+        followed (a 3xx is an ApiError; the API server sends none), the client's silent
+        json-patch -> strategic-merge rewrite of non-list bodies (`patch` rejects those), and
+        `client_go_retries` (off by default; our callers retry with backoff).
+        """
+        conf = self.api_client.configuration
+        host = conf.host
         headers: dict[str, str] = {"Accept": accept}
         if body is not None:
             headers["Content-Type"] = content_type or "application/json"
+        headers.update(self.api_client.default_headers)
+        if self.api_client.cookie:
+            headers["Cookie"] = self.api_client.cookie
+        auth = conf.auth_settings().get("BearerToken")
+        if auth and auth["value"]:
+            headers[auth["key"]] = auth["value"]
+        target = path
+        if query:
+            target += "?" + "&".join(f"{quote(k)}={quote(v)}" for k, v in query)
+        payload = json.dumps(body).encode() if body is not None else None
         try:
-            method_, url, header_params, body_, post_params = self.api_client.param_serialize(
-                method=method,
-                resource_path=path,
-                query_params=list(query) if query else None,
-                header_params=headers,
-                body=body,
-                auth_settings=["BearerToken"],
+            pool, prefix = self._pool(host)
+            resp = pool.urlopen(
+                method,
+                prefix + target,
+                body=payload,
+                headers=headers,
+                timeout=self._timeout(timeout),
+                redirect=False,
+                preload_content=False,
             )
-            resp = self.api_client.call_api(
-                method_,
-                url,
-                header_params=header_params,
-                body=body_,
-                post_params=post_params,
-                _request_timeout=timeout,
-            )
-        except ApiException as exc:  # the client maps TLS errors to status 0
-            if exc.status:
-                raise ApiError.from_body(exc.status, exc.reason or "", (exc.body or "").encode()) from exc
-            raise ConnectionFailure(f"{method} {path}: {exc.reason}") from exc
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+        except (urllib3.exceptions.HTTPError, OSError) as exc:  # TLS errors are HTTPErrors too
             raise ConnectionFailure(f"{method} {path}: {exc}") from exc
-        raw = resp.response
         if not 200 <= resp.status <= 299:
             try:
-                data = raw.read()
+                data = resp.read()
             except (urllib3.exceptions.HTTPError, OSError):
                 data = b""
             finally:
-                raw.release_conn()
+                resp.release_conn()
             raise ApiError.from_body(resp.status, resp.reason or "", data)
-        return raw
+        return resp
+
+    def _timeout(self, timeout: tuple[float, float]) -> urllib3.Timeout:
+        """One `Timeout` per (connect, read) pair: validating a new one costs more than a lookup."""
+        found = self._timeouts.get(timeout)
+        if found is None:
+            if len(self._timeouts) >= 64:  # watches pick random read timeouts: stay bounded
+                self._timeouts.clear()
+            found = self._timeouts[timeout] = urllib3.Timeout(connect=timeout[0], read=timeout[1])
+        return found
+
+    def _pool(self, host: str) -> tuple[Any, str]:
+        """What to send through for `host`, and what to put before the request's path.
+
+        Plain and SOCKS pool managers: their per-host connection pool, looked up once (the pool
+        manager's lookup normalizes its whole key on every call) and again after the host
+        changes or the pool is closed (`ApiClient.close`, eviction); the prefix is the path part
+        of `host` (e.g. `https://rancher/k8s/clusters/c-1`). An HTTP(S) `ProxyManager` is used
+        as is, with the absolute URL: it picks tunnel or absolute-form and adds proxy headers.
+        """
+        manager = self.api_client.rest_client.pool_manager
+        if isinstance(manager, urllib3.ProxyManager):
+            return manager, host
+        cached = self._cached_pool
+        if cached is not None and cached[0] == host and cached[1].pool is not None:
+            return cached[1], cached[2]
+        pool = manager.connection_from_url(host)
+        prefix = urllib3.util.parse_url(host).path or ""  # the client sends host + path as is
+        self._cached_pool = (host, pool, prefix)
+        return pool, prefix
 
     def request(
         self,
