@@ -43,10 +43,12 @@ BGPAdvertisement and Community objects are read in `lbspeaker.facts`.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from lbspeaker.api.addresses import AddressRange
 from lbspeaker.api.constants import EXCLUDE_FROM_LB_LABEL
 from lbspeaker.api.models import BFDProfileSpec
 from lbspeaker.bfd.plan import DesiredSession, plan_sessions
@@ -283,15 +285,22 @@ def service_wanted_here(svc: ServiceFacts, node: str) -> bool:
     return len(svc.serving_endpoints) > 0
 
 
+@functools.lru_cache(maxsize=65536)
+def _prefix_within(prefix: str, ranges: tuple[AddressRange, ...]) -> bool:
+    """Cached: asked again for each IP of every Service a plan redoes."""
+    return prefix_within(ipaddress.ip_network(prefix), ranges)
+
+
 def _within_pool(ip: str, adv: BGPAdvertisementFacts, pool: Pool, problems: list[Problem]) -> bool:
     """Last line of defence: never announce a prefix with addresses outside the pool (the
     controller already marks such an advertisement Ready=False; `bgp.aggregation`)."""
     try:
-        prefix = ipaddress.ip_network(route_prefix(ip, adv.route))
+        prefix_text = route_prefix(ip, adv.route)
     except ValueError:
         return True  # desired_routes reports an impossible prefix itself
-    if prefix_within(prefix, pool.ranges):
+    if _prefix_within(prefix_text, pool.ranges):
         return True
+    prefix = ipaddress.ip_network(prefix_text)
     problems.append(Problem(
         "BGPAdvertisement", adv.name, "AggregationOutsidePool",
         f"not announcing {prefix} for {ip}: it covers addresses outside pool {pool.name!r}; "
