@@ -49,6 +49,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from lbspeaker.cowmap import CowDict
 from lbspeaker.election import elect_l2, l2_candidates, preference_scores
 from lbspeaker.facts import (
     ClusterFacts,
@@ -78,9 +79,10 @@ class Plan:
     """The outcome: this node's announcements, the owner of every IP, and problems found."""
 
     node: str
-    announce: dict[str, L2Announcement] = field(default_factory=dict)
-    owners: dict[str, str | None] = field(default_factory=dict)  # ip -> elected node (None: nobody)
-    service_owners: dict[ServiceKey, dict[str, str | None]] = field(default_factory=dict)
+    # Read-only (L2Planner hands out frozen copy-on-write maps).
+    announce: Mapping[str, L2Announcement] = field(default_factory=dict)
+    owners: Mapping[str, str | None] = field(default_factory=dict)  # ip -> elected node (None: nobody)
+    service_owners: Mapping[ServiceKey, Mapping[str, str | None]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     # From `L2Planner`: its count of plans, and the IPs that may differ from its plan before
     # (None: any may, as after a change of context); lets the speaker apply only those.
@@ -166,7 +168,10 @@ def compute_plan(
     node_map = {n.name: n for n in nodes}
     advs = sorted(advertisements, key=lambda a: a.name)
     live = frozenset(live_speakers)
-    plan = Plan(node=node)
+    announce: dict[str, L2Announcement] = {}
+    owners: dict[str, str | None] = {}
+    service_owners: dict[ServiceKey, dict[str, str | None]] = {}
+    problems: list[Problem] = []
 
     # IP -> (union of candidates, services, advertisements that apply on this node, every
     # advertisement that applies, anchor IP)
@@ -185,7 +190,7 @@ def compute_plan(
             if _selectors_refused(svc, matching):
                 if svc.key not in denied:
                     denied.add(svc.key)
-                    plan.problems.append(_shared_with_selectors(svc, matching))
+                    problems.append(_shared_with_selectors(svc, matching))
                 continue
             cands = l2_candidates(
                 live, node_map, matching, svc.serving_endpoints, svc.etp_local, ignore_exclude_label,
@@ -206,20 +211,20 @@ def compute_plan(
         ip_cands = ip_candidates[ip]
         owner = elect_l2(ip_anchor[ip], ip_cands,
                          preference_scores(ip_cands, node_map, ip_applying[ip].values()))
-        plan.owners[ip] = owner
+        owners[ip] = owner
         for key in ip_services[ip]:
-            plan.service_owners.setdefault(key, {})[ip] = owner
+            service_owners.setdefault(key, {})[ip] = owner
         if owner != node:
             continue
         ifaces = _interfaces_for(list(ip_advs[ip].values()), links, default_interfaces)
         if links is not None and not ifaces:
             for key in sorted(ip_services[ip]):
-                plan.problems.append(Problem("Service", key, "NoInterface",
-                                             f"node {node} owns {ip} but has no usable interface for it"))
-        plan.announce[ip] = L2Announcement(ip, tuple(sorted(ip_services[ip])), tuple(ifaces))
+                problems.append(Problem("Service", key, "NoInterface",
+                                        f"node {node} owns {ip} but has no usable interface for it"))
+        announce[ip] = L2Announcement(ip, tuple(sorted(ip_services[ip])), tuple(ifaces))
 
-    plan.problems[:0] = advertisement_problems(node, node_map, pool_map, advs, links)
-    return plan
+    problems[:0] = advertisement_problems(node, node_map, pool_map, advs, links)
+    return Plan(node=node, announce=announce, owners=owners, service_owners=service_owners, problems=problems)
 
 
 def l2_plan(
@@ -313,9 +318,10 @@ class L2Planner:
         self._services: dict[ServiceKey, ServiceFacts] = {}
         self._shares: dict[ServiceKey, dict[str, _Share]] = {}
         self._ip_services: dict[str, set[ServiceKey]] = {}
-        self._owners: dict[str, str | None] = {}
-        self._service_owners: dict[ServiceKey, dict[str, str | None]] = {}  # inner dicts copied on write
-        self._announce: dict[str, L2Announcement] = {}
+        # Copy-on-write: each plan gets a frozen copy that costs what changed since the last.
+        self._owners: CowDict[str, str | None] = CowDict()
+        self._service_owners: CowDict[ServiceKey, dict[str, str | None]] = CowDict()  # inner dicts: replaced
+        self._announce: CowDict[str, L2Announcement] = CowDict()
         self._no_interface: dict[str, list[Problem]] = {}
         self._adv_problems: list[Problem] = []
         self._denied: dict[ServiceKey, Problem] = {}  # SharedIPWithServiceSelectors
@@ -384,13 +390,14 @@ class L2Planner:
         for ip in sorted(self._no_interface):
             problems.extend(self._no_interface[ip])
         self.generation += 1
-        return Plan(node=self.node, announce=dict(self._announce), owners=dict(self._owners),
-                    service_owners=dict(self._service_owners), problems=problems,
+        return Plan(node=self.node, announce=self._announce.freeze(), owners=self._owners.freeze(),
+                    service_owners=self._service_owners.freeze(), problems=problems,
                     generation=self.generation, changed_ips=None if reset else frozenset(affected))
 
     def _reset(self) -> None:
         self._services, self._shares, self._ip_services = {}, {}, {}
-        self._owners, self._service_owners, self._announce, self._no_interface = {}, {}, {}, {}
+        self._owners, self._service_owners, self._announce = CowDict(), CowDict(), CowDict()
+        self._no_interface = {}
         self._denied = {}
 
     def _replan_ip(self, ip: str, links: Sequence[LinkInfo] | None) -> None:
@@ -408,7 +415,7 @@ class L2Planner:
                          preference_scores(cands, self._node_map, applying.values()))
         self._owners[ip] = owner
         for k in ordered:
-            self._service_owners[k] = {**self._service_owners.get(k, {}), ip: owner}
+            self._service_owners[k] = {**(self._service_owners.get(k) or {}), ip: owner}
         if owner != self.node:
             self._announce.pop(ip, None)
             self._no_interface.pop(ip, None)

@@ -33,6 +33,7 @@ from typing import Any
 
 from lbspeaker.api.constants import SERVICE_NAME_LABEL, class_matches
 from lbspeaker.bfd.profile import ProfileFacts
+from lbspeaker.cowmap import CowDict
 from lbspeaker.facts import (
     BGPAdvertisementFacts,
     L2AdvertisementFacts,
@@ -194,7 +195,7 @@ class FactsIndex:
         self._local: dict[str, Any] = {}
         # Services joined with their EndpointSlices, kept per Service (see the module docstring).
         self._slices: dict[tuple[str, str], dict[Key, tuple[str | None, ...]]] = {}
-        self._joined: dict[ServiceKey, ServiceFacts] = {}
+        self._joined: CowDict[ServiceKey, ServiceFacts] = CowDict()  # each snapshot: a frozen copy
         self.service_log = ChangeLog()
         self.generations: dict[str, int] = {}
         self.changed: dict[str, int] = {}  # events that changed a reading, per resource
@@ -253,7 +254,7 @@ class FactsIndex:
         if joined == self._joined.get(skey):
             return
         if joined is None:
-            del self._joined[skey]
+            self._joined.pop(skey)
         else:
             self._joined[skey] = joined
         self.service_log.add(skey)
@@ -278,7 +279,7 @@ class FactsIndex:
                  if name not in (SERVICES, ENDPOINTSLICES)}  # joined incrementally
             local = dict(self._local)
             generations = dict(self.generations)
-            joined = dict(self._joined)
+            joined = self._joined.freeze()
             seq = self.service_log.seq
         nodes: list[NodeFacts] = f[NODES]
         me = [n.internal_ips for n in nodes if n.name == self.node]

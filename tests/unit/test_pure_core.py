@@ -21,6 +21,7 @@ PURE = (
     "lbspeaker.configstate",
     "lbspeaker.election",
     "lbspeaker.plan",
+    "lbspeaker.cowmap",
     "lbspeaker.links",
     "lbspeaker.selectors",
     "lbspeaker.bgp.plan",
