@@ -60,12 +60,12 @@ from lbspeaker.bgp.routes import (
     RouteAttrs,
     RouteKey,
     RouteParts,
-    RouteTable,
     desired_routes,
     route_attrs,
     route_parts,
     route_prefix,
 )
+from lbspeaker.cowmap import CowDict
 from lbspeaker.facts import (
     AdvertisementSpec,
     BGPAdvertisementFacts,
@@ -174,9 +174,10 @@ class BGPPlan:
     peers: list[PeerSpec] = field(default_factory=list)  # sessions to configure (valid ones)
     selected_peers: list[str] = field(default_factory=list)  # every BGPPeer selecting this node
     peer_reasons: dict[str, str] = field(default_factory=dict)  # peer -> why it is down/not configured
-    routes: RouteTable = field(default_factory=dict)
-    service_peers: dict[ServiceKey, list[str]] = field(default_factory=dict)  # for ServiceBGPStatus
-    announced: dict[ServiceKey, list[str]] = field(default_factory=dict)  # service -> IPs
+    # read-only (the planner's are shared with the next plan, `cowmap`)
+    routes: Mapping[str, Mapping[str, RouteAttrs]] = field(default_factory=dict)
+    service_peers: Mapping[ServiceKey, list[str]] = field(default_factory=dict)  # for ServiceBGPStatus
+    announced: Mapping[ServiceKey, list[str]] = field(default_factory=dict)  # service -> IPs
     problems: list[Problem] = field(default_factory=list)
     bfd_sessions: dict[SessionKey, DesiredSession] = field(default_factory=dict)  # BFD to run
     # From `BGPPlanner` (not compared: bookkeeping, not what the node does): its call count, and
@@ -409,15 +410,16 @@ def compute_bgp_plan(
 
     want = desired_routes(announcements, plan.peers, aliases or {})
     plan.routes = want.routes
+    service_peers: dict[ServiceKey, list[str]] = {}
+    announced: dict[ServiceKey, list[str]] = {}
     for ann_key, peer_names in want.service_peers.items():
         key = ann_key.split("\x00", 1)[0]
-        merged = set(plan.service_peers.get(key, [])) | set(peer_names)
-        plan.service_peers[key] = sorted(merged)
+        service_peers[key] = sorted(set(service_peers.get(key, [])) | set(peer_names))
     for ann in announcements:
         key = ann.service.split("\x00", 1)[0]
-        if key in plan.service_peers:
-            plan.announced.setdefault(key, [])
-            plan.announced[key] = sorted(set(plan.announced[key]) | set(ann.ips))
+        if key in service_peers:
+            announced[key] = sorted(set(announced.get(key, [])) | set(ann.ips))
+    plan.service_peers, plan.announced = service_peers, announced
     for problem in want.problems:
         if problem.reason == "LocalPrefConflict":
             continue  # reported per Service above, with the advertisement names
@@ -486,9 +488,9 @@ class BGPPlanner:
     `compute_bgp_plan` after any sequence of calls (tests/unit/test_plan_incremental.py).
 
     Each plan says what it redid (`BGPPlan.generation`, `changed_services`, `changed_routes`)
-    so the adapter can apply only that, and shares what did not change with the previous plan
-    (route tables of untouched peers, the Service maps when no Service's peers moved): copied on
-    the planner's next write, never changed under a plan already returned.
+    so the adapter can apply only that. Its route tables and Service maps are `cowmap` snapshots:
+    what did not change is shared with the previous plan, nothing is copied whole, and a plan
+    already returned never changes.
     """
 
     def __init__(self, node: str, ignore_exclude_label: bool = False) -> None:
@@ -504,13 +506,12 @@ class BGPPlanner:
         self._services: dict[ServiceKey, ServiceFacts] = {}
         self._shares: dict[ServiceKey, _ServiceShare] = {}
         self._route_services: dict[RouteKey, set[ServiceKey]] = {}
-        self._routes: dict[str, dict[str, RouteAttrs]] = {}
-        self._service_peers: dict[ServiceKey, list[str]] = {}
-        self._announced: dict[ServiceKey, list[str]] = {}
+        # copy on write (`cowmap`): a plan holds snapshots, never changed by later calls
+        self._routes: dict[str, CowDict[str, RouteAttrs]] = {}
+        self._service_peers: CowDict[ServiceKey, list[str]] = CowDict()
+        self._announced: CowDict[ServiceKey, list[str]] = CowDict()
         self._problems: dict[Problem, int] = {}  # of the Services, counted
         self._sorted: list[Problem] | None = None
-        self._handed: set[str] = set()  # peers whose route table the last plan holds (copy on write)
-        self._services_handed = False  # the last plan holds _service_peers and _announced (the same)
         self.replanned = 0  # Services redone by the last call
         self.generation = 0  # plans made (BGPPlan.generation)
 
@@ -559,12 +560,10 @@ class BGPPlanner:
             self._sorted = sorted(set(self._base.problems) | set(self._problems), key=_order)
         base = self._base
         self.generation += 1
-        # the tables of peers no route of this call moved are the last plan's (see `_table`)
-        self._handed = set(self._routes)
-        self._services_handed = True
         plan = BGPPlan(node=self.node, peers=list(base.peers), selected_peers=list(base.selected_peers),
-                       peer_reasons=dict(base.peer_reasons), routes=dict(self._routes),
-                       service_peers=self._service_peers, announced=self._announced,
+                       peer_reasons=dict(base.peer_reasons),
+                       routes={peer: table.freeze() for peer, table in self._routes.items()},
+                       service_peers=self._service_peers.freeze(), announced=self._announced.freeze(),
                        problems=list(self._sorted), generation=self.generation,
                        changed_services=None if reset else frozenset(redone),
                        changed_routes=None if reset else frozenset(affected))
@@ -580,30 +579,11 @@ class BGPPlanner:
         peers = share.peers if share is not None and share.announced is not None else None
         announced = share.announced if peers is not None and share is not None else None
         if self._service_peers.get(key) != peers or self._announced.get(key) != announced:
-            service_peers, announced_ips = self._own_services()
             if peers is None or announced is None:
-                service_peers.pop(key, None)
-                announced_ips.pop(key, None)
+                self._service_peers.pop(key)
+                self._announced.pop(key)
             else:
-                service_peers[key], announced_ips[key] = peers, announced
-
-    def _own_services(self) -> tuple[dict[ServiceKey, list[str]], dict[ServiceKey, list[str]]]:
-        """`_service_peers` and `_announced`, to change: copied first if the last plan holds them."""
-        if self._services_handed:
-            self._service_peers, self._announced = dict(self._service_peers), dict(self._announced)
-            self._services_handed = False
-        return self._service_peers, self._announced
-
-    def _table(self, peer: str) -> dict[str, RouteAttrs]:
-        """`peer`'s route table, to change: copied first if the last plan holds it (copy on write,
-        so a plan's tables never change under it and an untouched peer's is not copied)."""
-        table = self._routes.get(peer)
-        if table is None:
-            table = self._routes[peer] = {}
-        elif peer in self._handed:
-            table = self._routes[peer] = dict(table)
-        self._handed.discard(peer)
-        return table
+                self._service_peers[key], self._announced[key] = peers, announced
 
     def _reset(self, node_facts: NodeFacts | None, pools: Sequence[Pool],
                advs: Sequence[BGPAdvertisementFacts], peers: Sequence[PeerFacts], aliases: Mapping[str, str],
@@ -620,8 +600,7 @@ class BGPPlanner:
         announces, _why = node_announces(node_facts, self.ignore_exclude_label)
         self._announcing = announces and bool(base.peers)
         self._services, self._shares, self._route_services, self._routes = {}, {}, {}, {}
-        self._service_peers, self._announced, self._problems, self._sorted = {}, {}, {}, None
-        self._handed, self._services_handed = set(), False
+        self._service_peers, self._announced, self._problems, self._sorted = CowDict(), CowDict(), {}, None
 
     def _share(self, svc: ServiceFacts) -> _ServiceShare:
         anns, problems = service_announcements(svc, self.node, self._labels, self._pools, self._advs,
@@ -663,10 +642,10 @@ class BGPPlanner:
         keys = self._route_services.get(route)
         if not keys:
             self._route_services.pop(route, None)
-            if prefix in self._routes.get(peer, {}):
-                table = self._table(peer)
-                del table[prefix]
-                if not table:
+            table = self._routes.get(peer)
+            if table is not None:
+                table.pop(prefix)
+                if not len(table):
                     del self._routes[peer]
             return
         standard: set[str] = set()
@@ -678,5 +657,8 @@ class BGPPlanner:
             large |= parts.large[route]
             prefs.update(parts.prefs.get(route, {}))
         attrs = route_attrs(standard, large, prefs)[0]
-        if self._routes.get(peer, {}).get(prefix) != attrs:
-            self._table(peer)[prefix] = attrs
+        table = self._routes.get(peer)
+        if table is None:
+            table = self._routes[peer] = CowDict()
+        if table.get(prefix) != attrs:
+            table[prefix] = attrs

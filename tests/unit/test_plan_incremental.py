@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from lbspeaker.api.addresses import parse_address_range
 from lbspeaker.api.constants import EXCLUDE_FROM_LB_LABEL
-from lbspeaker.bgp.plan import BGPPlanner, compute_bgp_plan
+from lbspeaker.bgp.plan import BGPPlan, BGPPlanner, compute_bgp_plan
 from lbspeaker.facts import (
     BGPAdvertisementFacts,
     L2AdvertisementFacts,
@@ -114,6 +114,16 @@ def same_l2(a: Plan, b: Plan) -> None:
     assert a.by_interface() == b.by_interface() and a.services_announced() == b.services_announced()
 
 
+def l2_tables(p: Plan) -> Any:
+    """A plan's tables as plain data, copied (to compare with the same plan later)."""
+    return (dict(p.owners), {k: dict(v) for k, v in p.service_owners.items()}, dict(p.announce))
+
+
+def bgp_tables(p: BGPPlan) -> Any:
+    return ({peer: dict(t) for peer, t in p.routes.items()},
+            {k: list(v) for k, v in p.service_peers.items()}, {k: list(v) for k, v in p.announced.items()})
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.sampled_from(NODE_NAMES), contexts(), st.lists(steps(), min_size=1, max_size=8),
        st.sampled_from([None, ["eth0"]]))
@@ -121,12 +131,16 @@ def test_l2_planner_equals_the_full_plan(node: str, context: dict[str, Any], seq
                                          default_interfaces: list[str] | None) -> None:
     planner = L2Planner(node, default_interfaces=default_interfaces)
     current: dict[str, ServiceFacts] = {}
+    handed: list[tuple[Plan, Any]] = []
     for changes, new_context, tell in seq:
         told = step_services(current, changes, tell)
         context = new_context or context
         got = planner.plan(dict(current), told, **context)
         want = compute_plan(node, current.values(), default_interfaces=default_interfaces, **context)
         same_l2(got, want)
+        handed.append((got, l2_tables(got)))
+    for plan, tables in handed:  # a plan handed out never changes (copy on write, `cowmap`)
+        assert l2_tables(plan) == tables
 
 
 def test_l2_planner_redoes_only_the_changed_service() -> None:
@@ -222,12 +236,16 @@ def bgp_steps(draw: st.DrawFn) -> tuple[dict[str, ServiceFacts | None], dict[str
 def test_bgp_planner_equals_the_full_plan(context: dict[str, Any], seq: list[Any], ignore: bool) -> None:
     planner = BGPPlanner(BGP_NODE, ignore_exclude_label=ignore)
     current: dict[str, ServiceFacts] = {}
+    handed: list[tuple[BGPPlan, Any]] = []
     for changes, new_context, tell in seq:
         told = step_services(current, changes, tell)
         context = new_context or context
         got = planner.plan(dict(current), told, **context)
         want = compute_bgp_plan(BGP_NODE, services=current.values(), ignore_exclude_label=ignore, **context)
         assert got == want
+        handed.append((got, bgp_tables(got)))
+    for plan, tables in handed:  # a plan handed out never changes (copy on write, `cowmap`)
+        assert bgp_tables(plan) == tables
 
 
 def test_bgp_planner_redoes_only_the_changed_service_and_shares_aggregates() -> None:
