@@ -1,12 +1,13 @@
 """A dict whose snapshots cost what changed since the last one (copy on write, by bucket).
 
-Why: the incremental planners (`plan.L2Planner`) and the speaker's facts index hand every
-plan or snapshot their tables, and what was handed out must never change afterwards; copying
-the 10,000-entry dicts each time was 6 % of a speaker's CPU at 10,000 Services, more than the
-planning it followed. `CowDict` keeps its entries in `BUCKETS` dicts chosen by key hash;
-`freeze()` returns a read-only `Frozen` mapping that shares them, and the next write copies
-only the bucket it touches. Iteration order is by bucket (so by hash, which differs between
-processes): whoever needs an order sorts. Pure, no I/O.
+Why: the incremental planners (`plan.L2Planner`, `bgp.plan.BGPPlanner`) and the speaker's
+facts index hand every plan or snapshot their tables, and what was handed out must never
+change afterwards; copying the 10,000-entry dicts each time was 6 % of a speaker's CPU at
+10,000 Services, more than the planning it followed. `CowDict` keeps its entries in
+`BUCKETS` dicts chosen by key hash; `freeze()` returns a read-only `Frozen` mapping that
+shares them, and the next write copies only the bucket it touches. Iteration order is by
+bucket (so by hash, which differs between processes): whoever needs an order sorts.
+Pure, no I/O.
 """
 
 from __future__ import annotations
