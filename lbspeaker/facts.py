@@ -39,6 +39,7 @@ Facts API (every type is a frozen dataclass; every reader takes one dict):
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -72,10 +73,20 @@ def name_of(obj: Obj) -> str:
     return str((obj.get("metadata") or {}).get("name") or "")
 
 
+@functools.lru_cache(maxsize=65536)
 def canonical_ip(text: str) -> str | None:
-    """The text every speaker hashes and compares (`ipaddress` form), None when not an IP."""
+    """The text every speaker hashes and compares (`ipaddress` form), None when not an IP.
+    Cached: every event of a Service reads its IPs again."""
     try:
         return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        return None
+
+
+@functools.lru_cache(maxsize=65536)
+def _address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(ip)
     except ValueError:
         return None
 
@@ -168,11 +179,8 @@ class Pool:
 
     def contains(self, ip: str) -> bool:
         """Whether `ip` is one of this pool's addresses (False for a non-IP)."""
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        return any(r.contains(addr) for r in self.ranges)
+        addr = _address(ip)
+        return addr is not None and any(r.contains(addr) for r in self.ranges)
 
     def same_allocation(self, other: Pool | None) -> bool:
         """Equal but for labels: the allocator would hand out the same addresses to the same Services."""
