@@ -53,3 +53,45 @@ class Recorder:
 
     def names(self, type_: str | None = None) -> list[str]:
         return [o["metadata"]["name"] for t, o in list(self.events) if type_ is None or t == type_]
+
+
+class FakeFailure(Exception):
+    """Raised by the fakes below when told to fail (`fail = True`)."""
+
+
+class FakeStatusWriter:
+    """What a protocol hands `OwnedStatusWriter`: the fields of each Service it announces."""
+
+    def __init__(self) -> None:
+        self.fields: dict[str, Any] = {}
+        self.fail = False
+        self.whole = 0  # set_desired calls
+
+    def set_desired(self, kind: Any, services: Any) -> None:
+        if self.fail:
+            raise FakeFailure
+        self.whole += 1
+        self.fields = dict(services)
+
+    def update_desired(self, kind: Any, changes: Any) -> None:
+        if self.fail:
+            raise FakeFailure
+        for key, fields in changes.items():
+            if fields is None:
+                self.fields.pop(key, None)
+            else:
+                self.fields[key] = fields
+
+
+class FakeReporter:
+    """Records the Services a protocol reports nodeAssigned for."""
+
+    def __init__(self) -> None:
+        self.assigned: list[str] = []
+
+    def normal(self, kind: str, name: str, reason: str, message: str) -> None:
+        assert reason == "nodeAssigned"
+        self.assigned.append(name)
+
+    def warning(self, kind: str, name: str, reason: str, message: str) -> None: ...
+    def problems(self, protocol: str, before: Any, now: Any, prefix: str = "") -> None: ...

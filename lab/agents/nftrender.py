@@ -414,18 +414,6 @@ def delta_text(old: Ruleset, new: Ruleset) -> str | None:
     return "\n".join(out) + "\n" if out else ""
 
 
-def render(
-    ports: list[ServicePort],
-    node: str,
-    node_ip: str,
-    cluster_cidr: str = "10.244.0.0/16",
-    node_ip6: str | None = None,
-    cluster_cidr6: str | None = None,
-) -> str:
-    """The complete `nft -f` input for one node: flush-and-replace of table inet lbspeaker_kubeproxy."""
-    return full_text(build(ports, node, node_ip, cluster_cidr, node_ip6, cluster_cidr6), node)
-
-
 def vip_addresses(ports: list[ServicePort]) -> list[str]:
     """Addresses kube-proxy's IPVS mode binds to kube-ipvs0: every clusterIP and LoadBalancer IP."""
     addrs = {ip for sp in ports for ip in sp.cluster_ips + sp.lb_ips}

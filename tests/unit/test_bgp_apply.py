@@ -25,6 +25,7 @@ from lbspeaker.bgp.session import PeerSession
 from lbspeaker.facts import NodeFacts, ServiceFacts
 from lbspeaker.speaker.bgp import BGP, BGPHooks
 from lbspeaker.speaker.status import bgp_fields
+from tests.helpers import FakeFailure, FakeReporter, FakeStatusWriter
 from tests.unit.test_plan_incremental import (
     BGP_ADVS,
     BGP_NODE,
@@ -38,30 +39,7 @@ from tests.unit.test_plan_incremental import (
 NOT_APPLIED, STATUS_FAILS, ROUTES_FAIL = 0, 1, 2  # what a step does with its plan (else: applies it)
 
 
-class Failing(Exception):
-    pass
 
-
-class Status:
-    def __init__(self) -> None:
-        self.fields: dict[str, Mapping[str, Any]] = {}
-        self.fail = False
-        self.whole = 0  # set_desired calls
-
-    def set_desired(self, kind: Any, services: Mapping[str, Mapping[str, Any]]) -> None:
-        if self.fail:
-            raise Failing
-        self.whole += 1
-        self.fields = dict(services)
-
-    def update_desired(self, kind: Any, changes: Mapping[str, Mapping[str, Any] | None]) -> None:
-        if self.fail:
-            raise Failing
-        for key, fields in changes.items():
-            if fields is None:
-                self.fields.pop(key, None)
-            else:
-                self.fields[key] = fields
 
 
 class Manager:
@@ -78,12 +56,12 @@ class Manager:
 
     def set_routes(self, table: Mapping[str, Mapping[str, RouteAttrs]]) -> None:
         if self.fail:
-            raise Failing
+            raise FakeFailure
         self.routes = {peer: dict(routes) for peer, routes in table.items() if routes}
 
     def update_routes(self, changes: Mapping[str, Mapping[str, RouteAttrs | None]]) -> None:
         if self.fail:
-            raise Failing
+            raise FakeFailure
         apply_route_changes(self.routes, changes)
 
     def sessions(self) -> dict[str, PeerSession]:
@@ -93,17 +71,6 @@ class Manager:
         return True
 
 
-class Reporter:
-    def __init__(self) -> None:
-        self.assigned: list[str] = []
-
-    def normal(self, kind: str, name: str, reason: str, message: str) -> None:
-        assert reason == "nodeAssigned"
-        self.assigned.append(name)
-
-    def warning(self, kind: str, name: str, reason: str, message: str) -> None: ...
-    def problems(self, protocol: str, before: Any, now: Any, prefix: str = "") -> None: ...
-
 
 class Sessions:
     def update(self, selected: Any, live: Any, bfd: Any = None) -> None: ...
@@ -112,7 +79,7 @@ class Sessions:
 @settings(max_examples=150, deadline=None)
 @given(bgp_contexts(), st.lists(st.tuples(bgp_steps(), st.integers(0, 6)), min_size=1, max_size=8))
 def test_incremental_apply_equals_a_rebuild(context: dict[str, Any], seq: list[Any]) -> None:
-    status, reporter = Status(), Reporter()
+    status, reporter = FakeStatusWriter(), FakeReporter()
     bgp = BGP(BGP_NODE, status=status, sessions=Sessions(), reporter=reporter,  # type: ignore[arg-type]
               passwords=None, workdir=Path("/nonexistent"),  # type: ignore[arg-type]
               hooks=BGPHooks(manager_factory=Manager))
@@ -132,7 +99,7 @@ def test_incremental_apply_equals_a_rebuild(context: dict[str, Any], seq: list[A
         reporter.assigned.clear()
         try:
             bgp.apply(plan)
-        except Failing:
+        except FakeFailure:
             assert what in (STATUS_FAILS, ROUTES_FAIL)
             status.fail = False
             if isinstance(bgp.manager, Manager):
@@ -149,7 +116,7 @@ def test_a_plan_that_follows_is_applied_by_its_changes_alone() -> None:
     changed is applied as changes (no whole status table, no whole route table)."""
     context = {"node_facts": NodeFacts(BGP_NODE), "pools": BGP_POOLS, "advertisements": [BGP_ADVS[0]],
                "peers": [BGP_PEERS[1]], "node_addresses": ("172.18.0.3",)}
-    status = Status()
+    status = FakeStatusWriter()
     handed: list[str] = []
 
     class Recording(Manager):
@@ -161,7 +128,7 @@ def test_a_plan_that_follows_is_applied_by_its_changes_alone() -> None:
             handed.append("changes")
             super().update_routes(changes)
 
-    bgp = BGP(BGP_NODE, status=status, sessions=Sessions(), reporter=Reporter(),  # type: ignore[arg-type]
+    bgp = BGP(BGP_NODE, status=status, sessions=Sessions(), reporter=FakeReporter(),  # type: ignore[arg-type]
               passwords=None, workdir=Path("/nonexistent"),  # type: ignore[arg-type]
               hooks=BGPHooks(manager_factory=Recording))
     planner = BGPPlanner(BGP_NODE)

@@ -6,12 +6,19 @@ from typing import Any
 
 from lab.agents.nftrender import (
     Endpoint,
+    ServicePort,
+    build,
+    full_text,
     parse_kube_proxy_config,
-    render,
     service_ports,
     usable,
     vip_addresses,
 )
+
+
+def render(ports: list[ServicePort], node: str, node_ip: str) -> str:
+    """The complete `nft -f` input for one node (what the kube-proxy stand-in loads first)."""
+    return full_text(build(ports, node, node_ip), node)
 
 
 def svc(

@@ -19,19 +19,8 @@ from lbspeaker.facts import ServiceFacts
 from lbspeaker.plan import L2Planner, Plan
 from lbspeaker.speaker.layer2 import Layer2
 from lbspeaker.speaker.status import l2_fields
+from tests.helpers import FakeReporter, FakeStatusWriter
 from tests.unit.test_plan_incremental import NODE_NAMES, contexts, step_services, steps
-
-
-class Status:
-    def __init__(self) -> None:
-        self.fields: dict[str, Mapping[str, Any]] = {}
-
-    def update_desired(self, kind: Any, changes: Mapping[str, Mapping[str, Any] | None]) -> None:
-        for key, fields in changes.items():
-            if fields is None:
-                self.fields.pop(key, None)
-            else:
-                self.fields[key] = fields
 
 
 class Metrics:
@@ -42,14 +31,6 @@ class Metrics:
         assert not added & removed
         self.pairs = (self.pairs - removed) | added
 
-
-class Reporter:
-    def __init__(self) -> None:
-        self.assigned: list[str] = []
-
-    def normal(self, kind: str, name: str, reason: str, message: str) -> None:
-        assert reason == "nodeAssigned"
-        self.assigned.append(name)
 
 
 def owned(plan: Plan) -> dict[str, set[str]]:
@@ -66,7 +47,7 @@ def owned(plan: Plan) -> dict[str, set[str]]:
 def test_incremental_apply_equals_a_rebuild(node: str, context: dict[str, Any], seq: list[Any]) -> None:
     """Some plans are made and never applied (0: an apply that did not complete): the next one
     does not follow the last applied and must be applied whole."""
-    status, metrics, reporter = Status(), Metrics(), Reporter()
+    status, metrics, reporter = FakeStatusWriter(), Metrics(), FakeReporter()
     l2 = Layer2(node, None, status=status, reporter=reporter, metrics=metrics,  # type: ignore[arg-type]
                 node_problems=None)  # type: ignore[arg-type]
     planner = L2Planner(node)
@@ -124,7 +105,7 @@ def test_incremental_announcer_apply_equals_a_rebuild(
     plan applied last. 0: a plan never applied; 1: the announcer fails in the middle of an apply,
     which the next plan must repair."""
     announcer = Announcer()
-    l2 = Layer2(node, announcer, status=Status(), reporter=Reporter(), metrics=Metrics(),  # type: ignore[arg-type]
+    l2 = Layer2(node, announcer, status=FakeStatusWriter(), reporter=FakeReporter(), metrics=Metrics(),  # type: ignore[arg-type]
                 node_problems=None)  # type: ignore[arg-type]
     planner = L2Planner(node)
     current: dict[str, ServiceFacts] = {}
