@@ -39,7 +39,7 @@ import pytest
 from lab import netns as nsops
 from lab import router as rtr
 from lab import topology as topo
-from lab.agents.nftrender import TABLE
+from lab.agents.nftrender import NO_EP_IPS, SERVICE_IPS, TABLE
 from lab.demo import apply
 from lbspeaker.api.constants import API_VERSION, BGPPEER_VERSION, GROUP, NAMESPACE
 from lbspeaker.kube.client import load_api_client
@@ -96,14 +96,22 @@ def worker_ips(lab: Lab) -> dict[str, str]:
 
 
 def kube_proxy_programmed(lab: Lab, ip: str) -> bool:
-    """Every worker's kube-proxy rules forward `ip`: like kube-proxy (min sync period 1 s) the lab's
-    stand-in may program a new Service after its route is announced, so a test that counts every
-    request waits for this first."""
+    """Every worker's kube-proxy rules forward `ip` to endpoints: like kube-proxy (min sync period
+    1 s) the lab's stand-in may program a new Service, or its endpoints, after its route is
+    announced, so a test that counts every request waits for this first. The IP must be in the
+    dispatch map and not in the no-endpoints map: a Service whose endpoints are not programmed yet
+    is in the table too, rejected (seen as the first requests of a loop refused)."""
+    family = 6 if ":" in ip else 4
     for node in worker_ips(lab):
-        out = nsops.run_in(node, ["nft", "list", "table", "inet", TABLE], check=False).stdout
-        if ip not in out:
+        if not map_names(node, SERVICE_IPS[family], ip) or map_names(node, NO_EP_IPS[family], ip):
             return False
     return True
+
+
+def map_names(node: str, nft_map: str, ip: str) -> bool:
+    """Whether an element of the kube-proxy stand-in's map `nft_map` on `node` is for `ip`."""
+    out = nsops.run_in(node, ["nft", "list", "map", "inet", TABLE, nft_map], check=False).stdout
+    return re.search(rf"(?<![0-9a-fA-F.:]){re.escape(ip)}(?![0-9a-fA-F.:])", out) is not None
 
 
 def fib_nexthops(ip: str) -> set[str]:
