@@ -27,7 +27,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
-import time
 from typing import Any
 
 from lab import netns as nsops
@@ -63,7 +62,6 @@ class KubeProxy:
         only_nodes: set[str] | None = None,
         cluster_cidr: str = "10.244.0.0/16",
         cluster_cidr6: str | None = "fd00:10:244::/48",
-        min_sync_period: float = 1.0,
     ) -> None:
         self.services = services
         self.slices = slices
@@ -72,9 +70,6 @@ class KubeProxy:
         self.only_nodes = only_nodes
         self.cluster_cidr = cluster_cidr
         self.cluster_cidr6 = cluster_cidr6
-        # kube-proxy's --{iptables,nftables}-min-sync-period (default 1 s): a reconcile reads every
-        # Service and EndpointSlice, so a burst of 10,000 creates must not mean ten of them a second.
-        self.min_sync_period = min_sync_period
         self.applied: dict[str, Ruleset] = {}
         self.fragments: dict[FragmentKey, Fragment] = {}
         self.full_loads = 0  # how many whole-table loads (first, resync, recovery): for tests/benches
@@ -103,15 +98,12 @@ class KubeProxy:
             inf.synced.wait()
         resync = True
         while not stop.is_set():
-            started = time.monotonic()
             try:
                 self.reconcile(verify=resync)
             except Exception:
                 log.exception("kube-proxy reconcile failed")
             # The periodic resync also re-applies a ruleset someone flushed or a lost kube-ipvs0.
             resync = not self.trigger.wait(15.0, debounce=0.1)
-            if stop.wait(max(0.0, started + self.min_sync_period - time.monotonic())):
-                return
 
     def reconcile(self, verify: bool = True) -> None:
         """Render and apply every node; `verify` also checks the kernel (else trusts `applied`)."""
