@@ -73,18 +73,15 @@ def name_of(obj: Obj) -> str:
     return str((obj.get("metadata") or {}).get("name") or "")
 
 
-@functools.lru_cache(maxsize=65536)
 def canonical_ip(text: str) -> str | None:
-    """The text every speaker hashes and compares (`ipaddress` form), None when not an IP.
-    Cached: every event of a Service reads its IPs again."""
-    try:
-        return str(ipaddress.ip_address(text.strip()))
-    except ValueError:
-        return None
+    """The text every speaker hashes and compares (`ipaddress` form), None when not an IP."""
+    addr = _address(text.strip())
+    return None if addr is None else str(addr)
 
 
 @functools.lru_cache(maxsize=65536)
 def _address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """Cached: every event of a Service reads its IPs again, and pools test them."""
     try:
         return ipaddress.ip_address(ip)
     except ValueError:
