@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -95,3 +96,15 @@ class FakeReporter:
 
     def warning(self, kind: str, name: str, reason: str, message: str) -> None: ...
     def problems(self, protocol: str, before: Any, now: Any, prefix: str = "") -> None: ...
+
+
+def daemon_pid(pid_file: Path, timeout: float = 10) -> int:
+    """The PID a daemonising router wrote, once it is whole: BIRD and FRR create the file
+    before they write "PID\\n", so a reader can find it empty (CI: bird.pid read as '').
+    The newline marks the end of the number."""
+
+    def written() -> int:  # 0: not yet
+        text = pid_file.read_text() if pid_file.exists() else ""
+        return int(text) if text.endswith("\n") and text.strip().isdigit() else 0
+
+    return wait_for(written, timeout=timeout, interval=0.05, message=f"a PID in {pid_file}")

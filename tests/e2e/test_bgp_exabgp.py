@@ -43,7 +43,7 @@ from lbspeaker.bgp.exabgp import ExaBGPManager
 from lbspeaker.bgp.routes import RouteAttrs
 from lbspeaker.bgp.session import PeerSession
 from tests.e2e.test_speaker_bgp import alive
-from tests.helpers import wait_for
+from tests.helpers import daemon_pid, wait_for
 
 PREFIX = "lbt-j-"
 ROUTER, BIRD_NS = "lbt-j-r", "lbt-j-b"
@@ -190,24 +190,16 @@ class Topology:
                 "0",
             ]
             ns_exec(ROUTER, *argv)
-            pid_file = d / f"{daemon}.pid"
-            deadline = time.monotonic() + 10
-            while not pid_file.exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            self.pids.append(int(pid_file.read_text().strip()))
+            self.pids.append(daemon_pid(d / f"{daemon}.pid"))
             if daemon == "zebra":
-                while not (d / "zserv.api").exists() and time.monotonic() < deadline:
-                    time.sleep(0.05)
+                wait_for(lambda: (d / "zserv.api").exists(), timeout=10, message="zebra's zserv.api socket")
 
     def start_bird(self) -> None:
         conf = self.workdir / "bird.conf"
         conf.write_text(bird_conf(self.workdir))
         pid_file = self.workdir / "bird.pid"
         ns_exec(BIRD_NS, "bird", "-c", str(conf), "-s", str(self.bird_sock), "-P", str(pid_file))
-        deadline = time.monotonic() + 10
-        while not pid_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        self.pids.append(int(pid_file.read_text().strip()))
+        self.pids.append(daemon_pid(pid_file))
 
     def teardown(self) -> None:
         for pid in self.pids:
