@@ -42,6 +42,7 @@ from lab import router as rtr
 from lab import topology as topo
 from lab.conflicts import APPLY_ATTEMPTS as APPLY_ATTEMPTS  # re-exported: the bound of apply()
 from lab.conflicts import retry_on_conflict
+from lab.files import write_atomic
 from lab.state import (
     LabState,
     ProcessRecord,
@@ -259,7 +260,7 @@ def write_kubeconfig(path: Path, server: str, name: str = "lbspeaker-lab") -> No
         "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
         "current-context": name,
     }
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    write_atomic(path, yaml.safe_dump(cfg, sort_keys=False))
 
 
 def write_nodes_kubeconfig(host_kubeconfig: Path, path: Path, server: str) -> None:
@@ -267,7 +268,7 @@ def write_nodes_kubeconfig(host_kubeconfig: Path, path: Path, server: str) -> No
     cfg = yaml.safe_load(host_kubeconfig.read_text())
     for cluster in cfg.get("clusters", []):
         cluster.setdefault("cluster", {})["server"] = server
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    write_atomic(path, yaml.safe_dump(cfg, sort_keys=False))
 
 
 def ensure_apiserver(

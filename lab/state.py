@@ -21,11 +21,12 @@ import contextlib
 import json
 import os
 import signal
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from lab.files import write_atomic
 
 STATE_FILE = "state.json"
 ENV_STATE_DIR = "LBSPEAKER_LAB_STATE_DIR"
@@ -164,12 +165,7 @@ class LabState:
 
     def save(self) -> None:
         """Write state.json atomically (tmp file + rename) so a crash never leaves half a file."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".state.", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.data, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(self.data, indent=2, sort_keys=True) + "\n", mode=0o644)
 
     @property
     def log_dir(self) -> Path:

@@ -48,7 +48,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -66,6 +65,7 @@ from lab.agents.nodes import (
     readiness_wanted,
     taints_once_ready,
 )
+from lab.files import write_atomic
 from lab.state import LabState, proc_start_time, proc_state
 
 log = logging.getLogger(__name__)
@@ -244,14 +244,8 @@ class AgentsFile:
         return out
 
     def save(self, pods: dict[str, PodRecord]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".agents.", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(
-                {"version": 1, "pods": {u: asdict(r) for u, r in pods.items()}}, f, indent=2, sort_keys=True
-            )
-            f.write("\n")
-        os.replace(tmp, self.path)
+        doc = {"version": 1, "pods": {u: asdict(r) for u, r in pods.items()}}
+        write_atomic(self.path, json.dumps(doc, indent=2, sort_keys=True) + "\n", mode=0o644)
 
 
 def end_pid(pid: int, start_time: int | None, grace: float = 2.0) -> None:

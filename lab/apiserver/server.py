@@ -24,6 +24,7 @@ from aiohttp import web
 from lab.apiserver.http import Handlers, build_app
 from lab.apiserver.registry import Registry
 from lab.apiserver.store import Store
+from lab.files import write_atomic
 
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
@@ -259,7 +260,4 @@ def write_kubeconfig(path: str | os.PathLike[str], server_url: str, token: str =
         "current-context": "lab",
         "preferences": {},
     }
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(yaml.safe_dump(config, sort_keys=False))
-    return p
+    return write_atomic(Path(path), yaml.safe_dump(config, sort_keys=False))
