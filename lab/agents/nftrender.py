@@ -26,8 +26,11 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import logging
 from dataclasses import dataclass, field
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 TABLE = "lbspeaker_kubeproxy"
 MASQ_MARK = 0x4000
@@ -70,78 +73,99 @@ def _family(ip: str) -> int:
 
 def service_ports(services: list[dict[str, Any]], slices: list[dict[str, Any]]) -> list[ServicePort]:
     """Join Services with their EndpointSlices into ServicePorts (pure; sorted by key)."""
-    by_svc: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    by_svc = slices_by_service(slices)
+    out = [sp for svc in services for sp in ports_of_service(svc, by_svc.get(service_key(svc), ()))]
+    out.sort(key=lambda s: s.key)
+    return out
+
+
+ServiceKey = tuple[str, str]
+
+
+def service_key(svc: dict[str, Any]) -> ServiceKey:
+    md = svc.get("metadata") or {}
+    return (md.get("namespace") or "default", md.get("name") or "")
+
+
+def slices_by_service(slices: list[dict[str, Any]]) -> dict[ServiceKey, list[dict[str, Any]]]:
+    """EndpointSlices grouped by the Service their label names, in the order given."""
+    by_svc: dict[ServiceKey, list[dict[str, Any]]] = {}
     for s in slices:
         md = s.get("metadata") or {}
         svc = (md.get("labels") or {}).get(SERVICE_NAME_LABEL)
         if svc:
             by_svc.setdefault((md.get("namespace") or "default", svc), []).append(s)
+    return by_svc
+
+
+def ports_of_service(
+    svc: dict[str, Any], slices: list[dict[str, Any]] | tuple[dict[str, Any], ...]
+) -> list[ServicePort]:
+    """One Service's ServicePorts, from its own EndpointSlices (pure; in spec order)."""
     out: list[ServicePort] = []
-    for svc in services:
-        md = svc.get("metadata") or {}
-        spec = svc.get("spec") or {}
-        if spec.get("type") == "ExternalName":
-            continue
-        ns = md.get("namespace") or "default"
-        cluster_ips = tuple(
-            ip for ip in (spec.get("clusterIPs") or [spec.get("clusterIP")]) if ip and ip != "None"
+    md = svc.get("metadata") or {}
+    spec = svc.get("spec") or {}
+    if spec.get("type") == "ExternalName":
+        return out
+    ns = md.get("namespace") or "default"
+    cluster_ips = tuple(
+        ip for ip in (spec.get("clusterIPs") or [spec.get("clusterIP")]) if ip and ip != "None"
+    )
+    # External frontends: LoadBalancer ingress IPs (not those with ipMode Proxy, which a
+    # real kube-proxy leaves to the load balancer) and spec.externalIPs.
+    lb_ips: tuple[str, ...] = ()
+    if spec.get("type") == "LoadBalancer":
+        lb_ips = tuple(
+            i["ip"]
+            for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+            if i.get("ip") and i.get("ipMode") != "Proxy"
         )
-        # External frontends: LoadBalancer ingress IPs (not those with ipMode Proxy, which a
-        # real kube-proxy leaves to the load balancer) and spec.externalIPs.
-        lb_ips: tuple[str, ...] = ()
-        if spec.get("type") == "LoadBalancer":
-            lb_ips = tuple(
-                i["ip"]
-                for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
-                if i.get("ip") and i.get("ipMode") != "Proxy"
-            )
-        lb_ips += tuple(ip for ip in spec.get("externalIPs") or [] if ip not in lb_ips)
-        local = spec.get("externalTrafficPolicy") == "Local" and (
-            spec.get("type") in ("LoadBalancer", "NodePort") or bool(spec.get("externalIPs"))
-        )
-        for sp in spec.get("ports") or []:
-            protocol = sp.get("protocol") or "TCP"
-            pname = sp.get("name") or ""
-            eps: dict[str, Endpoint] = {}
-            for sl in by_svc.get((ns, md.get("name") or ""), []):
-                port = None
-                for p in sl.get("ports") or []:
-                    if (p.get("name") or "") == pname and (p.get("protocol") or "TCP") == protocol:
-                        port = p.get("port")
-                if port is None:
-                    continue
-                for e in sl.get("endpoints") or []:
-                    c = e.get("conditions") or {}
-                    ready = c.get("ready") is not False  # nil means ready (API semantics)
-                    serving = c.get("serving") if c.get("serving") is not None else ready
-                    for ip in (e.get("addresses") or [])[:1]:
-                        eps.setdefault(
+    lb_ips += tuple(ip for ip in spec.get("externalIPs") or [] if ip not in lb_ips)
+    local = spec.get("externalTrafficPolicy") == "Local" and (
+        spec.get("type") in ("LoadBalancer", "NodePort") or bool(spec.get("externalIPs"))
+    )
+    for sp in spec.get("ports") or []:
+        protocol = sp.get("protocol") or "TCP"
+        pname = sp.get("name") or ""
+        eps: dict[str, Endpoint] = {}
+        for sl in slices:
+            port = None
+            for p in sl.get("ports") or []:
+                if (p.get("name") or "") == pname and (p.get("protocol") or "TCP") == protocol:
+                    port = p.get("port")
+            if port is None:
+                continue
+            for e in sl.get("endpoints") or []:
+                c = e.get("conditions") or {}
+                ready = c.get("ready") is not False  # nil means ready (API semantics)
+                serving = c.get("serving") if c.get("serving") is not None else ready
+                for ip in (e.get("addresses") or [])[:1]:
+                    eps.setdefault(
+                        ip,
+                        Endpoint(
                             ip,
-                            Endpoint(
-                                ip,
-                                int(port),
-                                e.get("nodeName"),
-                                ready,
-                                bool(serving),
-                                bool(c.get("terminating")),
-                            ),
-                        )
-            node_port = sp.get("nodePort") if spec.get("type") in ("LoadBalancer", "NodePort") else None
-            out.append(
-                ServicePort(
-                    namespace=ns,
-                    name=md.get("name") or "",
-                    port_name=pname,
-                    protocol=protocol,
-                    port=int(sp["port"]),
-                    node_port=int(node_port) if node_port else None,
-                    cluster_ips=cluster_ips,
-                    lb_ips=lb_ips,
-                    external_local=local,
-                    endpoints=tuple(sorted(eps.values(), key=lambda e: e.ip)),
-                )
+                            int(port),
+                            e.get("nodeName"),
+                            ready,
+                            bool(serving),
+                            bool(c.get("terminating")),
+                        ),
+                    )
+        node_port = sp.get("nodePort") if spec.get("type") in ("LoadBalancer", "NodePort") else None
+        out.append(
+            ServicePort(
+                namespace=ns,
+                name=md.get("name") or "",
+                port_name=pname,
+                protocol=protocol,
+                port=int(sp["port"]),
+                node_port=int(node_port) if node_port else None,
+                cluster_ips=cluster_ips,
+                lb_ips=lb_ips,
+                external_local=local,
+                endpoints=tuple(sorted(eps.values(), key=lambda e: e.ip)),
             )
-    out.sort(key=lambda s: s.key)
+        )
     return out
 
 
@@ -282,31 +306,150 @@ def build(
     cluster_cidr: str = "10.244.0.0/16",
     node_ip6: str | None = None,
     cluster_cidr6: str | None = None,
-    cache: dict[FragmentKey, Fragment] | None = None,
-    prev: dict[FragmentKey, Fragment] | None = None,
 ) -> Ruleset:
-    """One node's ruleset as data. Fragments come from `cache`/`prev` when the ServicePort is
-    unchanged (only ETP Local ones depend on the node); every fragment used is left in `cache`."""
+    """One node's whole ruleset as data, from `ports` sorted by key: the reference that
+    `NodeTable` keeps equal to, one ServicePort at a time."""
     chains: dict[str, tuple[str, ...]] = {}
     elements: dict[tuple[str, str], tuple[str, str]] = {}
-    has6 = node_ip6 is not None
     for sp in ports:
-        k: FragmentKey = (sp, node if sp.external_local else None, has6, cluster_cidr, cluster_cidr6)
-        frag = None
-        if cache is not None:
-            frag = cache.get(k) or (prev.get(k) if prev is not None else None)
-        if frag is None:
-            frag = _fragment(sp, node, has6, cluster_cidr, cluster_cidr6)
-        if cache is not None:
-            cache[k] = frag
+        frag = _fragment(sp, node, node_ip6 is not None, cluster_cidr, cluster_cidr6)
         chains.update(frag.chains)
         for m, key, verdict in frag.elements:
             # the first Service (by key) to claim a frontend wins, as the first rule did
             elements.setdefault((m, key), (verdict, frag.comment))
-    return Ruleset(_base(node_ip, node_ip6), chains, elements)
+    return Ruleset(base(node_ip, node_ip6), chains, elements)
 
 
-def _base(node_ip: str, node_ip6: str | None) -> str:
+class PortIndex:
+    """Services + EndpointSlices -> ServicePorts, re-reading only the Services whose object or
+    slices changed since the last `update`. Objects are compared by identity: an informer
+    replaces the dict of every object an event names, and the index holds the old ones, so an
+    unchanged identity is an unchanged object."""
+
+    def __init__(self) -> None:
+        self._seen: dict[ServiceKey, tuple[dict[str, Any], tuple[dict[str, Any], ...]]] = {}
+        self._keys: dict[ServiceKey, tuple[str, ...]] = {}
+        self.by_key: dict[str, ServicePort] = {}
+
+    def update(
+        self, services: list[dict[str, Any]], slices: list[dict[str, Any]]
+    ) -> dict[str, ServicePort | None]:
+        """Take the informers' current lists; return {ServicePort key: new port, or None if gone}."""
+        by_svc = slices_by_service(slices)
+        changed: dict[str, ServicePort | None] = {}
+        current: set[ServiceKey] = set()
+        for svc in services:
+            sk = service_key(svc)
+            current.add(sk)
+            sls = tuple(by_svc.get(sk, ()))
+            seen = self._seen.get(sk)
+            if seen is not None and seen[0] is svc and len(seen[1]) == len(sls) and all(
+                a is b for a, b in zip(seen[1], sls, strict=True)
+            ):
+                continue
+            try:
+                ports = ports_of_service(svc, sls)
+            except (KeyError, ValueError, TypeError) as e:  # as kube-proxy, skip what it cannot read
+                log.warning("kube-proxy: ignoring Service %s/%s: %r", *sk, e)
+                ports = []
+            self._seen[sk] = (svc, sls)
+            self._replace(sk, ports, changed)
+        for sk in [k for k in self._seen if k not in current]:
+            del self._seen[sk]
+            self._replace(sk, [], changed)
+        return changed
+
+    def _replace(
+        self, sk: ServiceKey, ports: list[ServicePort], changed: dict[str, ServicePort | None]
+    ) -> None:
+        new = {sp.key: sp for sp in ports}
+        for key in self._keys.pop(sk, ()):
+            if key not in new:
+                self.by_key.pop(key, None)
+                changed[key] = None
+        for key, sp in new.items():
+            if self.by_key.get(key) != sp:
+                self.by_key[key] = sp
+                changed[key] = sp
+        if new:
+            self._keys[sk] = tuple(new)
+
+    def ports(self) -> list[ServicePort]:
+        """Every ServicePort, sorted by key (what `service_ports` returns for the same lists)."""
+        return sorted(self.by_key.values(), key=lambda sp: sp.key)
+
+
+class NodeTable:
+    """One node's ruleset, kept equal to `build` of the current ports by applying the changed
+    fragments only; `update` returns the `nft -f` delta of exactly those changes. Chain names
+    are per ServicePort; a map element claimed by several ports goes to the lowest key."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self._frags: dict[str, Fragment] = {}
+        self._claims: dict[tuple[str, str], dict[str, tuple[str, str]]] = {}
+        self.chains: dict[str, tuple[str, ...]] = {}
+        self.elements: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def update(self, changed: dict[str, Fragment | None], delta: bool = True) -> str:
+        """Replace (or, for None, remove) the fragments of the given ServicePort keys; return the
+        delta, or "" without computing it if `delta` is False (a table about to be loaded whole)."""
+        old = {key: self._frags.get(key) for key in changed}
+        frags = [f for f in (*old.values(), *changed.values()) if f is not None]
+        names = {n for f in frags for n, _ in f.chains}
+        elems = {(m, k) for f in frags for m, k, _ in f.elements}
+        before = self._part(names, elems) if delta else None
+        for key, frag in old.items():
+            if frag is None:
+                continue
+            del self._frags[key]
+            for n, _ in frag.chains:
+                self.chains.pop(n, None)
+            for m, k, _ in frag.elements:
+                self._claims.get((m, k), {}).pop(key, None)
+        for key, frag in changed.items():
+            if frag is None:
+                continue
+            self._frags[key] = frag
+            self.chains.update(frag.chains)
+            for m, k, verdict in frag.elements:
+                self._claims.setdefault((m, k), {}).setdefault(key, (verdict, frag.comment))
+        for e in elems:
+            claims = self._claims.get(e)
+            if claims:
+                self.elements[e] = claims[min(claims)]
+            else:
+                self._claims.pop(e, None)
+                self.elements.pop(e, None)
+        return (delta_text(before, self._part(names, elems)) or "") if before is not None else ""
+
+    def _part(self, names: set[str], elems: set[tuple[str, str]]) -> Ruleset:
+        """The named chains and elements as they are now (absent ones left out)."""
+        return Ruleset(
+            self.base,
+            {n: self.chains[n] for n in names if n in self.chains},
+            {e: self.elements[e] for e in elems if e in self.elements},
+        )
+
+    def ruleset(self) -> Ruleset:
+        """The whole table now (a copy), for a full load."""
+        return Ruleset(self.base, dict(self.chains), dict(self.elements))
+
+
+def fragment(
+    sp: ServicePort, node: str, has_ip6: bool, cluster_cidr: str, cluster_cidr6: str | None,
+    cache: dict[FragmentKey, Fragment],
+) -> Fragment:
+    """`sp`'s fragment on `node`, shared through `cache` by every node it does not depend on
+    (only ETP Local ports depend on the node)."""
+    k: FragmentKey = (sp, node if sp.external_local else None, has_ip6, cluster_cidr, cluster_cidr6)
+    frag = cache.get(k)
+    if frag is None:
+        frag = cache[k] = _fragment(sp, node, has_ip6, cluster_cidr, cluster_cidr6)
+    return frag
+
+
+def base(node_ip: str, node_ip6: str | None) -> str:
     """The fixed chains (hooks, masquerade, dispatch through the maps) of one node."""
     mark = f"0x{MASQ_MARK:x}"
     snat = [f"meta nfproto ipv4 snat ip to {node_ip}"]

@@ -29,16 +29,22 @@ from lab.agents.nftrender import (
     Endpoint,
     Fragment,
     FragmentKey,
+    NodeTable,
+    PortIndex,
     Ruleset,
     ServicePort,
+    base,
     build,
     delta_text,
+    fragment,
     full_text,
+    service_ports,
 )
 
 W1, W2 = "kind-worker", "kind-worker2"
 NODE_IP, NODE_IP6 = "172.18.0.3", "fc00:f853:ccd:e793::3"
 CIDR6 = "fd00:10:244::/48"
+CLUSTER = "10.244.0.0/16"
 
 
 def sp(
@@ -145,15 +151,15 @@ def test_last_endpoint_gone_turns_dispatch_into_reject_v6() -> None:
     assert {ln.split()[-1] for ln in out if ln.startswith("delete chain")} == set(old.chains)
 
 
-def test_fragments_are_reused_for_unchanged_ports_and_per_node_only_for_local() -> None:
+def test_fragments_are_shared_by_nodes_except_for_etp_local() -> None:
     cache: dict[FragmentKey, Fragment] = {}
     ports = [sp("a", E1, local=True), sp("b", E1)]
-    build(ports, W1, NODE_IP, cache=cache)
-    build(ports, W2, NODE_IP, cache=cache)
+    for node in (W1, W2):
+        for p in ports:
+            fragment(p, node, False, "10.244.0.0/16", None, cache)
     assert len(cache) == 3  # "a" per node, "b" shared
-    fresh: dict[FragmentKey, Fragment] = {}
-    build([ports[1]], W1, NODE_IP, cache=fresh, prev=cache)
-    assert list(fresh.values()) == [cache[(ports[1], None, False, "10.244.0.0/16", None)]]
+    shared = cache[(ports[1], None, False, "10.244.0.0/16", None)]
+    assert fragment(ports[1], W2, False, "10.244.0.0/16", None, cache) is shared
 
 
 # -- property: incremental == full -------------------------------------------------------------------
@@ -252,6 +258,100 @@ def test_incremental_sequence_matches_full_render_model(seq: list[list[ServicePo
         assert model.elements == new.elements
         assert (text == "") == (prev.chains == new.chains and prev.elements == new.elements)
         prev = new
+
+
+@settings(max_examples=300, deadline=None)
+@given(states, st.sampled_from([W1, W2]))
+def test_node_table_updated_port_by_port_equals_the_whole_render(
+    seq: list[list[ServicePort]], node: str
+) -> None:
+    """What the stand-in runs: only the changed ports' fragments go in, yet the table equals
+    `build` of all ports and the delta equals the one between the two whole renders."""
+    table = NodeTable(base(NODE_IP, NODE_IP6))
+    prev = rs_for([], node)
+    have: dict[str, ServicePort] = {}
+    cache: dict[FragmentKey, Fragment] = {}
+    for ports in seq:
+        now = {p.key: p for p in ports}
+        changed = {k: now.get(k) for k in {*have, *now} if have.get(k) != now.get(k)}
+        frags = {k: fragment(p, node, True, CLUSTER, CIDR6, cache) if p else None for k, p in changed.items()}
+        text = table.update(frags)
+        new = rs_for(ports, node)
+        assert (table.chains, table.elements) == (new.chains, new.elements)
+        assert text == delta_text(prev, new)
+        assert table.ruleset() == new
+        prev, have = new, now
+
+
+def _svc(name: str, lb: str | None, etp: str, ports: tuple[int, ...]) -> dict:
+    return {
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "type": "LoadBalancer",
+            "clusterIP": "10.96.0.10",
+            "externalTrafficPolicy": etp,
+            "ports": [{"name": f"p{p}", "port": p, "protocol": "TCP", "nodePort": 30000 + p} for p in ports],
+        },
+        "status": {"loadBalancer": {"ingress": [{"ip": lb}] if lb else []}},
+    }
+
+
+def _slice(svc: str, n: int, node: str, ready: bool) -> dict:
+    return {
+        "metadata": {
+            "name": f"{svc}-{n}", "namespace": "default", "labels": {"kubernetes.io/service-name": svc}
+        },
+        "ports": [
+            {"name": "p80", "port": 8080, "protocol": "TCP"}, {"name": "p81", "port": 8081, "protocol": "TCP"}
+        ],
+        "endpoints": [{"addresses": [f"10.244.{n}.2"], "nodeName": node, "conditions": {"ready": ready}}],
+    }
+
+
+api_object = st.one_of(
+    st.builds(
+        lambda n, lb, etp, ports: ("svc", n, _svc(n, lb, etp, ports)),
+        st.sampled_from(["a", "b", "c"]),
+        st.sampled_from([None, "172.18.255.200", "172.18.255.201"]),
+        st.sampled_from(["Cluster", "Local"]),
+        st.sampled_from([(80,), (80, 81), (81,)]),
+    ),
+    st.builds(
+        lambda svc, n, node, ready: ("slice", f"{svc}-{n}", _slice(svc, n, node, ready)),
+        st.sampled_from(["a", "b", "c", "gone"]),
+        st.integers(1, 2),
+        st.sampled_from([W1, W2]),
+        st.booleans(),
+    ),
+)
+api_step = st.one_of(api_object, st.tuples(st.sampled_from(["del-svc", "del-slice"]), st.sampled_from(
+    ["a", "b", "c", "a-1", "b-2", "c-1", "gone-1"]), st.none()))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(api_step, max_size=4), min_size=1, max_size=8))
+def test_port_index_re_reading_changed_services_only_equals_service_ports(steps: list[list[tuple]]) -> None:
+    """Informer semantics: an event replaces an object's dict; untouched objects keep theirs."""
+    services: dict[str, dict] = {}
+    slices: dict[str, dict] = {}
+    index = PortIndex()
+    before: dict[str, ServicePort] = {}
+    for batch in steps:
+        for kind, name, obj in batch:
+            if kind == "svc":
+                services[name] = obj
+            elif kind == "slice":
+                slices[name] = obj
+            else:
+                (services if kind == "del-svc" else slices).pop(name, None)
+        changed = index.update(list(services.values()), list(slices.values()))
+        want = service_ports(list(services.values()), list(slices.values()))
+        assert index.ports() == want
+        now = {p.key: p for p in want}
+        assert changed == {k: now.get(k) for k in {*before, *now} if before.get(k) != now.get(k)}
+        before = now
+    again = index.update(list(services.values()), list(slices.values()))
+    assert again == {}, "nothing changed, nothing re-read"
 
 
 # -- the same against the kernel ---------------------------------------------------------------------
