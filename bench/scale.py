@@ -14,9 +14,9 @@ server, the controller, one speaker per node (each with its ExaBGP), the lab age
   - layer 2: a raw-socket ARP prober in the `client` namespace (who-has for each
     allocated IP, re-asked every 0.5 s until answered, at most `--arp-rate` requests a
     second): when the owner answered, and with which MAC (create -> announced);
-  - BGP: `ip -j -4 route show proto bgp` in the `router` namespace, re-read as fast as it
-    can be parsed (at most every `--fib-interval` s): when the /32 had a next hop via
-    every worker (create -> announced);
+  - BGP: the `router` namespace's kernel FIB, dumped once and then followed through its
+    netlink route events (pyroute2): when the /32 had a next hop via every worker
+    (create -> announced);
   - every second, /proc of every process the lab recorded (state.json): CPU seconds,
     RSS and peak RSS (VmHWM) of the API server, controller, agents, each speaker and its
     ExaBGP;
@@ -85,7 +85,7 @@ TARGETS = {
 # --- processes run inside lab namespaces (their own interpreter; ended by PID) ------------------
 
 ARP_PROBER = r"""
-import os, select, socket, struct, sys, time
+import heapq, os, select, socket, struct, sys, time
 iface, my_ip, rate, retry = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
 end = time.monotonic() + float(sys.argv[5])
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
@@ -95,7 +95,7 @@ my_mac = s.getsockname()[4]
 spa = socket.inet_aton(my_ip)
 arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + my_mac + spa + b"\0" * 6
 head = b"\xff" * 6 + my_mac + b"\x08\x06" + arp
-pending, seen, buf, order = {}, {}, b"", []
+pending, seen, buf, due = set(), {}, b"", []  # due: heap of (when, ip) to ask (again)
 stdin = sys.stdin.fileno()
 os.set_blocking(stdin, False)
 budget, last = rate, time.monotonic()
@@ -104,12 +104,11 @@ while time.monotonic() < end and not (eof and not pending):
     now = time.monotonic()
     budget = min(rate, budget + (now - last) * rate)
     last = now
-    for ip, due in list(pending.items()):
-        if budget < 1:
-            break
-        if due <= now:
+    while due and due[0][0] <= now and budget >= 1:
+        _, ip = heapq.heappop(due)
+        if ip in pending:  # else answered meanwhile
             s.send(head + socket.inet_aton(ip))
-            pending[ip] = now + retry
+            heapq.heappush(due, (now + retry, ip))
             budget -= 1
     rl = [s] + ([] if eof else [stdin])
     r, _, _ = select.select(rl, [], [], 0.02)
@@ -122,7 +121,8 @@ while time.monotonic() < end and not (eof and not pending):
         for line in lines:
             ip = line.decode().strip()
             if ip and ip not in seen:
-                pending[ip] = 0.0
+                pending.add(ip)
+                heapq.heappush(due, (0.0, ip))
                 seen[ip] = set()
     if s in r:
         while True:
@@ -137,30 +137,62 @@ while time.monotonic() < end and not (eof and not pending):
             t = time.monotonic()
             if ip in seen and mac not in seen[ip]:
                 seen[ip].add(mac)
-                pending.pop(ip, None)
+                pending.discard(ip)
                 print(f"{t:.6f} {ip} {mac}", flush=True)
 """
 
-FIB_POLLER = r"""
-import json, subprocess, sys, time
-interval, end = float(sys.argv[1]), time.monotonic() + float(sys.argv[2])
+FIB_WATCHER = r"""
+import errno, json, select, socket, sys, time
+from pyroute2 import IPRoute
+from pyroute2.netlink.rtnl import RTMGRP_IPV4_ROUTE
+end = time.monotonic() + float(sys.argv[1])
+BGP, MAIN = 186, 254  # RTPROT_BGP, RT_TABLE_MAIN
+
+def hops_of(m):
+    hops = [nh.get_attr("RTA_GATEWAY") for nh in (m.get_attr("RTA_MULTIPATH") or [])]
+    return sorted(h for h in (hops or [m.get_attr("RTA_GATEWAY")]) if h)
+
+def ours(m):
+    return m["proto"] == BGP and (m.get_attr("RTA_TABLE") or m["table"]) == MAIN and m.get_attr("RTA_DST")
+
+def dump():
+    with IPRoute() as ipr:
+        return {m.get_attr("RTA_DST"): hops_of(m) for m in ipr.get_routes(family=socket.AF_INET) if ours(m)}
+
+events = IPRoute()  # bound before the dump: nothing between them is missed
+events.bind(groups=RTMGRP_IPV4_ROUTE)
+try:
+    events.setsockopt(socket.SOL_SOCKET, 33, 64 << 20)  # SO_RCVBUFFORCE (root), not in Python's socket
+except OSError:
+    pass
 last = {}
-while time.monotonic() < end:
-    t0 = time.monotonic()
-    argv = ["ip", "-j", "-4", "route", "show", "proto", "bgp"]
-    out = subprocess.run(argv, capture_output=True, text=True).stdout
-    t = time.monotonic()
-    cur = {}
-    for r in json.loads(out or "[]"):
-        hops = [h.get("gateway") for h in r.get("nexthops", [])] or [r.get("gateway")]
-        cur[r["dst"].split("/")[0]] = sorted(h for h in hops if h)
+def report(cur):
+    global last
     changed = {k: v for k, v in cur.items() if last.get(k) != v}
     gone = [k for k in last if k not in cur]
     if changed or gone:
-        print(json.dumps({"t": t, "set": changed, "del": gone, "n": len(cur)}), flush=True)
+        print(json.dumps({"t": time.monotonic(), "set": changed, "del": gone, "n": len(cur)}), flush=True)
     last = cur
-    spent = time.monotonic() - t0
-    time.sleep(max(interval, 2 * spent))
+
+report(dump())
+while time.monotonic() < end:
+    r, _, _ = select.select([events], [], [], 0.5)
+    if not r:
+        continue
+    cur = dict(last)
+    try:
+        for m in events.get():
+            if not ours(m):
+                continue
+            if m["event"] == "RTM_DELROUTE":
+                cur.pop(m.get_attr("RTA_DST"), None)
+            else:
+                cur[m.get_attr("RTA_DST")] = hops_of(m)
+    except OSError as e:  # ENOBUFS: the kernel dropped events; read the table whole instead
+        if e.errno != errno.ENOBUFS:
+            raise
+        cur = dump()
+    report(cur)
 """
 
 
@@ -291,6 +323,7 @@ class Timeline:
         self.arp_first: dict[str, dict[str, float]] = collections.defaultdict(dict)  # IP -> MAC -> 1st answer
         self.fib: dict[str, list[str]] = {}
         self.fib_reads = 0
+        self.ended: list[str] = []  # observers whose output ended (a crash shows on stderr)
         self.errors: list[str] = []
         self.service_events: collections.Counter[str] = collections.Counter()  # by type, as speakers get them
 
@@ -344,6 +377,7 @@ def read_arp(proc: subprocess.Popen[str], tl: Timeline) -> None:
             if name is not None:
                 tl.announced.setdefault(name, float(t_s))
             tl.lock.notify_all()
+    observer_ended(tl, "arp-prober")
 
 
 def read_fib(proc: subprocess.Popen[str], tl: Timeline, hops: set[str]) -> None:
@@ -360,6 +394,13 @@ def read_fib(proc: subprocess.Popen[str], tl: Timeline, hops: set[str]) -> None:
                 if name is not None and set(hs) >= hops:
                     tl.announced.setdefault(name, ev["t"])
             tl.lock.notify_all()
+    observer_ended(tl, "fib-watcher")
+
+
+def observer_ended(tl: Timeline, name: str) -> None:
+    with tl.lock:
+        tl.ended.append(name)
+        tl.lock.notify_all()
 
 
 # --- /proc of the lab's processes ------------------------------------------------------------------
@@ -690,7 +731,7 @@ def run(args: argparse.Namespace, lab: Lab, out: dict[str, Any]) -> None:
     duration = args.create_timeout + args.settle + 120
     fib_proc = nsops.popen_in(
         topo.ROUTER,
-        [sys.executable, "-c", FIB_POLLER, str(args.fib_interval), str(duration)],
+        [sys.executable, "-c", FIB_WATCHER, str(duration)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -728,8 +769,13 @@ def run(args: argparse.Namespace, lab: Lab, out: dict[str, Any]) -> None:
             api.ensure(f"/api/v1/namespaces/{NS}/services", service(name, pool))
             tl.created[name] = time.monotonic()
         with tl.lock:
-            if not tl.lock.wait_for(lambda: "warm-l2" in tl.announced and "warm-bgp" in tl.announced, 120):
-                raise AssertionError(f"warm-up Services not announced in 120 s: {tl.announced}, {tl.ip}")
+            warm = ("warm-l2", "warm-bgp")
+            tl.lock.wait_for(lambda: all(n in tl.announced for n in warm) or tl.ended, 120)
+            if tl.ended or not all(n in tl.announced for n in warm):
+                raise AssertionError(
+                    f"warm-up Services not announced in 120 s: {tl.announced}, {tl.ip}; "
+                    f"observers that ended: {tl.ended}"
+                )
             for name in ("warm-l2", "warm-bgp"):
                 out.setdefault("warmup_s", {})[name] = round(tl.announced[name] - tl.created[name], 3)
             tl.created.clear()
@@ -743,7 +789,7 @@ def run(args: argparse.Namespace, lab: Lab, out: dict[str, Any]) -> None:
         before = sampler.samples[-1]
         names = [f"s-{i}" for i in range(args.services)]
         rv_start = resource_version(api)
-        observers = {"fib-poller": fib_proc.pid, "arp-prober": arp_proc.pid}
+        observers = {"fib-watcher": fib_proc.pid, "arp-prober": arp_proc.pid}
         observers_before = observers_cpu_s(observers)
         machine_before = machine_cpu_s()
         rest_before = rest_of_lab_cpu_s(lab, comps)
@@ -966,7 +1012,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--create-timeout", type=float, default=1800, help="stop creating after this many s")
     ap.add_argument("--settle", type=float, default=300, help="wait at most this long after the last create")
     ap.add_argument("--arp-rate", type=float, default=2000, help="ARP requests per second, at most")
-    ap.add_argument("--fib-interval", type=float, default=0.2, help="FIB re-read interval (s), at least")
     ap.add_argument("--profile-seconds", type=int, default=15, help="py-spy per component; 0: off")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args(argv)
@@ -993,7 +1038,7 @@ def main(argv: list[str] | None = None) -> int:
         "method": "creates back to back over one keep-alive connection, alternately L2 and BGP; create = "
         "the POST was answered; IP = seen on the bench's own Services watch; announced: L2 = "
         "first ARP reply to a raw who-has from `client`, BGP = the /32 has a next hop via every "
-        "worker in the router's kernel FIB (ip -j route, re-read as fast as it parses)",
+        "worker in the router's kernel FIB (netlink route events after one dump)",
     }
     lab = Lab(state_dir=Path(tempfile.mkdtemp(prefix="lbt-s-bench-")))
     try:
