@@ -20,7 +20,7 @@ server, the controller, one speaker per node (each with its ExaBGP), the lab age
   - every second, /proc of every process the lab recorded (state.json): CPU seconds,
     RSS and peak RSS (VmHWM) of the API server, controller, agents, each speaker and its
     ExaBGP;
-* profiles the API server, the controller and one speaker with py-spy for
+* profiles the API server, the controller, the agents and one speaker with py-spy for
   `--profile-seconds` in the middle of the create phase (the top functions go into the
   JSON), and names the component that limits the run: the stage with the largest lag and
   the process that sat at a full core (one Python process cannot use more).
@@ -142,10 +142,10 @@ while time.monotonic() < end and not (eof and not pending):
 """
 
 FIB_WATCHER = r"""
-import errno, json, select, socket, sys, time
+import errno, json, signal, socket, sys, time
 from pyroute2 import IPRoute
 from pyroute2.netlink.rtnl import RTMGRP_IPV4_ROUTE
-end = time.monotonic() + float(sys.argv[1])
+signal.alarm(int(float(sys.argv[1])) + 1)  # bounded: SIGALRM ends it even while it waits for events
 BGP, MAIN = 186, 254  # RTPROT_BGP, RT_TABLE_MAIN
 
 def hops_of(m):
@@ -155,44 +155,53 @@ def hops_of(m):
 def ours(m):
     return m["proto"] == BGP and (m.get_attr("RTA_TABLE") or m["table"]) == MAIN and m.get_attr("RTA_DST")
 
-def dump():
+def subscribe():
+    # bound before the dump that follows it, so nothing between the two is missed
+    events = IPRoute()
+    events.bind(groups=RTMGRP_IPV4_ROUTE)
+    try:
+        events.setsockopt(socket.SOL_SOCKET, 33, 64 << 20)  # SO_RCVBUFFORCE (root), not in Python's socket
+    except OSError:
+        pass
     with IPRoute() as ipr:
-        return {m.get_attr("RTA_DST"): hops_of(m) for m in ipr.get_routes(family=socket.AF_INET) if ours(m)}
+        table = {m.get_attr("RTA_DST"): hops_of(m) for m in ipr.get_routes(family=socket.AF_INET) if ours(m)}
+    return events, table
 
-events = IPRoute()  # bound before the dump: nothing between them is missed
-events.bind(groups=RTMGRP_IPV4_ROUTE)
-try:
-    events.setsockopt(socket.SOL_SOCKET, 33, 64 << 20)  # SO_RCVBUFFORCE (root), not in Python's socket
-except OSError:
-    pass
 last = {}
-def report(cur):
+def report(cur, **extra):
     global last
     changed = {k: v for k, v in cur.items() if last.get(k) != v}
     gone = [k for k in last if k not in cur]
-    if changed or gone:
-        print(json.dumps({"t": time.monotonic(), "set": changed, "del": gone, "n": len(cur)}), flush=True)
+    if changed or gone or extra:
+        ev = {"t": time.monotonic(), "set": changed, "del": gone, "n": len(cur), **extra}
+        print(json.dumps(ev), flush=True)
     last = cur
 
-report(dump())
-while time.monotonic() < end:
-    r, _, _ = select.select([events], [], [], 0.5)
-    if not r:
-        continue
+events, table = subscribe()
+report(table)
+while True:
     cur = dict(last)
     try:
-        for m in events.get():
+        for m in events.get():  # blocks until the kernel sends something
+            err = m["header"].get("error")
+            if err is not None:  # pyroute2 hands a socket error (ENOBUFS: events lost) as a message
+                raise err if isinstance(err, OSError) else OSError(errno.EIO, str(err))
             if not ours(m):
                 continue
             if m["event"] == "RTM_DELROUTE":
                 cur.pop(m.get_attr("RTA_DST"), None)
             else:
                 cur[m.get_attr("RTA_DST")] = hops_of(m)
-    except OSError as e:  # ENOBUFS: the kernel dropped events; read the table whole instead
+        report(cur)
+    except OSError as e:  # ENOBUFS: the kernel dropped events; subscribe again and read the table whole
         if e.errno != errno.ENOBUFS:
             raise
-        cur = dump()
-    report(cur)
+        try:
+            events.close()
+        except OSError:  # a socket in error re-raises it on close
+            pass
+        events, table = subscribe()
+        report(table, overflow=True)
 """
 
 
@@ -323,6 +332,7 @@ class Timeline:
         self.arp_first: dict[str, dict[str, float]] = collections.defaultdict(dict)  # IP -> MAC -> 1st answer
         self.fib: dict[str, list[str]] = {}
         self.fib_reads = 0
+        self.fib_overflows = 0  # the watcher's netlink socket overflowed and it re-read the table
         self.ended: list[str] = []  # observers whose output ended (a crash shows on stderr)
         self.errors: list[str] = []
         self.service_events: collections.Counter[str] = collections.Counter()  # by type, as speakers get them
@@ -386,6 +396,7 @@ def read_fib(proc: subprocess.Popen[str], tl: Timeline, hops: set[str]) -> None:
         ev = json.loads(line)
         with tl.lock:
             tl.fib_reads += 1
+            tl.fib_overflows += bool(ev.get("overflow"))
             for k in ev["del"]:
                 tl.fib.pop(k, None)
             for ip, hs in ev["set"].items():
@@ -591,7 +602,7 @@ def start_profiles(comps: dict[str, list[int]], seconds: int, out_dir: Path) -> 
         return {}
     speaker = sorted(n for n in comps if n.startswith("speaker-") and "control-plane" not in n)[:1]
     procs = {}
-    for name in ["apiserver", "controller", *speaker]:
+    for name in ["apiserver", "controller", "agents", *speaker]:
         path = out_dir / f"{name}.collapsed"
         argv = [
             exe,
@@ -941,6 +952,7 @@ def figures(
             },
             "l2_answers_by_mac": dict(owners),
             "fib_reads": tl.fib_reads,
+            "fib_overflows": tl.fib_overflows,
             "errors": tl.errors[:20],
         }
     return res
