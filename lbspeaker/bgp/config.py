@@ -49,6 +49,7 @@ Mapping of BGPPeer (v1beta2) fields, and why:
 from __future__ import annotations
 
 import base64
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
@@ -93,7 +94,7 @@ class PeerSpec:
     bfd_profile: str | None = None
     node_addresses: tuple[str, ...] = ()  # this node's IPs: next hops for the other family
 
-    @property
+    @functools.cached_property  # asked once per route handed to ExaBGP
     def family(self) -> int:
         """IP version of the session (4 or 6)."""
         return ipaddress.ip_address(self.peer_address).version
