@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from lab.agents.kubeapi import ApiError, Informer, KubeApi, Trigger
@@ -18,9 +22,64 @@ from lab.agents.slices import MANAGED_BY, MANAGED_BY_LABEL, SERVICE_NAME_LABEL, 
 log = logging.getLogger(__name__)
 
 
+SliceKey = tuple[str, str]
+DELETED = -1  # the generation a tracked deletion waits for: the slice's absence
+CONCURRENT_WRITES = 5  # kube-controller-manager's --concurrent-service-endpoint-syncs default
+TRACK_SECONDS = 30.0  # a write the informer never showed (its events were merged away) is retried
+
+
+Written = tuple[SliceKey, int, bool]  # (slice, generation written or DELETED or 0, refused as stale)
+
+
 def _path(ns: str, name: str | None = None) -> str:
     base = f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices"
     return base if name is None else f"{base}/{name}"
+
+
+def _generation(obj: dict[str, Any] | None) -> int:
+    return int(((obj or {}).get("metadata") or {}).get("generation") or 0)
+
+
+class WriteTracker:
+    """The slices this controller wrote and the informer has not shown yet, as
+    kube-controller-manager's EndpointSliceTracker: a slice whose cached copy is missing or
+    older than the generation written is not written again (at 50 creates/s the informer
+    lags the writes, and every reconcile in that gap re-POSTed a slice just created and got
+    409). An entry ends when the informer catches up, or after TRACK_SECONDS."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._written: dict[SliceKey, tuple[int, float]] = {}
+
+    def wrote(self, key: SliceKey, generation: int) -> None:
+        """`generation` is the written object's, or DELETED; 0 (no generation) tracks nothing."""
+        if generation:
+            self._written[key] = (generation, self.clock())
+        else:
+            self._written.pop(key, None)
+
+    def stale(self, key: SliceKey, cached: dict[str, Any] | None) -> bool:
+        """Whether the informer's copy (None: absent) predates what was written to `key`."""
+        entry = self._written.get(key)
+        if entry is None:
+            return False
+        generation, at = entry
+        if generation == DELETED:
+            behind = cached is not None
+        else:
+            behind = cached is None or _generation(cached) < generation
+        if behind and self.clock() - at < TRACK_SECONDS:
+            return True
+        del self._written[key]
+        return False
+
+    def forget_missing(self, keys: set[SliceKey]) -> None:
+        """Drops entries for keys neither desired nor cached: nothing is left to wait for."""
+        for key in [k for k in self._written if k not in keys]:
+            del self._written[key]
+
+    def __len__(self) -> int:
+        return len(self._written)
 
 
 class EndpointSliceController:
@@ -28,7 +87,8 @@ class EndpointSliceController:
     but recomputes only what can have changed: a Service's desired slices are kept until the
     Service object (by identity: the informer replaces an object's dict per event), the Pods
     or the zones change, and each slice's comparison key until the slice object changes. At
-    10,000 Services a whole recomputation per event cost about as much as the speakers."""
+    10,000 Services a whole recomputation per event cost about as much as the speakers. Writes
+    go out CONCURRENT_WRITES at a time, and none is repeated before the informer shows it."""
 
     def __init__(
         self,
@@ -46,6 +106,9 @@ class EndpointSliceController:
         self._desired: dict[tuple[str, str], tuple[dict[str, Any], list[tuple[dict[str, Any], str]]]] = {}
         self._inputs: tuple[list[dict[str, Any]], dict[str, str]] = ([], {})  # (pods, zones) of _desired
         self._canonical: dict[tuple[str, str], tuple[dict[str, Any], str]] = {}  # slice -> (obj, key)
+        self.tracker = WriteTracker()
+        self.conflicts = 0  # writes the API server refused as stale (409/404): each one a wasted round trip
+        self._pool = ThreadPoolExecutor(CONCURRENT_WRITES, thread_name_prefix="endpointslice write")
         self.trigger = Trigger()
         for inf in (services, pods, slices, nodes):
             if inf is not None:
@@ -102,39 +165,70 @@ class EndpointSliceController:
         return cached[1]
 
     def reconcile(self) -> None:
+        """Diffs the desired slices against the cached ones, skipping slices whose cached copy
+        predates our own last write, and sends the writes CONCURRENT_WRITES at a time: one at a
+        time, each waiting for the API server's answer, fell behind 50 Service creates/s."""
         desired = self._desired_slices()
-        existing: dict[tuple[str, str], dict[str, Any]] = {}
+        existing: dict[SliceKey, dict[str, Any]] = {}
         for s in self.slices.items():
             md = s.get("metadata") or {}
             if (md.get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY:
                 existing[(md.get("namespace") or "", md.get("name") or "")] = s
         for key in [k for k in self._canonical if k not in existing]:
             del self._canonical[key]
+        self.tracker.forget_missing(set(desired) | set(existing))
+        writes: list[Callable[[], Written]] = []
         for key, (want, want_key) in desired.items():
             have = existing.get(key)
-            try:
-                if have is None:
-                    self.api.create(_path(key[0]), want)
-                    log.info("created endpointslice %s/%s (%d endpoints)", *key, len(want["endpoints"]))
-                elif self._canonical_of(key, have) != want_key:
-                    body = dict(want)
-                    body["metadata"] = dict(
-                        want["metadata"], resourceVersion=have["metadata"].get("resourceVersion")
-                    )
-                    self.api.replace(_path(*key), body)
-                    log.info("updated endpointslice %s/%s (%d endpoints)", *key, len(want["endpoints"]))
-            except ApiError as e:
-                if e.status in (409, 404):  # stale cache: the watch event that follows retriggers us
-                    self.trigger()
-                else:
-                    log.warning("endpointslice %s/%s: %s", *key, e)
-        for key, have in existing.items():
-            if key in desired:
+            if self.tracker.stale(key, have):
                 continue
-            svc_name = (have["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL)
-            try:
-                self.api.delete(_path(*key))
-                log.info("deleted endpointslice %s/%s (service %s)", *key, svc_name)
-            except ApiError as e:
-                if e.status != 404:
-                    log.warning("deleting endpointslice %s/%s: %s", *key, e)
+            if have is None:
+                writes.append(partial(self._create, key, want))
+            elif self._canonical_of(key, have) != want_key:
+                writes.append(partial(self._replace, key, want, have))
+        for key, have in existing.items():
+            if key not in desired and not self.tracker.stale(key, have):
+                writes.append(partial(self._delete, key, have))
+        for key, generation, refused in self._pool.map(lambda write: write(), writes):
+            self.tracker.wrote(key, generation)
+            if refused:
+                self.conflicts += 1
+                log.debug("endpointslice %s/%s: the cache was behind (%d so far)", *key, self.conflicts)
+
+    def _create(self, key: SliceKey, want: dict[str, Any]) -> Written:
+        try:
+            made = self.api.create(_path(key[0]), want)
+        except ApiError as e:
+            if e.status != 409:
+                log.warning("creating endpointslice %s/%s: %s", *key, e)
+                return key, 0, False
+            return key, 1, True  # it exists: wait for the informer to show it
+        log.info("created endpointslice %s/%s (%d endpoints)", *key, len(want["endpoints"]))
+        return key, _generation(made), False
+
+    def _replace(self, key: SliceKey, want: dict[str, Any], have: dict[str, Any]) -> Written:
+        body = dict(want)
+        body["metadata"] = dict(want["metadata"], resourceVersion=have["metadata"].get("resourceVersion"))
+        try:
+            made = self.api.replace(_path(*key), body)
+        except ApiError as e:
+            if e.status not in (409, 404):
+                log.warning("updating endpointslice %s/%s: %s", *key, e)
+                return key, 0, False
+            # Gone: wait for the informer to drop it. Newer (409): its watch event is on the way,
+            # but a metadata change does not bump the generation, so there is none to wait for.
+            return key, DELETED if e.status == 404 else 0, True
+        log.info("updated endpointslice %s/%s (%d endpoints)", *key, len(want["endpoints"]))
+        return key, _generation(made), False
+
+    def _delete(self, key: SliceKey, have: dict[str, Any]) -> Written:
+        svc_name = (have["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL)
+        try:
+            self.api.delete(_path(*key))
+        except ApiError as e:
+            if e.status != 404:
+                log.warning("deleting endpointslice %s/%s: %s", *key, e)
+                return key, 0, False
+            return key, DELETED, True
+        log.info("deleted endpointslice %s/%s (service %s)", *key, svc_name)
+        return key, DELETED, False

@@ -4,11 +4,13 @@ recomputes only the Services (or, after a Pod or zone change, all of them) that 
 from __future__ import annotations
 
 import copy
+import threading
 from typing import Any
 
 import pytest
 
 from lab.agents import endpointslices as eps
+from lab.agents.kubeapi import ApiError
 from lab.agents.slices import desired_slices
 from tests.unit.test_lab_kubeproxy import FakeInformer
 
@@ -32,32 +34,64 @@ def pod(name: str, app: str, ip: str, ready: bool = True) -> dict[str, Any]:
 
 
 class FakeApi:
-    """Applies writes to the slices informer, as the watch event that follows would."""
+    """An API server's slice store. Each write reaches the slices informer as the watch event
+    that follows would: at once, or (lagging) only when `deliver` is called."""
 
     def __init__(self, slices: FakeInformer) -> None:
         self.slices = slices
+        self.server: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, str]] = []
         self.rv = 0
+        self.lagging = False
+        self.pending: list[tuple[str, dict[str, Any]]] = []
+        self.barrier: threading.Barrier | None = None
 
-    def _store(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _event(self, kind: str, obj: dict[str, Any]) -> None:
+        self.pending.append((kind, obj))
+        if not self.lagging:
+            self.deliver()
+
+    def deliver(self) -> None:
+        for kind, obj in self.pending:
+            if kind == "DELETED":
+                self.slices.objs.pop(("default", obj["metadata"]["name"]), None)
+            else:
+                self.slices.put(obj)
+        self.pending.clear()
+
+    def _store(self, body: dict[str, Any], generation: int) -> dict[str, Any]:
+        if self.barrier is not None:
+            self.barrier.wait()  # every write of the batch in flight at once, or a timeout
         self.rv += 1
         obj = copy.deepcopy(body)
-        obj["metadata"]["resourceVersion"] = str(self.rv)
-        self.slices.put(obj)
+        obj["metadata"].update(resourceVersion=str(self.rv), generation=generation)
+        self.server[obj["metadata"]["name"]] = obj
+        self._event("MODIFIED", obj)
         return obj
 
     def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        self.calls.append(("create", body["metadata"]["name"]))
-        return self._store(body)
+        name = body["metadata"]["name"]
+        self.calls.append(("create", name))
+        if name in self.server:
+            raise ApiError(409, "AlreadyExists")
+        return self._store(body, 1)
 
     def replace(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        self.calls.append(("replace", body["metadata"]["name"]))
-        return self._store(body)
+        name = body["metadata"]["name"]
+        self.calls.append(("replace", name))
+        old = self.server.get(name)
+        if old is None:
+            raise ApiError(404, "NotFound")
+        if old["metadata"]["resourceVersion"] != body["metadata"]["resourceVersion"]:
+            raise ApiError(409, "Conflict")
+        return self._store(body, old["metadata"]["generation"] + 1)
 
     def delete(self, path: str) -> dict[str, Any]:
         name = path.rsplit("/", 1)[1]
         self.calls.append(("delete", name))
-        del self.slices.objs[("default", name)]
+        if name not in self.server:
+            raise ApiError(404, "NotFound")
+        self._event("DELETED", self.server.pop(name))
         return {}
 
 
@@ -126,8 +160,67 @@ def test_a_slice_edited_by_someone_else_is_put_back(rig: Any) -> None:
     key = next(k for k in slices.objs if k[1].startswith("a-"))
     edited = copy.deepcopy(slices.objs[key])
     edited["endpoints"] = []
+    api.server[key[1]] = edited
     slices.put(edited)
     api.calls.clear()
     ctl.reconcile()
     assert api.calls == [("replace", key[1])]
+    assert_slices_are_the_whole_recomputation(services, pods, slices)
+
+
+def test_a_write_the_informer_has_not_shown_yet_is_not_sent_again(rig: Any) -> None:
+    ctl, services, pods, slices, api, _ = rig
+    api.lagging = True
+    ctl.reconcile()
+    ctl.reconcile()  # another event arrives before the creates' watch events
+    assert sorted(c for c, _ in api.calls) == ["create", "create"] and ctl.conflicts == 0
+    api.deliver()
+    api.calls.clear()
+    ctl.reconcile()
+    assert api.calls == [] and len(ctl.tracker) == 0, "caught up: nothing to write, nothing tracked"
+
+    pods.put(pod("p1", "web", "10.244.1.2", ready=False))
+    ctl.reconcile()
+    ctl.reconcile()  # the cached copy is a generation behind the replace
+    assert [c for c, _ in api.calls] == ["replace"] and ctl.conflicts == 0
+    api.deliver()
+    del services.objs[("default", "b")]
+    api.calls.clear()
+    ctl.reconcile()
+    ctl.reconcile()  # still cached: the deletion's event has not come
+    assert [c for c, _ in api.calls] == ["delete"] and ctl.conflicts == 0
+    api.deliver()
+    assert_slices_are_the_whole_recomputation(services, pods, slices)
+
+
+def test_a_write_the_informer_never_shows_is_retried_after_a_while(rig: Any) -> None:
+    ctl, *_, api, _ = rig
+    now = [0.0]
+    ctl.tracker.clock = lambda: now[0]
+    api.lagging = True
+    ctl.reconcile()
+    api.pending.clear()  # the events are lost (merged away by a relist that raced the writes)
+    api.calls.clear()
+    now[0] = eps.TRACK_SECONDS - 1
+    ctl.reconcile()
+    assert api.calls == []
+    now[0] = eps.TRACK_SECONDS + 1
+    ctl.reconcile()
+    assert sorted(c for c, _ in api.calls) == ["create", "create"] and ctl.conflicts == 2
+    api.calls.clear()
+    ctl.reconcile()
+    assert api.calls == [], "a create refused as existing waits for the informer, too"
+
+
+def test_writes_are_sent_concurrently(rig: Any) -> None:
+    ctl, services, pods, slices, api, _ = rig
+    ctl.reconcile()
+    api.calls.clear()
+    for i in range(eps.CONCURRENT_WRITES):
+        services.put(svc(f"s{i}", app=f"app{i}"))
+        pods.put(pod(f"q{i}", f"app{i}", f"10.244.3.{i + 2}"))
+    api.barrier = threading.Barrier(eps.CONCURRENT_WRITES, timeout=5)
+    ctl.reconcile()
+    assert len(api.calls) == eps.CONCURRENT_WRITES
+    api.barrier = None
     assert_slices_are_the_whole_recomputation(services, pods, slices)
