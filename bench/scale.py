@@ -11,12 +11,17 @@ server, the controller, one speaker per node (each with its ExaBGP), the lab age
   POST as soon as the last one is answered), alternately in the L2 and the BGP pool;
 * follows, each with the system-wide monotonic clock:
   - its own watch on the Services: when each one got its IP (create -> IP);
+  - its own watch on the EndpointSlices: when each Service first had a ready endpoint
+    (create -> endpoint), which both protocols wait for; the speakers' own share is
+    "IP and endpoint -> announced";
   - layer 2: a raw-socket ARP prober in the `client` namespace (who-has for each
     allocated IP, re-asked every 0.5 s until answered, at most `--arp-rate` requests a
     second): when the owner answered, and with which MAC (create -> announced);
   - BGP: the `router` namespace's kernel FIB, dumped once and then followed through its
     netlink route events (pyroute2): when the /32 had a next hop via every worker
     (create -> announced);
+  - its own watches on ServiceL2Status and ServiceBGPStatus: the run ends once every
+    announced Service's status objects exist, so the speakers' CPU includes writing them;
   - every second, /proc of every process the lab recorded (state.json): CPU seconds,
     RSS and peak RSS (VmHWM) of the API server, controller, agents, each speaker and its
     ExaBGP;
@@ -52,6 +57,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -327,6 +333,8 @@ class Timeline:
         self.ip: dict[str, str] = {}  # name -> IP
         self.by_ip: dict[str, str] = {}  # IP -> name
         self.ip_at: dict[str, float] = {}  # name -> the IP was seen on our watch
+        self.endpoints_at: dict[str, float] = {}  # name -> its EndpointSlices first had a ready endpoint
+        self.statuses: dict[str, set[str]] = collections.defaultdict(set)  # kind -> names that exist
         self.announced: dict[str, float] = {}  # name -> owner answered ARP / all next hops in the FIB
         self.arp_macs: dict[str, set[str]] = collections.defaultdict(set)  # IP -> MACs that answered
         self.arp_first: dict[str, dict[str, float]] = collections.defaultdict(dict)  # IP -> MAC -> 1st answer
@@ -342,18 +350,25 @@ class Timeline:
             return len(self.created) - len(self.announced)
 
 
-def watch_services(
-    api: Api, tl: Timeline, rv: str, arp_in: Any, hops: set[str], stop: threading.Event
-) -> None:
-    """Our own watch on the Services: the moment each got its IP; hands L2 IPs to the prober."""
-    resp = api.watch(f"/api/v1/namespaces/{NS}/services", rv)
+def watch_events(
+    api: Api, path: str, rv: str, tl: Timeline, what: str, stop: threading.Event
+) -> Iterator[dict[str, Any]]:
+    """The events of one watch until `stop`; a watch that ends early is a run error."""
+    resp = api.watch(path, rv)
     while not stop.is_set():
         line = resp.readline()
         if not line:
             with tl.lock:
-                tl.errors.append("the Services watch ended early")
+                tl.errors.append(f"the {what} watch ended early")
             return
-        ev = json.loads(line)
+        yield json.loads(line)
+
+
+def watch_services(
+    api: Api, tl: Timeline, rv: str, arp_in: Any, hops: set[str], stop: threading.Event
+) -> None:
+    """Our own watch on the Services: the moment each got its IP; hands L2 IPs to the prober."""
+    for ev in watch_events(api, f"/api/v1/namespaces/{NS}/services", rv, tl, "Services", stop):
         obj = ev.get("object") or {}
         if ev.get("type") in ("ADDED", "MODIFIED", "DELETED"):
             with tl.lock:
@@ -374,6 +389,41 @@ def watch_services(
         if tl.proto.get(name) == "l2" and arp_in is not None:
             arp_in.write(f"{ip}\n")
             arp_in.flush()
+
+
+def watch_endpointslices(api: Api, tl: Timeline, rv: str, stop: threading.Event) -> None:
+    """Our own watch on the EndpointSlices: when each Service first had a ready endpoint, which
+    both protocols wait for. It separates the lab's EndpointSlice controller from the speakers."""
+    path = f"/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices"
+    for ev in watch_events(api, path, rv, tl, "EndpointSlices", stop):
+        if ev.get("type") not in ("ADDED", "MODIFIED"):
+            continue
+        obj = ev.get("object") or {}
+        name = ((obj.get("metadata") or {}).get("labels") or {}).get("kubernetes.io/service-name")
+        ready = any((e.get("conditions") or {}).get("ready") for e in obj.get("endpoints") or [])
+        if name and ready:
+            with tl.lock:
+                tl.endpoints_at.setdefault(name, time.monotonic())
+
+
+STATUS_PATHS = {
+    "servicel2statuses": f"/apis/{API_VERSION}/namespaces/{NAMESPACE}/servicel2statuses",
+    "servicebgpstatuses": f"/apis/{API_VERSION}/namespaces/{NAMESPACE}/servicebgpstatuses",
+}
+
+
+def watch_statuses(api: Api, tl: Timeline, kind: str, rv: str, stop: threading.Event) -> None:
+    """Our own watch on one kind of status object the speakers write: which exist now, so the
+    run can wait until every announced Service's status is written, too."""
+    for ev in watch_events(api, STATUS_PATHS[kind], rv, tl, kind, stop):
+        name = ((ev.get("object") or {}).get("metadata") or {}).get("name")
+        if ev.get("type") in ("ADDED", "DELETED") and name:
+            with tl.lock:
+                if ev["type"] == "ADDED":
+                    tl.statuses[kind].add(name)
+                else:
+                    tl.statuses[kind].discard(name)
+                tl.lock.notify_all()
 
 
 def read_arp(proc: subprocess.Popen[str], tl: Timeline) -> None:
@@ -682,8 +732,9 @@ def limiter(res: dict[str, Any], usage: dict[str, dict[str, float]]) -> dict[str
     stages = {
         "apiserver (create calls)": res["create_call_s"]["p99_s"] or 0.0,
         "controller (create -> IP)": res["create_to_ip"]["p99_s"] or 0.0,
-        "speakers (IP -> announced)": max(
-            res["ip_to_announced"]["l2"]["p99_s"] or 0.0, res["ip_to_announced"]["bgp"]["p99_s"] or 0.0
+        "lab EndpointSlice controller (create -> ready endpoint)": res["create_to_endpoints"]["p99_s"] or 0.0,
+        "speakers (IP and ready endpoint -> announced)": max(
+            res["ready_to_announced"][p]["p99_s"] or 0.0 for p in ("l2", "bgp")
         ),
     }
     stage = max(stages, key=lambda k: stages[k])
@@ -718,8 +769,7 @@ def object_counts(api: Api) -> dict[str, int]:
     """How many objects the run left, per kind the product writes for a Service."""
     paths = {
         "endpointslices": f"/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices",
-        "servicel2statuses": f"/apis/{API_VERSION}/namespaces/{NAMESPACE}/servicel2statuses",
-        "servicebgpstatuses": f"/apis/{API_VERSION}/namespaces/{NAMESPACE}/servicebgpstatuses",
+        **STATUS_PATHS,
         "events": f"/api/v1/namespaces/{NS}/events",
     }
     out = {}
@@ -775,6 +825,18 @@ def run(args: argparse.Namespace, lab: Lab, out: dict[str, Any]) -> None:
         threading.Thread(
             target=watch_services, args=(api, tl, rv, arp_proc.stdin, hops, stop), daemon=True
         ).start()
+        _, slices = api.call("GET", f"/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices")
+        threading.Thread(
+            target=watch_endpointslices, args=(api, tl, slices["metadata"]["resourceVersion"], stop),
+            daemon=True,
+        ).start()
+        for kind, path in STATUS_PATHS.items():
+            _, have = api.call("GET", path)
+            tl.statuses[kind] = {o["metadata"]["name"] for o in have.get("items") or []}
+            threading.Thread(
+                target=watch_statuses, args=(api, tl, kind, have["metadata"]["resourceVersion"], stop),
+                daemon=True,
+            ).start()
         for name, pool, proto in (("warm-l2", "scale-l2", "l2"), ("warm-bgp", "scale-bgp", "bgp")):
             tl.proto[name] = proto
             api.ensure(f"/api/v1/namespaces/{NS}/services", service(name, pool))
@@ -842,6 +904,17 @@ def run(args: argparse.Namespace, lab: Lab, out: dict[str, Any]) -> None:
         t_last_create = max(tl.created.values(), default=time.monotonic())  # the last one answered 201
         with tl.lock:
             done = tl.lock.wait_for(lambda: len(tl.announced) >= n and len(tl.ip_at) >= n, args.settle)
+            # Then every status object too, so the speakers' CPU figure includes writing them: one
+            # ServiceL2Status per L2 Service, one ServiceBGPStatus per BGP Service and worker.
+            expected = {
+                "servicel2statuses": sum(p == "l2" for p in tl.proto.values()),
+                "servicebgpstatuses": sum(p == "bgp" for p in tl.proto.values()) * len(workers),
+            }
+            statuses_done = tl.lock.wait_for(
+                lambda: all(len(tl.statuses[k]) >= v for k, v in expected.items()),
+                max(0.0, t_last_create + args.settle - time.monotonic()),
+            )
+            t_statuses = time.monotonic()
         t_end = time.monotonic()
         observers_after = observers_cpu_s(observers)
         machine_after = machine_cpu_s()
@@ -853,6 +926,9 @@ def run(args: argparse.Namespace, lab: Lab, out: dict[str, Any]) -> None:
         res = figures(tl, t_start, t_last_create, t_end, done, n)
         res["api_writes"] = resource_version(api) - rv_start  # one resourceVersion per write
         res["objects_at_end"] = object_counts(api)
+        res["statuses_complete"] = statuses_done
+        res["statuses_complete_after_last_create_s"] = round(t_statuses - t_last_create, 2)
+        res["statuses_expected"] = expected
         usage = sampler.between(t_start, t_end)
         res["usage"] = usage
         res["cpu_s"] = {k: round(after[1][k] - before[1][k], 2) for k in comps}
@@ -902,6 +978,16 @@ def figures(
     with tl.lock:
         names = list(tl.created)
         ip_lat = [tl.ip_at[k] - tl.created[k] for k in names if k in tl.ip_at]
+        ep_lat = [tl.endpoints_at[k] - tl.created[k] for k in names if k in tl.endpoints_at]
+        # A Service can be announced once it has both an IP and a ready endpoint: the speakers' share.
+        ready_ann = {
+            p: [
+                tl.announced[k] - max(tl.ip_at[k], tl.endpoints_at[k])
+                for k in names
+                if k in tl.announced and k in tl.ip_at and k in tl.endpoints_at and tl.proto[k] == p
+            ]
+            for p in ("l2", "bgp")
+        }
         ann = {
             p: [tl.announced[k] - tl.created[k] for k in names if k in tl.announced and tl.proto[k] == p]
             for p in ("l2", "bgp")
@@ -937,6 +1023,8 @@ def figures(
             "create_to_ip": dist(ip_lat),
             "create_to_announced": {p: dist(v) for p, v in ann.items()},
             "ip_to_announced": {p: dist(v) for p, v in ip_ann.items()},
+            "create_to_endpoints": dist(ep_lat),
+            "ready_to_announced": {p: dist(v) for p, v in ready_ann.items()},
             "last_ip_after_last_create_s": round(last_ip - t_last_create, 2),
             "last_announced_after_last_create_s": {
                 p: round(v - t_last_create, 2) for p, v in last_ann.items()
@@ -972,13 +1060,19 @@ def report(out: dict[str, Any]) -> None:
     )
     print(f"  create call:          {d(r['create_call_s'])}")
     print(f"  create -> IP:         {d(r['create_to_ip'])}")
+    print(f"  create -> endpoint:   {d(r['create_to_endpoints'])}  (the lab's EndpointSlice controller)")
     for p in ("l2", "bgp"):
         print(f"  create -> announced {p:3}: {d(r['create_to_announced'][p])}")
+        print(f"  IP and endpoint -> announced {p:3}: {d(r['ready_to_announced'][p])}")
     print(
         f"  last IP {r['last_ip_after_last_create_s']} s after the last create; last announced "
         f"{r['last_announced_after_last_create_s']} s after it (target <= "
         f"{TARGETS['announced_after_last_create_s']} s); all announced: {r['all_announced']} "
         f"(missing {r['not_announced']})"
+    )
+    print(
+        f"  every status object written {r['statuses_complete_after_last_create_s']} s after the last "
+        f"create (complete: {r['statuses_complete']}, expected {r['statuses_expected']})"
     )
     print(
         f"  L2 IPs answered by more than one node: {r.get('l2_ips_with_several_arp_answers_count')}; "
