@@ -129,6 +129,13 @@ def assert_kernels_match(
         assert got.elements == want.elements, name
 
 
+def sent_by_a_reconcile(proxy: kp.KubeProxy, kernels: Kernels, verify: bool) -> list[tuple[str, str]]:
+    """What one reconcile sent to the nodes' kernels."""
+    kernels.sent.clear()
+    proxy.reconcile(verify=verify)
+    return list(kernels.sent)
+
+
 def test_one_changed_service_is_one_delta_per_node_and_a_returning_node_is_loaded_whole(rig: Rig) -> None:
     proxy, services, slices, _, kernels = rig
     proxy.reconcile()
@@ -143,9 +150,7 @@ def test_one_changed_service_is_one_delta_per_node_and_a_returning_node_is_loade
     assert kernels.sent == [(W1, "delta"), (W2, "delta")]
     assert_kernels_match(proxy, services, slices, kernels)
 
-    kernels.sent.clear()
-    proxy.reconcile(verify=False)
-    assert kernels.sent == [], "nothing changed, nothing sent"
+    assert sent_by_a_reconcile(proxy, kernels, verify=False) == [], "nothing changed, nothing sent"
 
     # W2's namespace goes away; a Service changes meanwhile; W2 comes back with an empty kernel
     kernels.present.discard(W2)
@@ -153,9 +158,7 @@ def test_one_changed_service_is_one_delta_per_node_and_a_returning_node_is_loade
     slices.put(_slice("a", 1, W2, False))
     proxy.reconcile(verify=False)
     kernels.present.add(W2)
-    kernels.sent.clear()
-    proxy.reconcile(verify=False)
-    assert kernels.sent == [(W2, "full")]
+    assert sent_by_a_reconcile(proxy, kernels, verify=False) == [(W2, "full")]
     assert_kernels_match(proxy, services, slices, kernels)
 
 
@@ -170,9 +173,7 @@ def test_a_failed_delta_falls_back_to_the_whole_table_and_a_flushed_table_is_rel
     assert_kernels_match(proxy, services, slices, kernels)
 
     del kernels.tables[W1]  # someone flushed it; the periodic resync looks
-    kernels.sent.clear()
-    proxy.reconcile(verify=True)
-    assert kernels.sent == [(W1, "full")]
+    assert sent_by_a_reconcile(proxy, kernels, verify=True) == [(W1, "full")]
     assert_kernels_match(proxy, services, slices, kernels)
 
 
