@@ -118,6 +118,11 @@ def _prefix(ip: str, length_v4: int, length_v6: int) -> str:
     return str(ipaddress.ip_network(f"{addr}/{length}", strict=False))
 
 
+def prefix_family(prefix: str) -> int:
+    """IP version of a prefix `route_prefix` wrote (canonical text: no parse on the hot path)."""
+    return 6 if ":" in prefix else 4
+
+
 RouteKey = tuple[str, str]  # (BGPPeer name, prefix)
 
 
@@ -169,7 +174,7 @@ def route_parts(
                 except ValueError as exc:
                     problem("Service", ann.service, "RouteProblem", f"cannot announce {ip!r}: {exc}")
                     continue
-                version = ipaddress.ip_network(prefix).version
+                version = prefix_family(prefix)
                 for peer in targets:
                     if version not in peer.families() or peer.next_hop(version) is None:
                         continue
@@ -240,7 +245,7 @@ def desired_routes(
 
 def _next_hop(peer: PeerSpec, prefix: str) -> str:
     """`self`, or this node's address of the prefix's family when it is not the session's."""
-    return peer.next_hop(6 if ":" in prefix else 4) or "self"  # a prefix we wrote: no parse (hot)
+    return peer.next_hop(prefix_family(prefix)) or "self"
 
 
 def announce_command(peer: PeerSpec, prefix: str, attrs: RouteAttrs) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,7 +17,9 @@ from lbspeaker.bgp.routes import (
     change_command,
     desired_routes,
     diff_routes,
+    prefix_family,
     resolve_communities,
+    route_prefix,
     withdraw_command,
 )
 from lbspeaker.facts import AdvertisementSpec, advertisement_from_model
@@ -23,6 +27,17 @@ from lbspeaker.facts import AdvertisementSpec, advertisement_from_model
 EBGP = PeerSpec("ebgp", "172.18.0.1", 64513, 64512)
 IBGP = PeerSpec("ibgp", "172.18.0.2", 64513, 64513)
 V6 = PeerSpec("v6", "fd00::1", 64513, 64512, router_id="1.1.1.1")
+
+
+@pytest.mark.parametrize(
+    ("ip", "v4_length", "v6_length"),
+    [("198.51.100.10", 32, 128), ("198.51.100.10", 24, 64), ("fd00:5::1", 32, 128),
+     ("fd00:5::1", 32, 48), ("::ffff:198.51.100.10", 32, 128), ("::", 32, 0)],
+)
+def test_prefix_family_of_every_prefix_route_prefix_writes(ip: str, v4_length: int, v6_length: int) -> None:
+    adv = AdvertisementSpec("a", aggregation_length=v4_length, aggregation_length_v6=v6_length)
+    prefix = route_prefix(ip, adv)
+    assert prefix_family(prefix) == ipaddress.ip_network(prefix).version
 
 
 def ann(ips: tuple[str, ...], *advs: AdvertisementSpec, service: str = "ns/svc") -> Announcement:
