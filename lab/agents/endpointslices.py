@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
@@ -73,9 +73,10 @@ class WriteTracker:
         del self._written[key]
         return False
 
-    def forget_missing(self, keys: set[SliceKey]) -> None:
-        """Drops entries for keys neither desired nor cached: nothing is left to wait for."""
-        for key in [k for k in self._written if k not in keys]:
+    def forget_missing(self, *present: Container[SliceKey]) -> None:
+        """Drops entries for keys in none of `present` (desired, cached): nothing is left to wait
+        for. Looks the few tracked keys up instead of building a set of every slice per reconcile."""
+        for key in [k for k in self._written if not any(k in keys for keys in present)]:
             del self._written[key]
 
     def __len__(self) -> int:
@@ -176,7 +177,7 @@ class EndpointSliceController:
                 existing[(md.get("namespace") or "", md.get("name") or "")] = s
         for key in [k for k in self._canonical if k not in existing]:
             del self._canonical[key]
-        self.tracker.forget_missing(set(desired) | set(existing))
+        self.tracker.forget_missing(desired, existing)
         writes: list[Callable[[], Written]] = []
         for key, (want, want_key) in desired.items():
             have = existing.get(key)
